@@ -1,0 +1,50 @@
+"""fastopt: fused multi-tensor optimizer steps for PyTorch, configurable the MMEngine way.
+
+Public names are imported lazily so that ``import fastopt`` stays cheap and works even when
+the compiled extension is missing (using a fused optimizer then raises a clear error).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # fused optimizers
+    "FusedSGD": "fastopt.optim",
+    "FusedAdam": "fastopt.optim",
+    "FusedAdamW": "fastopt.optim",
+    "FusedLARS": "fastopt.optim",
+    # optimizer wrappers
+    "OptimWrapper": "fastopt.wrapper",
+    "AmpOptimWrapper": "fastopt.wrapper",
+    "OptimWrapperDict": "fastopt.wrapper",
+    # registry / config / constructors
+    "Registry": "fastopt.registry",
+    "Config": "fastopt.config",
+    "DefaultOptimWrapperConstructor": "fastopt.constructor",
+    "LearningRateDecayOptimWrapperConstructor": "fastopt.constructor",
+    "build_optim_wrapper": "fastopt.constructor",
+    # runner
+    "Runner": "fastopt.runner",
+    # introspection
+    "info": "fastopt._ext",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastopt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
