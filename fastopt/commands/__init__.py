@@ -1,0 +1,1 @@
+"""Subcommands of the ``fastopt`` command (see :mod:`fastopt.cli`)."""
