@@ -1,0 +1,48 @@
+"""Registers every ``torch.optim`` optimizer in OPTIMIZERS, and ``LARS`` for ``FusedLARS``.
+
+Imported lazily (it is one of OPTIMIZERS' locations) so that ``import fastopt.registry``
+does not import torch. Like MMEngine, torch's ``Adafactor`` is registered as
+``TorchAdafactor`` (the plain name is left to other Adafactor implementations).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from .registry import import_if_exists
+from .root import OPTIMIZERS
+
+# torch name -> registry name, where they differ
+_RENAMED = {"Adafactor": "TorchAdafactor"}
+
+
+def register_torch_optimizers() -> list[str]:
+    """Register each ``torch.optim.Optimizer`` subclass (incl. the base class); idempotent."""
+    names = []
+    for attr in dir(torch.optim):
+        if attr.startswith("__"):
+            continue
+        obj = getattr(torch.optim, attr)
+        if inspect.isclass(obj) and issubclass(obj, torch.optim.Optimizer):
+            name = _RENAMED.get(attr, attr)
+            if name not in OPTIMIZERS.module_dict:  # a user registration wins
+                OPTIMIZERS.register_module(name=name, module=obj)
+            names.append(name)
+    return names
+
+
+def register_lars_alias() -> bool:
+    """Register ``LARS`` as a name of ``FusedLARS`` when ``fastopt.optim`` provides it."""
+    import_if_exists("fastopt.optim")  # registers the fused optimizers
+    fused = OPTIMIZERS.module_dict.get("FusedLARS")
+    if fused is None:
+        return False
+    if "LARS" not in OPTIMIZERS.module_dict:
+        OPTIMIZERS.register_module(name="LARS", module=fused)
+    return True
+
+
+TORCH_OPTIMIZERS = register_torch_optimizers()
+register_lars_alias()
