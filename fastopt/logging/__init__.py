@@ -1,0 +1,7 @@
+"""Runtime logging state shared by the runner, hooks and optimizer wrappers."""
+
+from fastopt.logging.history_buffer import HistoryBuffer
+from fastopt.logging.manager import ManagerMixin
+from fastopt.logging.message_hub import MessageHub
+
+__all__ = ["HistoryBuffer", "ManagerMixin", "MessageHub"]

@@ -1,0 +1,170 @@
+"""``AmpOptimWrapper``: ``OptimWrapper`` plus autocast and loss scaling (MMEngine semantics).
+
+Differences from MMEngine's, on purpose:
+
+* it runs wherever the parameters live, CPU included (``torch.amp.GradScaler(device)`` and
+  ``torch.autocast(device)``); MMEngine asserts that a GPU/NPU/MLU is present;
+* with bfloat16 autocast no loss scaling is done at all (the scaler is a disabled
+  ``GradScaler``: scale and unscale are identities, ``step`` is a plain step). bfloat16 has the
+  range of float32, and torch has no bfloat16 unscale kernel (open-mmlab/mmengine#1540);
+* an int ``loss_scale`` is a static scale like a float (MMEngine rejects ``512``);
+* bad arguments fail at construction with the argument and the value in the message.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from fastopt.wrapper.optim_wrapper import OptimWrapper
+
+LossScale = Union[str, float, int, Mapping[str, Any]]
+
+_AUTOCAST_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    valid = AmpOptimWrapper.valid_dtypes
+    if dtype is None:
+        return None
+    if isinstance(dtype, str) and dtype in valid:
+        return getattr(torch, dtype)
+    if isinstance(dtype, torch.dtype) and str(dtype).removeprefix("torch.") in valid:
+        return dtype
+    raise ValueError(f"dtype should be None or any of {valid}, but got {dtype!r}")
+
+
+def _device_type(optimizer: torch.optim.Optimizer) -> str:
+    """Device type of the optimizer's first parameter (autocast and the scaler run there)."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            return param.device.type
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class AmpOptimWrapper(OptimWrapper):
+    """Mixed-precision training: the forward under autocast, the loss scaled for backward.
+
+    Args:
+        loss_scale: ``'dynamic'`` (torch ``GradScaler`` defaults: start at 2**16, halve on
+            inf/nan, double after 2000 clean steps); a positive number for a static scale
+            (steps with inf/nan grads are still skipped, and the scale is reset to this value
+            after every step); or a dict of ``GradScaler`` arguments.
+        dtype: autocast dtype: ``'float16'``, ``'bfloat16'``, ``'float32'``, ``'float64'``
+            (the last two run without autocast), a ``torch.dtype`` among these, or None for
+            autocast's default on the device (float16 on CUDA, bfloat16 on CPU).
+        use_fsdp: use FSDP's ``ShardedGradScaler`` (sharded gradients).
+        **kwargs: ``optimizer``, ``accumulative_counts``, ``clip_grad`` of :class:`OptimWrapper`.
+
+    With ``clip_grad`` the grads are unscaled before clipping, so the logged ``grad_norm`` is
+    the true norm (inf or nan on an overflow step, which is then skipped).
+    """
+
+    valid_dtypes = ("float16", "bfloat16", "float32", "float64")
+
+    def __init__(
+        self,
+        loss_scale: LossScale = "dynamic",
+        dtype: str | torch.dtype | None = None,
+        use_fsdp: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.cast_dtype = _parse_dtype(dtype)
+        self.device_type = _device_type(self.optimizer)
+        self.autocast_dtype = self.cast_dtype or torch.get_autocast_dtype(self.device_type)
+        self._scale_update_param: float | None = None
+        scaler_kwargs = self._scaler_kwargs(loss_scale)
+        if self.autocast_dtype == torch.bfloat16:
+            scaler_kwargs["enabled"] = False
+            self._scale_update_param = None
+        scaler_kwargs.setdefault("device", self.device_type)
+        if use_fsdp:
+            from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+            scaler_cls: type = ShardedGradScaler
+        else:
+            scaler_cls = torch.amp.GradScaler
+        try:
+            self.loss_scaler = scaler_cls(**scaler_kwargs)
+        except TypeError as err:
+            raise TypeError(
+                f"loss_scale={loss_scale!r} is not a valid set of {scaler_cls.__name__} "
+                f"arguments: {err}"
+            ) from err
+
+    def _scaler_kwargs(self, loss_scale: LossScale) -> dict[str, Any]:
+        """Check ``loss_scale``; return the scaler's arguments and set the static scale."""
+        if isinstance(loss_scale, str):
+            if loss_scale == "dynamic":
+                return {}
+            raise ValueError(
+                f'loss_scale must be "dynamic", a positive number or a dict of GradScaler '
+                f"arguments, but got {loss_scale!r}"
+            )
+        if isinstance(loss_scale, Mapping):
+            return dict(loss_scale)
+        if isinstance(loss_scale, numbers.Real) and not isinstance(loss_scale, bool):
+            scale = float(loss_scale)
+            if not (math.isfinite(scale) and scale > 0):
+                raise ValueError(
+                    f"loss_scale must be a positive finite number, but got {loss_scale!r}"
+                )
+            self._scale_update_param = scale
+            return {"init_scale": scale}
+        raise TypeError(
+            'loss_scale must be "dynamic", a positive number or a dict of GradScaler '
+            f"arguments, but got {type(loss_scale).__name__}: {loss_scale!r}"
+        )
+
+    @property
+    def uses_loss_scaling(self) -> bool:
+        """False for bfloat16 (and a dict with ``enabled=False``): no scaling is done."""
+        return self.loss_scaler.is_enabled()
+
+    def backward(self, loss: torch.Tensor, **kwargs: Any) -> None:
+        """Backward the scaled loss and count the iteration."""
+        self.loss_scaler.scale(loss).backward(**kwargs)
+        self._inner_count += 1
+
+    def _clip_and_step(self, **kwargs: Any) -> None:
+        """Torch's AMP sequence: unscale and clip (if clipping), scaler step, scale update."""
+        if self.grad_clip is not None:
+            self.loss_scaler.unscale_(self.optimizer)
+            self._clip_grad()
+        self.loss_scaler.step(self.optimizer, **kwargs)
+        self.loss_scaler.update(self._scale_update_param)
+
+    @contextmanager
+    def optim_context(self, model: nn.Module) -> Iterator[None]:
+        """The accumulation context of :class:`OptimWrapper` plus autocast on the device."""
+        enabled = self.autocast_dtype in _AUTOCAST_DTYPES
+        dtype = self.autocast_dtype if enabled else None
+        with super().optim_context(model):
+            with torch.autocast(self.device_type, dtype=dtype, enabled=enabled):
+                yield
+
+    def state_dict(self) -> dict[str, Any]:
+        """:meth:`OptimWrapper.state_dict` plus ``loss_scaler`` (absent when not scaling)."""
+        state_dict = super().state_dict()
+        if self.uses_loss_scaling:
+            state_dict["loss_scaler"] = self.loss_scaler.state_dict()
+        return state_dict
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load :meth:`state_dict` output; a ``loss_scaler`` entry is ignored when not scaling.
+
+        So a float16 checkpoint resumes under bfloat16 and the other way round (the scaler
+        then starts afresh). The given dict is not modified.
+        """
+        state_dict = dict(state_dict)
+        scaler_state = state_dict.pop("loss_scaler", None)
+        if scaler_state and self.uses_loss_scaling:
+            self.loss_scaler.load_state_dict(scaler_state)
+        super().load_state_dict(state_dict)
