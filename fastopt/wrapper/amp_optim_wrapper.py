@@ -22,6 +22,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
+from fastopt.registry import OPTIM_WRAPPERS
 from fastopt.wrapper.optim_wrapper import OptimWrapper
 
 LossScale = Union[str, float, int, Mapping[str, Any]]
@@ -48,6 +49,7 @@ def _device_type(optimizer: torch.optim.Optimizer) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@OPTIM_WRAPPERS.register_module()
 class AmpOptimWrapper(OptimWrapper):
     """Mixed-precision training: the forward under autocast, the loss scaled for backward.
 

@@ -18,11 +18,13 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from fastopt.logging import MessageHub
+from fastopt.registry import OPTIM_WRAPPERS
 from fastopt.wrapper.grad_clip import GradClip
 
 logger = logging.getLogger(__name__)
 
 
+@OPTIM_WRAPPERS.register_module()
 class OptimWrapper:
     """Gradient accumulation and clipping around a ``torch.optim.Optimizer``.
 

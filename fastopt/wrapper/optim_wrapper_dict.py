@@ -14,9 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastopt.registry import OPTIM_WRAPPERS
 from fastopt.wrapper.optim_wrapper import OptimWrapper
 
 
+@OPTIM_WRAPPERS.register_module()
 class OptimWrapperDict(OptimWrapper):
     """A mapping of names to :class:`OptimWrapper` instances.
 
