@@ -23,8 +23,8 @@ Scalar = Union[int, float, np.number, np.ndarray, torch.Tensor]
 _MAX_PENDING = 1024
 
 
-def _as_lazy_value(key: str, value: Any) -> Number | torch.Tensor:
-    """Check a logged value and return it as a Python number or a detached 0-dim tensor."""
+def check_scalar(key: str, value: Any) -> Number | torch.Tensor:
+    """Check a logged value; return it as a Python int/float or a detached 0-dim tensor."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(
@@ -39,8 +39,10 @@ def _as_lazy_value(key: str, value: Any) -> Number | torch.Tensor:
                 f"{key!r}: a logged array must have exactly one element, got shape {value.shape}"
             )
         return value.item()
+    if isinstance(value, numbers.Integral):
+        return int(value)
     if isinstance(value, numbers.Real):
-        return value  # type: ignore[return-value]
+        return float(value)
     raise TypeError(
         f"{key!r}: a logged value must be an int, a float, or a one-element tensor or array, "
         f"but got {type(value).__name__}: {value!r}"
@@ -80,7 +82,7 @@ class HistoryBuffer:
         """Append a value; a tensor is stored as is and converted when first read."""
         if not isinstance(count, numbers.Integral) or isinstance(count, bool):
             raise TypeError(f"count must be an int, but got {type(count).__name__}: {count!r}")
-        value = _as_lazy_value("log_val", log_val)
+        value = check_scalar("log_val", log_val)
         self._values.append(value)
         self._counts.append(int(count))
         if isinstance(value, torch.Tensor):

@@ -16,12 +16,13 @@ from __future__ import annotations
 import collections.abc
 import copy
 import logging
+import numbers
 from typing import Any
 
 import numpy as np
 import torch
 
-from fastopt.logging.history_buffer import HistoryBuffer, Scalar
+from fastopt.logging.history_buffer import HistoryBuffer, Scalar, check_scalar
 from fastopt.logging.manager import ManagerMixin
 
 logger = logging.getLogger(__name__)
@@ -35,10 +36,16 @@ def _to_plain(value: Any) -> Any:
     numpy arrays and tensors become (nested lists of) Python numbers; other sequences and
     sets, such as a deque, become lists.
     """
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if value is None or type(value) in (bool, int, float, str):
         return value
     if isinstance(value, (np.generic, np.ndarray, torch.Tensor)):
         return _to_plain(value.tolist())
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
     if isinstance(value, dict):
         if not all(isinstance(k, (str, int)) for k in value):
             raise TypeError("dict keys must be str or int")
@@ -90,6 +97,7 @@ class MessageHub(ManagerMixin):
     # ----------------------------------------------------------------------------- scalars
     def update_scalar(self, key: str, value: Scalar, count: int = 1, resumed: bool = True) -> None:
         """Append ``value`` to the history of ``key``; a tensor is converted lazily."""
+        value = check_scalar(key, value)
         self._set_resumed_key(key, resumed)
         buffer = self._log_scalars.get(key)
         if buffer is None:
