@@ -401,6 +401,24 @@ def test_optim_context_skips_ddp_sync_while_accumulating(hub, gloo_group, wrappe
         torch.testing.assert_close(p, q)
 
 
+def test_amp_use_fsdp_uses_the_sharded_grad_scaler(hub, gloo_group):
+    from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+    model = _model()
+    wrapper = AmpOptimWrapper(
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        dtype="float16",
+        use_fsdp=True,
+        loss_scale={"init_scale": 4.0, "growth_interval": 1},
+        clip_grad={"max_norm": 1.0},
+    )
+    assert isinstance(wrapper.loss_scaler, ShardedGradScaler)
+    with wrapper.optim_context(model):
+        loss = _loss(model, _batches(1)[0])
+    wrapper.update_params(loss)
+    assert wrapper.state_dict()["loss_scaler"]["scale"] == 8.0  # grew after a clean step
+
+
 def test_optim_context_on_a_module_without_no_sync(hub):
     model = _model()
     wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), accumulative_counts=2)
