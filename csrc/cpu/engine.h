@@ -1,0 +1,231 @@
+// The CPU multi-tensor engine, compiled once per instruction set (see engine_*.cpp).
+//
+// Every entry of the table is cut into fixed-size chunks (independent of the thread count);
+// OpenMP runs the chunks of all tensors of all groups in one parallel region, and the inner loops
+// are plain element loops over the shared functors that the compiler vectorizes.
+#pragma once
+
+#include <omp.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "../core/adam.h"
+#include "../core/lars.h"
+#include "../core/norms.h"
+#include "../core/sgd.h"
+#include "../core/table.h"
+#include "api.h"
+
+namespace fastopt {
+namespace FASTOPT_CPU_NS {
+
+// Below this many elements one thread is faster than waking the pool.
+constexpr int64_t kSerialElems = 1 << 15;
+
+template <class F>
+void for_chunks(const StepCall& c, F&& body) {
+  const int64_t n = c.n_chunks;
+  const int threads = c.total_elems < kSerialElems ? 1 : c.num_threads;
+  if (threads <= 1) {
+    for (int64_t i = 0; i < n; ++i) body(c.chunks[i]);
+    return;
+  }
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
+  for (int64_t i = 0; i < n; ++i) body(c.chunks[i]);
+}
+
+// Calls f(P*, G*, S*) with the entry's element types; only the supported combinations exist.
+template <class F>
+void dispatch_types(const TensorEntry& e, F&& f) {
+  auto with_param = [&](auto* p) {
+    using P = std::remove_pointer_t<decltype(p)>;
+    auto with_grad = [&](auto* g) {
+      auto* pp = static_cast<P*>(e.param);
+      auto* gg = static_cast<const std::remove_pointer_t<decltype(g)>*>(e.grad);
+      if (e.state_dtype == DType::f32)
+        f(pp, gg, static_cast<float*>(nullptr));
+      else
+        f(pp, gg, static_cast<P*>(nullptr));
+    };
+    if (e.grad_dtype == DType::f32)
+      with_grad(static_cast<float*>(nullptr));
+    else
+      with_grad(static_cast<P*>(nullptr));
+  };
+  switch (e.param_dtype) {
+    case DType::f32: with_param(static_cast<float*>(nullptr)); break;
+    case DType::f16: with_param(static_cast<half_t*>(nullptr)); break;
+    case DType::bf16: with_param(static_cast<bfloat16_t*>(nullptr)); break;
+  }
+}
+
+// kUsed: bit k set when state k is read and written (a compile-time mask, so the element loop
+// has no per-element branches on it and vectorizes).
+template <class Op, int kUsed, class P, class G, class S>
+void update_span(const typename Op::Args& args, P* __restrict p, const G* __restrict g,
+                 S* __restrict s0, S* __restrict s1, S* __restrict s2, int64_t n,
+                 float grad_scale) {
+  const typename Op::Args a = args;  // a local copy cannot alias the stores below
+  for (int64_t i = 0; i < n; ++i) {
+    float pv = load(p + i);
+    const float gv = load(g + i) * grad_scale;
+    float s[kMaxStates] = {0.f, 0.f, 0.f};
+    if (kUsed & 1) s[0] = load(s0 + i);
+    if (kUsed & 2) s[1] = load(s1 + i);
+    if (kUsed & 4) s[2] = load(s2 + i);
+    Op::update(a, pv, gv, s);
+    store(p + i, pv);
+    if (kUsed & 1) store(s0 + i, s[0]);
+    if (kUsed & 2) store(s1 + i, s[1]);
+    if (kUsed & 4) store(s2 + i, s[2]);
+  }
+}
+
+// States are used as a prefix (k < count), so the masks are 0, 1, 3 or 7.
+template <class Op, class P, class G, class S>
+void update_span_dispatch(const typename Op::Args& a, P* p, const G* g, S* s0, S* s1, S* s2,
+                          int64_t n, float grad_scale) {
+  int used = 0;
+  for (int k = 0; k < Op::kStates; ++k) used += Op::uses_state(a, k);
+  switch (used) {
+    case 0:
+      if constexpr (Op::kMinStates <= 0) update_span<Op, 0>(a, p, g, s0, s1, s2, n, grad_scale);
+      break;
+    case 1:
+      if constexpr (Op::kMinStates <= 1 && Op::kStates >= 1)
+        update_span<Op, 1>(a, p, g, s0, s1, s2, n, grad_scale);
+      break;
+    case 2:
+      if constexpr (Op::kMinStates <= 2 && Op::kStates >= 2)
+        update_span<Op, 3>(a, p, g, s0, s1, s2, n, grad_scale);
+      break;
+    case 3:
+      if constexpr (Op::kStates >= 3) update_span<Op, 7>(a, p, g, s0, s1, s2, n, grad_scale);
+      break;
+  }
+}
+
+// Fold of a span into kLanes independent accumulators: vectorizes without reassociating, and
+// the lane layout is fixed in the source, so every instruction set gives the same bits.
+template <class T>
+double reduce_span(const T* __restrict x, int64_t n, float scale, NormMeasure m) {
+  constexpr int kLanes = 16;
+  double acc[kLanes] = {};
+  int64_t i = 0;
+  switch (m.type) {
+    case NormType::l2:
+      for (; i + kLanes <= n; i += kLanes)
+        for (int l = 0; l < kLanes; ++l) {
+          const double v = double(load(x + i + l) * scale);
+          acc[l] += v * v;
+        }
+      break;
+    case NormType::l1:
+      for (; i + kLanes <= n; i += kLanes)
+        for (int l = 0; l < kLanes; ++l) acc[l] += fabs(double(load(x + i + l) * scale));
+      break;
+    case NormType::inf:
+      for (; i + kLanes <= n; i += kLanes)
+        for (int l = 0; l < kLanes; ++l) {
+          const double v = fabs(double(load(x + i + l) * scale));
+          acc[l] = (v > acc[l] || v != v) ? v : acc[l];
+        }
+      break;
+    case NormType::p: break;  // pow per element: the scalar loop below
+  }
+  double total = 0.0;
+  for (int l = 0; l < kLanes; ++l) total = m.combine(total, acc[l]);
+  for (; i < n; ++i) total = m.combine(total, m.fold(double(load(x + i) * scale)));
+  return total;
+}
+
+// Per-chunk partials of a norm measure over params (which == 0) or grads (which == 1).
+inline void chunk_partials(const StepCall& c, int which, float scale, NormMeasure m,
+                           double* partial) {
+  for_chunks(c, [&](const Chunk& ch) {
+    const TensorEntry& e = c.entries[ch.entry];
+    const int64_t idx = &ch - c.chunks;
+    if (e.grad == nullptr) {
+      partial[idx] = 0.0;
+      return;
+    }
+    const void* base = which == 0 ? static_cast<const void*>(e.param) : e.grad;
+    const DType dt = which == 0 ? e.param_dtype : e.grad_dtype;
+    switch (dt) {
+      case DType::f32:
+        partial[idx] = reduce_span(static_cast<const float*>(base) + ch.begin, ch.size, scale, m);
+        break;
+      case DType::f16:
+        partial[idx] = reduce_span(static_cast<const half_t*>(base) + ch.begin, ch.size, scale, m);
+        break;
+      case DType::bf16:
+        partial[idx] =
+            reduce_span(static_cast<const bfloat16_t*>(base) + ch.begin, ch.size, scale, m);
+        break;
+    }
+  });
+}
+
+// Folded (unfinished) per-tensor measures: chunks of an entry are contiguous in the chunk list.
+inline void per_tensor(const StepCall& c, const double* partial, NormMeasure m, double* out) {
+  for (int64_t t = 0; t < c.n_entries; ++t) out[t] = 0.0;
+  for (int64_t i = 0; i < c.n_chunks; ++i) {
+    double& acc = out[c.chunks[i].entry];
+    acc = m.combine(acc, partial[i]);
+  }
+}
+
+inline void tensor_norms(const StepCall& c, int which, float scale, NormMeasure m, double* out) {
+  std::vector<double> partial(c.n_chunks);
+  chunk_partials(c, which, scale, m, partial.data());
+  per_tensor(c, partial.data(), m, out);
+}
+
+template <class Op>
+void step(const StepCall& c) {
+  std::vector<typename Op::Args> args(c.n_entries);
+  std::vector<double> pnorm, gnorm;
+  if (Op::kNeedsNorms) {
+    const NormMeasure l2{NormType::l2, 2.0};
+    pnorm.resize(c.n_entries);
+    gnorm.resize(c.n_entries);
+    tensor_norms(c, 0, 1.f, l2, pnorm.data());
+    tensor_norms(c, 1, c.scalars.grad_scale, l2, gnorm.data());
+  }
+  for (int64_t t = 0; t < c.n_entries; ++t) {
+    TensorEntry& e = c.entries[t];
+    if (e.grad == nullptr) continue;
+    double step = 0.0;
+    if (Op::kHasStep) step = double(*e.step += 1.f);
+    TensorNorms norms{0.0, 0.0};
+    if (Op::kNeedsNorms) norms = {sqrt(pnorm[t]), sqrt(gnorm[t])};
+    args[t] = Op::prepare(c.hyper + int64_t(e.group) * c.hyper_stride, step, norms, e.fresh,
+                          c.scalars.op_scalar);
+  }
+  const float grad_scale = c.scalars.grad_scale;
+  for_chunks(c, [&](const Chunk& ch) {
+    const TensorEntry& e = c.entries[ch.entry];
+    if (e.grad == nullptr) return;
+    dispatch_types(e, [&](auto* p, const auto* g, auto* s) {
+      using S = std::remove_pointer_t<decltype(s)>;
+      auto st = [&](int k) { return static_cast<S*>(e.state[k]) + (e.state[k] ? ch.begin : 0); };
+      update_span_dispatch<Op>(args[ch.entry], p + ch.begin, g + ch.begin, st(0), st(1), st(2), ch.size,
+                      grad_scale);
+    });
+  });
+  for (int64_t t = 0; t < c.n_entries; ++t)
+    if (c.entries[t].grad != nullptr) c.entries[t].fresh = 0;
+}
+
+CpuKernels kernels() {
+  CpuKernels k;
+  k.sgd = &step<Sgd>;
+  k.adam = &step<Adam>;
+  k.lars = &step<Lars>;
+  k.tensor_norms = &tensor_norms;
+  return k;
+}
+
+}  // namespace FASTOPT_CPU_NS
+}  // namespace fastopt

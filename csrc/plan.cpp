@@ -1,0 +1,356 @@
+#include "plan.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+
+#include "core/adam.h"
+#include "core/lars.h"
+#include "core/sgd.h"
+
+namespace fastopt {
+
+namespace {
+
+// Interned attribute names, created once.
+struct Names {
+  PyObject* grad = PyUnicode_InternFromString("grad");
+  PyObject* params = PyUnicode_InternFromString("params");
+  PyObject* data_ptr = PyUnicode_InternFromString("data_ptr");
+  PyObject* dtype = PyUnicode_InternFromString("dtype");
+  PyObject* is_contiguous = PyUnicode_InternFromString("is_contiguous");
+  PyObject* stride = PyUnicode_InternFromString("stride");
+};
+const Names& names() {
+  static const Names n;
+  return n;
+}
+
+// obj.name() without building a bound method; a new reference or nullptr with an error set.
+PyObject* call0(PyObject* obj, PyObject* name) {
+  PyObject* args[1] = {obj};
+  return PyObject_VectorcallMethod(name, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
+}
+
+bool data_ptr(PyObject* tensor, int64_t* out) {
+  PyObject* r = call0(tensor, names().data_ptr);
+  if (r == nullptr) return false;
+  *out = PyLong_AsLongLong(r);
+  Py_DECREF(r);
+  return !PyErr_Occurred();
+}
+
+template <class Op>
+std::vector<std::string> keys_of() {
+  return std::vector<std::string>(std::begin(Op::kHyperKeys), std::end(Op::kHyperKeys));
+}
+
+bool cpu_has(const char* feature) {
+  __builtin_cpu_init();
+  if (std::strcmp(feature, "avx512") == 0)
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  if (std::strcmp(feature, "avx2") == 0)
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+  return true;
+}
+
+const char* choose_isa() {
+  const char* want = std::getenv("FASTOPT_CPU_ISA");
+  if (want != nullptr && *want != '\0') {
+    for (const char* isa : {"baseline", "avx2", "avx512"})
+      if (std::strcmp(want, isa) == 0) {
+        if (!cpu_has(isa))
+          throw std::runtime_error(std::string("FASTOPT_CPU_ISA=") + want +
+                                   " but this CPU does not support it");
+        return isa;
+      }
+    throw std::runtime_error(std::string("FASTOPT_CPU_ISA must be baseline, avx2 or avx512, got ") +
+                             want);
+  }
+  if (cpu_has("avx512")) return "avx512";
+  if (cpu_has("avx2")) return "avx2";
+  return "baseline";
+}
+
+}  // namespace
+
+const char* cpu_isa() {
+  static const char* isa = choose_isa();
+  return isa;
+}
+
+const CpuKernels& cpu_kernels() {
+  static const CpuKernels k = [] {
+    const std::string isa = cpu_isa();
+    if (isa == "avx512") return cpu_avx512::kernels();
+    if (isa == "avx2") return cpu_avx2::kernels();
+    return cpu_baseline::kernels();
+  }();
+  return k;
+}
+
+std::vector<std::string> hyper_keys(const std::string& kind) {
+  if (kind == Sgd::kName) return keys_of<Sgd>();
+  if (kind == Adam::kName) return keys_of<Adam>();
+  if (kind == Lars::kName) return keys_of<Lars>();
+  throw std::invalid_argument("unknown optimizer kind '" + kind + "'");
+}
+
+Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::list params,
+           std::vector<int64_t> entry_of_param, std::vector<int32_t> layouts,
+           std::vector<py::object> dense_strides, py::list entries, int64_t chunk_elems)
+    : kind_(std::move(kind)),
+      owner_groups_(owner_groups),
+      owner_state_(owner_state),
+      params_(params),
+      entry_of_param_(std::move(entry_of_param)),
+      layouts_(std::move(layouts)),
+      dense_strides_(std::move(dense_strides)),
+      kernels_(cpu_kernels()) {
+  if (kind_ == Sgd::kName) step_ = kernels_.sgd;
+  if (kind_ == Adam::kName) step_ = kernels_.adam;
+  if (kind_ == Lars::kName) step_ = kernels_.lars;
+  if (step_ == nullptr) throw std::invalid_argument("unknown optimizer kind '" + kind_ + "'");
+  if (chunk_elems <= 0) throw std::invalid_argument("chunk_elems must be positive");
+  const size_t n_params = size_t(py::len(params_));
+  if (entry_of_param_.size() != n_params || layouts_.size() != n_params ||
+      dense_strides_.size() != n_params)
+    throw std::invalid_argument("Plan: per-param lists must have one item per param");
+
+  for (const std::string& spec : hyper_keys(kind_)) {
+    HyperKey k;
+    std::string name = spec;
+    while (!name.empty() && (name.back() == '?' || name.back() == '!')) {
+      (name.back() == '?' ? k.optional : k.structural) = true;
+      name.pop_back();
+    }
+    const size_t dot = name.find('.');
+    if (dot != std::string::npos) {
+      k.index = std::stoi(name.substr(dot + 1));
+      name = name.substr(0, dot);
+    }
+    k.name = name;
+    k.key = py::reinterpret_steal<py::str>(PyUnicode_InternFromString(name.c_str()));
+    keys_.push_back(std::move(k));
+  }
+
+  for (py::handle g : owner_groups_) {
+    groups_.push_back(py::reinterpret_borrow<py::object>(g));
+    py::object lst = py::reinterpret_borrow<py::object>(g)[py::str("params")];
+    group_sizes_.push_back(py::len(lst));
+    group_lists_.push_back(lst);
+  }
+
+  for (py::handle p : params_) {
+    int64_t ptr = 0;
+    if (!data_ptr(p.ptr(), &ptr)) throw py::error_already_set();
+    param_data_.push_back(ptr);
+  }
+
+  for (py::handle item : entries) {
+    py::tuple t = py::reinterpret_borrow<py::tuple>(item);
+    if (py::len(t) != 12) throw std::invalid_argument("Plan: an entry has 12 fields");
+    TensorEntry e{};
+    e.param = reinterpret_cast<void*>(t[0].cast<int64_t>());
+    e.grad = nullptr;
+    for (int k = 0; k < kMaxStates; ++k)
+      e.state[k] = reinterpret_cast<void*>(t[1 + k].cast<int64_t>());
+    e.numel = t[4].cast<int64_t>();
+    e.param_dtype = DType(t[5].cast<int32_t>());
+    e.grad_dtype = DType(t[6].cast<int32_t>());
+    e.state_dtype = DType(t[7].cast<int32_t>());
+    e.group = t[8].cast<int32_t>();
+    e.step = reinterpret_cast<float*>(t[9].cast<int64_t>());
+    e.fresh = t[10].cast<int32_t>();
+    grad_dtype_.push_back(py::reinterpret_borrow<py::object>(t[11]));  // expected grad dtype
+    const int64_t idx = int64_t(entries_.size());
+    for (int64_t b = 0; b < e.numel; b += chunk_elems)
+      chunks_.push_back(Chunk{idx, b, std::min(chunk_elems, e.numel - b)});
+    total_elems_ += e.numel;
+    entries_.push_back(e);
+  }
+
+  hyper_.assign(groups_.size() * keys_.size(), 0.0);
+  std::string reason;
+  if (!read_hypers(&reason)) throw std::invalid_argument(reason);
+  structural_ = hyper_;
+}
+
+std::vector<std::string> Plan::hyper_names() const {
+  std::vector<std::string> out;
+  for (const HyperKey& k : keys_) out.push_back(k.name + (k.index >= 0 ? "." + std::to_string(k.index) : ""));
+  return out;
+}
+
+bool Plan::read_hypers(std::string* reason) {
+  const size_t nk = keys_.size();
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    PyObject* group = groups_[g].ptr();
+    for (size_t k = 0; k < nk; ++k) {
+      const HyperKey& key = keys_[k];
+      PyObject* v = PyDict_GetItemWithError(group, key.key.ptr());  // borrowed
+      if (v == nullptr) {
+        if (PyErr_Occurred()) return false;
+        if (key.optional) {
+          hyper_[g * nk + k] = 0.0;
+          continue;
+        }
+        *reason = "param group " + std::to_string(g) + " has no '" + key.name + "'";
+        return false;
+      }
+      py::object item;
+      if (key.index >= 0) {
+        item = py::reinterpret_steal<py::object>(PySequence_GetItem(v, key.index));
+        if (!item) {
+          PyErr_Clear();
+          *reason = "param group " + std::to_string(g) + ": '" + key.name + "' needs item " +
+                    std::to_string(key.index);
+          return false;
+        }
+        v = item.ptr();
+      }
+      const double d = PyFloat_AsDouble(v);
+      if (d == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        *reason = "param group " + std::to_string(g) + ": '" + key.name + "' is not a number";
+        return false;
+      }
+      hyper_[g * nk + k] = d;
+    }
+  }
+  return true;
+}
+
+py::tuple Plan::refresh() {
+  auto rebuild = [](const std::string& why) {
+    PyErr_Clear();
+    return py::make_tuple(int(Refresh::rebuild), why, py::list());
+  };
+  const Names& n = names();
+  // structure: same groups, same param lists, same params in the same order
+  if (size_t(PyList_GET_SIZE(owner_groups_.ptr())) != groups_.size())
+    return rebuild("param groups added or removed");
+  Py_ssize_t flat = 0;
+  PyObject* params = params_.ptr();
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    PyObject* group = PyList_GET_ITEM(owner_groups_.ptr(), g);
+    if (group != groups_[g].ptr()) return rebuild("param group replaced");
+    PyObject* lst = PyDict_GetItemWithError(group, n.params);
+    if (lst != group_lists_[g].ptr() || PyList_Check(lst) == 0 ||
+        PyList_GET_SIZE(lst) != group_sizes_[g])
+      return rebuild("params of a group changed");
+    for (Py_ssize_t j = 0; j < group_sizes_[g]; ++j, ++flat)
+      if (PyList_GET_ITEM(lst, j) != PyList_GET_ITEM(params, flat))
+        return rebuild("params of a group changed");
+  }
+
+  py::list fixups;
+  const Py_ssize_t n_params = PyList_GET_SIZE(params);
+  for (Py_ssize_t i = 0; i < n_params; ++i) {
+    PyObject* p = PyList_GET_ITEM(params, i);
+    const int64_t entry = entry_of_param_[i];
+    PyObject* grad = PyObject_GetAttr(p, n.grad);
+    if (grad == nullptr) return rebuild("reading .grad failed");
+    py::object grad_ref = py::reinterpret_steal<py::object>(grad);
+    if (entry < 0) {
+      if (grad != Py_None) return rebuild("a param without state got a grad");
+      continue;
+    }
+    TensorEntry& e = entries_[entry];
+    int64_t pptr = 0;
+    if (!data_ptr(p, &pptr)) return rebuild("param data_ptr failed");
+    if (pptr != param_data_[i]) return rebuild("a param's storage changed");
+    if (grad == Py_None) {
+      e.grad = nullptr;
+      continue;
+    }
+    const Layout layout = Layout(layouts_[i]);
+    if (layout == Layout::staged) {
+      fixups.append(entry);
+      continue;
+    }
+    PyObject* dtype = PyObject_GetAttr(grad, n.dtype);
+    if (dtype == nullptr) return rebuild("grad dtype failed");
+    Py_DECREF(dtype);  // torch dtypes are immortal singletons: identity is enough
+    if (dtype != grad_dtype_[entry].ptr()) return rebuild("a grad's dtype changed");
+    bool same_layout;
+    if (layout == Layout::contiguous) {
+      PyObject* r = call0(grad, n.is_contiguous);
+      if (r == nullptr) return rebuild("grad is_contiguous failed");
+      same_layout = r == Py_True;
+      Py_DECREF(r);
+    } else {
+      PyObject* r = call0(grad, n.stride);
+      if (r == nullptr) return rebuild("grad stride failed");
+      same_layout = PyObject_RichCompareBool(r, dense_strides_[i].ptr(), Py_EQ) == 1;
+      Py_DECREF(r);
+    }
+    if (!same_layout) {
+      fixups.append(entry);
+      continue;
+    }
+    int64_t gptr = 0;
+    if (!data_ptr(grad, &gptr)) return rebuild("grad data_ptr failed (sparse?)");
+    e.grad = reinterpret_cast<const void*>(gptr);
+  }
+
+  std::string reason;
+  if (!read_hypers(&reason)) return rebuild(reason);
+  const size_t nk = keys_.size();
+  for (size_t g = 0; g < groups_.size(); ++g)
+    for (size_t k = 0; k < nk; ++k)
+      if (keys_[k].structural &&
+          (hyper_[g * nk + k] != 0.0) != (structural_[g * nk + k] != 0.0))
+        return rebuild("'" + keys_[k].name + "' switched on or off");
+  return py::make_tuple(int(Refresh::ok), std::string(), fixups);
+}
+
+void Plan::set_grad(int64_t entry, int64_t ptr) {
+  if (entry < 0 || entry >= num_entries()) throw std::out_of_range("Plan.set_grad: bad entry");
+  entries_[entry].grad = reinterpret_cast<const void*>(ptr);
+}
+
+StepCall Plan::call(int num_threads, float grad_scale, double op_scalar) {
+  StepCall c;
+  c.entries = entries_.data();
+  c.n_entries = num_entries();
+  c.chunks = chunks_.data();
+  c.n_chunks = num_chunks();
+  c.total_elems = total_elems_;
+  c.hyper = hyper_.data();
+  c.hyper_stride = int64_t(keys_.size());
+  c.scalars.grad_scale = grad_scale;
+  c.scalars.op_scalar = op_scalar;
+  c.num_threads = num_threads < 1 ? 1 : num_threads;
+  return c;
+}
+
+void Plan::run(int num_threads, float grad_scale, double op_scalar) {
+  const StepCall c = call(num_threads, grad_scale, op_scalar);
+  py::gil_scoped_release release;
+  step_(c);
+}
+
+std::vector<double> Plan::tensor_norms(int which, int norm_type, double p, float scale,
+                                       int num_threads) {
+  if (which != 0 && which != 1) throw std::invalid_argument("which must be 0 or 1");
+  if (norm_type < 0 || norm_type > 3) throw std::invalid_argument("bad norm type");
+  const StepCall c = call(num_threads, scale, 0.0);
+  std::vector<double> out(entries_.size());
+  {
+    py::gil_scoped_release release;
+    kernels_.tensor_norms(c, which, scale, NormMeasure{NormType(norm_type), p}, out.data());
+  }
+  return out;
+}
+
+std::vector<int64_t> Plan::active_entries() const {
+  std::vector<int64_t> out;
+  for (size_t i = 0; i < entries_.size(); ++i)
+    if (entries_[i].grad != nullptr) out.push_back(int64_t(i));
+  return out;
+}
+
+}  // namespace fastopt

@@ -1,0 +1,97 @@
+"""FusedAdam and FusedAdamW: torch.optim.Adam / AdamW semantics in one fused pass."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from fastopt.ops.plan import StateSpec
+from fastopt.optim.base import FusedOptimizer, StateDtype
+from fastopt.registry import OPTIMIZERS
+
+
+@OPTIMIZERS.register_module()
+class FusedAdam(FusedOptimizer):
+    """Adam, as ``torch.optim.Adam`` (``decoupled_weight_decay=True`` gives AdamW).
+
+    State per param: ``step``, ``exp_avg``, ``exp_avg_sq`` (+ ``max_exp_avg_sq`` with amsgrad),
+    as torch.
+    """
+
+    _kind = "adam"
+    _has_step = True
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+        state_dtype: StateDtype = torch.float32,
+    ) -> None:
+        if not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 <= eps:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        if not 0.0 <= betas[0] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+        if not 0.0 <= betas[1] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            # torch's keys, so a state dict loads into torch.optim.Adam(W) unchanged
+            foreach=None,
+            capturable=False,
+            differentiable=False,
+            fused=None,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )
+        super().__init__(params, defaults, state_dtype=state_dtype)
+
+    def _state_spec(self, group: dict[str, Any]) -> StateSpec:
+        if group["amsgrad"]:
+            return StateSpec(("exp_avg", "exp_avg_sq", "max_exp_avg_sq"))
+        return StateSpec(("exp_avg", "exp_avg_sq"))
+
+
+@OPTIMIZERS.register_module()
+class FusedAdamW(FusedAdam):
+    """AdamW (decoupled weight decay, default 1e-2), as ``torch.optim.AdamW``."""
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        state_dtype: StateDtype = torch.float32,
+    ) -> None:
+        super().__init__(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            decoupled_weight_decay=True,
+            state_dtype=state_dtype,
+        )

@@ -1,0 +1,117 @@
+"""FusedOptimizer: a torch.optim.Optimizer whose step is one engine call for all groups."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from itertools import chain
+from typing import Any, ClassVar, Union
+
+import torch
+
+from fastopt.ops.plan import Plan, StateSpec, build_plan
+
+StateDtype = Union[torch.dtype, str]
+
+
+class FusedOptimizer(torch.optim.Optimizer):
+    """Base class of the fused optimizers.
+
+    A step gathers every param with a grad, across all param groups, into one cached table and
+    updates them in one engine call with per-tensor hyperparameters read from the groups, so
+    changing ``group['lr']`` (or any other value) takes effect at the next step. State dicts use
+    torch's keys and layout.
+
+    Args:
+        state_dtype: dtype of the optimizer states: ``torch.float32`` (default, also for
+            float16/bfloat16 params) or ``"param"`` for the param's own dtype, as torch does.
+    """
+
+    _kind: ClassVar[str]
+    _has_step: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        defaults: dict[str, Any],
+        *,
+        state_dtype: StateDtype = torch.float32,
+    ) -> None:
+        if state_dtype not in (torch.float32, "param"):
+            raise ValueError(f"state_dtype must be torch.float32 or 'param', got {state_dtype!r}")
+        self.state_dtype = state_dtype
+        self._plan: Plan | None = None
+        super().__init__(params, defaults)
+
+    # --- what each optimizer defines -----------------------------------------------------
+    def _state_spec(self, group: dict[str, Any]) -> StateSpec:
+        """The state tensors a param of this group needs."""
+        raise NotImplementedError
+
+    def _state_spec_all(self) -> StateSpec:
+        return self._state_spec(self.defaults)
+
+    def _op_scalar(self) -> float:
+        """An optimizer-level constant the engine needs (LARS: eps)."""
+        return 0.0
+
+    # --- step ------------------------------------------------------------------------------
+    def _state_dtype_for(self, p: torch.Tensor) -> torch.dtype:
+        return p.dtype if self.state_dtype == "param" else torch.float32
+
+    def _current_plan(self) -> Plan:
+        plan = self._plan
+        if plan is None or not plan.is_current(self):
+            plan = self._plan = build_plan(self)
+        status, reason, fixups = plan.engine.refresh()
+        if status:
+            plan = self._plan = build_plan(self)
+            status, reason, fixups = plan.engine.refresh()
+            if status:
+                raise RuntimeError(f"{type(self).__name__}: cannot build the step table: {reason}")
+        if fixups:
+            with torch.no_grad():
+                plan.supply_grads(fixups)
+        return plan
+
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        plan = self._current_plan()
+        plan.engine.run(torch.get_num_threads(), 1.0, self._op_scalar())
+        if plan.staged or plan.temporaries:
+            with torch.no_grad():
+                plan.finish()
+        return loss
+
+    # --- state ------------------------------------------------------------------------------
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved_groups = state_dict["param_groups"]
+        saved_state = state_dict["state"]
+        super().load_state_dict(state_dict)
+        self._plan = None
+        if self.state_dtype == "param":
+            return
+        # torch casts every floating state to the param's dtype: restore float32 states
+        saved_ids = chain.from_iterable(g["params"] for g in saved_groups)
+        params = chain.from_iterable(g["params"] for g in self.param_groups)
+        for saved_id, p in zip(saved_ids, params):
+            for key, value in saved_state.get(saved_id, {}).items():
+                if (
+                    key != "step"
+                    and isinstance(value, torch.Tensor)
+                    and value.dtype == torch.float32
+                    and p.dtype != torch.float32
+                ):
+                    self.state[p][key] = value.to(device=p.device, copy=True)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["state_dtype"] = self.state_dtype
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("state_dtype", torch.float32)
+        super().__setstate__(state)
+        self._plan = None

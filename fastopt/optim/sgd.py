@@ -1,0 +1,64 @@
+"""FusedSGD: torch.optim.SGD semantics in one fused pass."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from fastopt.ops.plan import StateSpec
+from fastopt.optim.base import FusedOptimizer, StateDtype
+from fastopt.registry import OPTIMIZERS
+
+
+@OPTIMIZERS.register_module()
+class FusedSGD(FusedOptimizer):
+    """SGD with momentum, dampening, weight decay and Nesterov, as ``torch.optim.SGD``.
+
+    State per param (when ``momentum != 0``): ``momentum_buffer``, as torch.
+    """
+
+    _kind = "sgd"
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        state_dtype: StateDtype = torch.float32,
+    ) -> None:
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if momentum < 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+            # torch's keys, so a state dict loads into torch.optim.SGD unchanged
+            foreach=None,
+            differentiable=False,
+            fused=None,
+        )
+        super().__init__(params, defaults, state_dtype=state_dtype)
+
+    def _state_spec(self, group: dict[str, Any]) -> StateSpec:
+        if group["momentum"] != 0:
+            return StateSpec(("momentum_buffer",), fresh="momentum_buffer")
+        return StateSpec(())
+
+    def _state_spec_all(self) -> StateSpec:
+        return StateSpec(("momentum_buffer",), fresh="momentum_buffer")
