@@ -14,6 +14,16 @@ from fastopt.registry import OPTIM_WRAPPERS
 from fastopt.wrapper import AmpOptimWrapper
 
 BAD_STEPS = {2, 3, 9, 16}  # iterations whose batch holds an inf
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.cuda,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+        ],
+    ),
+]
 
 
 @pytest.fixture
@@ -21,17 +31,17 @@ def hub(request: pytest.FixtureRequest) -> MessageHub:
     return MessageHub.get_instance(f"test_amp_optim_wrapper::{request.node.name}")
 
 
-def _model(seed: int = 0) -> nn.Module:
+def _model(seed: int = 0, device: str = "cpu") -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).to(device)
 
 
-def _batches(n: int, bad: set[int] = frozenset()) -> list[torch.Tensor]:
+def _batches(n: int, bad: set[int] = frozenset(), device: str = "cpu") -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(3)
     batches = [torch.randn(5, 8, generator=g) for _ in range(n)]
     for i in bad:
         batches[i][1, 2] = math.inf
-    return batches
+    return [x.to(device) for x in batches]
 
 
 def _loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -46,14 +56,14 @@ def _same(a: float, b: float) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
-def _torch_reference(batches, scaler_kwargs, static, clip, acc):
+def _torch_reference(batches, scaler_kwargs, static, clip, acc, device="cpu"):
     """torch's documented AMP loop (scale, backward, unscale_, clip, step, update)."""
-    model = _model()
+    model = _model(device=device)
     opt = _sgd(model)
-    scaler = torch.amp.GradScaler("cpu", **scaler_kwargs)
+    scaler = torch.amp.GradScaler(device, **scaler_kwargs)
     params, scales, norms = [], [], []
     for i, x in enumerate(batches):
-        with torch.autocast("cpu", dtype=torch.float16):
+        with torch.autocast(device, dtype=torch.float16):
             loss = _loss(model, x) / acc
         scaler.scale(loss).backward()
         if (i + 1) % acc == 0 or i + 1 == len(batches):
@@ -68,14 +78,17 @@ def _torch_reference(batches, scaler_kwargs, static, clip, acc):
     return params, scales, norms
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("acc", [1, 2])
 @pytest.mark.parametrize("clip", [True, False])
-def test_fp16_dynamic_scaling_equals_torch_grad_scaler(hub, acc, clip):
-    batches = _batches(20, BAD_STEPS)
+def test_fp16_dynamic_scaling_equals_torch_grad_scaler(hub, acc, clip, device):
+    batches = _batches(20, BAD_STEPS, device)
     scaler_kwargs = {"init_scale": 2.0**10, "growth_interval": 3}
-    ref_params, ref_scales, ref_norms = _torch_reference(batches, scaler_kwargs, None, clip, acc)
+    ref_params, ref_scales, ref_norms = _torch_reference(
+        batches, scaler_kwargs, None, clip, acc, device
+    )
 
-    model = _model()
+    model = _model(device=device)
     wrapper = AmpOptimWrapper(
         optimizer=_sgd(model),
         loss_scale=dict(scaler_kwargs),
@@ -83,6 +96,7 @@ def test_fp16_dynamic_scaling_equals_torch_grad_scaler(hub, acc, clip):
         accumulative_counts=acc,
         clip_grad={"max_norm": 1.0} if clip else None,
     )
+    assert wrapper.device_type == device
     wrapper.initialize_count_status(model, 0, len(batches))
     scales, skipped = [], []
     for i, x in enumerate(batches):

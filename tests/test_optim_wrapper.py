@@ -286,6 +286,25 @@ def test_built_from_a_config_without_touching_it(hub):
     assert OPTIM_WRAPPERS.get("OptimWrapperDict") is OptimWrapperDict
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_logging_grad_norm_does_not_sync_the_device(hub):
+    model = _model().cuda()
+    wrapper = OptimWrapper(
+        torch.optim.SGD(model.parameters(), lr=0.1, foreach=True), clip_grad={"max_norm": 0.2}
+    )
+    batches = [x.cuda() for x in _batches(3)]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for x in batches:
+            wrapper.update_params(_loss(model, x))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    norms = hub.get_scalar("train/grad_norm").data[0]  # the read is where the sync happens
+    assert len(norms) == 3 and all(0 < n < math.inf for n in norms)
+
+
 def test_message_hub_is_the_one_current_at_construction(hub):
     wrapper = OptimWrapper(torch.optim.SGD(_model().parameters(), lr=0.1))
     later = MessageHub.get_instance("test_optim_wrapper::later")

@@ -64,8 +64,10 @@ class AmpOptimWrapper(OptimWrapper):
         use_fsdp: use FSDP's ``ShardedGradScaler`` (sharded gradients).
         **kwargs: ``optimizer``, ``accumulative_counts``, ``clip_grad`` of :class:`OptimWrapper`.
 
-    With ``clip_grad`` the grads are unscaled before clipping, so the logged ``grad_norm`` is
-    the true norm (inf or nan on an overflow step, which is then skipped).
+    The device (for autocast and the scaler) is that of the optimizer's parameters when the
+    wrapper is built, so move the model first. With ``clip_grad`` the grads are unscaled before
+    clipping, so the logged ``grad_norm`` is the true norm (inf or nan on an overflow step,
+    which is then skipped).
     """
 
     valid_dtypes = ("float16", "bfloat16", "float32", "float64")
