@@ -1,0 +1,276 @@
+"""``Config``: a config file (or dict) with attribute access, overrides, dump and pretty text."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config_dict import ConfigDict, to_plain
+from .errors import where
+from .loader import SUFFIXES, YamlDumper, file_to_dict
+from .merge import merge_a_into_b
+from .pretty import format_config
+
+RESERVED_KEYS = ("filename", "text", "pretty_text", "env_variables")
+
+
+def import_modules_from_strings(
+    imports: str | list[str] | None, allow_failed_imports: bool = False
+) -> list[Any] | Any | None:
+    """Import modules by name (``custom_imports``); classes register as a side effect."""
+    if not imports:
+        return None
+    single = isinstance(imports, str)
+    names = [imports] if single else imports
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"custom_imports must be a str or a list of str, but got {imports!r}")
+    modules = []
+    for name in names:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            if not allow_failed_imports:
+                raise
+            warnings.warn(f"{name} failed to import and is ignored.", UserWarning, stacklevel=2)
+            module = None
+        modules.append(module)
+    return modules[0] if single else modules
+
+
+class Config(MutableMapping):
+    """A config: nested dicts with attribute access, loaded from ``.py``/``.json``/``.yaml``.
+
+    ``Config.fromfile(path)`` follows MMEngine (``_base_``, ``_delete_``, ``{{_base_.x}}``,
+    ``{{$ENV:default}}``, predefined variables, ``custom_imports``) and translates MMCV 1.x
+    keys (``optimizer_config``, ``lr_config``, ...) with a warning per translated key.
+    """
+
+    def __init__(
+        self,
+        cfg_dict: Mapping[str, Any] | None = None,
+        cfg_text: str | None = None,
+        filename: str | os.PathLike | None = None,
+        env_variables: dict[str, str] | None = None,
+    ) -> None:
+        if cfg_dict is None:
+            cfg_dict = {}
+        elif not isinstance(cfg_dict, Mapping):
+            raise TypeError(f"cfg_dict must be a dict, but got {type(cfg_dict)}")
+        for key in cfg_dict:
+            if key in RESERVED_KEYS:
+                raise KeyError(f"{key} is reserved for config file")
+        filename = str(filename) if filename is not None else None
+        cfg = ConfigDict(cfg_dict)
+        cfg._set_source(filename)
+        object.__setattr__(self, "_cfg_dict", cfg)
+        object.__setattr__(self, "_filename", filename)
+        if cfg_text is None:
+            cfg_text = Path(filename).read_text(encoding="utf-8") if filename else ""
+        object.__setattr__(self, "_text", cfg_text)
+        object.__setattr__(self, "_env_variables", dict(env_variables or {}))
+
+    # ---------------------------------------------------------------- loading
+    @staticmethod
+    def fromfile(
+        filename: str | os.PathLike,
+        use_predefined_variables: bool = True,
+        import_custom_modules: bool = True,
+        use_environment_variables: bool = True,
+        translate_legacy: bool = True,
+    ) -> Config:
+        """Load a config file and its ``_base_`` chain.
+
+        ``translate_legacy`` turns MMCV 1.x keys into their MMEngine equivalents
+        (see :mod:`fastopt.config.legacy`).
+        """
+        filename = os.path.abspath(os.path.expanduser(str(filename)))
+        cfg_dict, cfg_text, env_variables = file_to_dict(
+            filename, use_predefined_variables, use_environment_variables
+        )
+        if translate_legacy:
+            from .legacy import translate_legacy_config
+
+            cfg_dict = translate_legacy_config(cfg_dict, filename)
+        if import_custom_modules and cfg_dict.get("custom_imports"):
+            Config._import_custom_modules(cfg_dict["custom_imports"], filename)
+        return Config(cfg_dict, cfg_text=cfg_text, filename=filename, env_variables=env_variables)
+
+    @staticmethod
+    def fromstring(cfg_str: str, file_format: str) -> Config:
+        """Load a config from text; ``file_format`` is ``'.py'``, ``'.json'``, ``'.yaml'``..."""
+        if file_format not in SUFFIXES:
+            raise OSError("Only py/yml/yaml/json type are supported now!")
+        if file_format != ".py" and "dict(" in cfg_str:
+            warnings.warn('Please check "file_format", the file format may be .py', stacklevel=2)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, f"config{file_format}")
+            Path(path).write_text(cfg_str, encoding="utf-8")
+            cfg = Config.fromfile(path)
+        object.__setattr__(cfg, "_filename", None)
+        object.__setattr__(cfg, "_text", cfg_str)
+        cfg._cfg_dict._set_source(None)
+        return cfg
+
+    @staticmethod
+    def _import_custom_modules(custom_imports: Any, filename: str | None) -> None:
+        if isinstance(custom_imports, Mapping):
+            kwargs = dict(custom_imports)
+        else:
+            kwargs = {"imports": custom_imports}
+        unknown = set(kwargs) - {"imports", "allow_failed_imports"}
+        if unknown:
+            raise TypeError(
+                f"custom_imports accepts `imports` and `allow_failed_imports`, but got "
+                f"{sorted(unknown)} ({where(filename, 'custom_imports')})"
+            )
+        try:
+            import_modules_from_strings(**kwargs)
+        except ImportError as e:
+            paths = "\n".join(f"    {p}" for p in sys.path)
+            raise ImportError(
+                f"Failed to import custom modules from {kwargs} ({where(filename, 'custom_imports')}): "
+                f"{e}\nthe current sys.path is:\n{paths}\nYou should set `PYTHONPATH` to make "
+                "`sys.path` include the directory which contains your custom module"
+            ) from e
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def filename(self) -> str | None:
+        return self._filename
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+    @property
+    def env_variables(self) -> dict[str, str]:
+        return dict(self._env_variables)
+
+    @property
+    def pretty_text(self) -> str:
+        """The config as formatted Python source (loads back to an equal config)."""
+        return format_config(self._cfg_dict)
+
+    def to_dict(self) -> dict:
+        """A plain nested ``dict`` copy."""
+        return to_plain(self._cfg_dict)
+
+    # ---------------------------------------------------------------- overrides
+    def merge_from_dict(self, options: Mapping[str, Any], allow_list_keys: bool = True) -> None:
+        """Merge ``{'a.b.c': value}`` overrides (e.g. from ``--cfg-options``) into the config.
+
+        Dotted keys become nested dicts merged like a child config; with ``allow_list_keys``
+        a numeric component indexes a list (``'pipeline.1.scale'``).
+        """
+        nested: dict[str, Any] = {}
+        for full_key, value in options.items():
+            d = nested
+            parts = full_key.split(".")
+            for part in parts[:-1]:
+                d = d.setdefault(part, {})
+                if not isinstance(d, dict):
+                    raise KeyError(f"conflicting overrides for {full_key!r}")
+            d[parts[-1]] = copy.deepcopy(value)
+        merged = merge_a_into_b(
+            nested, self._cfg_dict, allow_list_keys=allow_list_keys, filename=self._filename
+        )
+        merged = ConfigDict(merged)
+        merged._set_source(self._filename)
+        object.__setattr__(self, "_cfg_dict", merged)
+
+    # ---------------------------------------------------------------- dump
+    def dump(self, file: str | os.PathLike | None = None) -> str | None:
+        """Write the config to ``file`` (format from its suffix); return the text if no file.
+
+        Without a file the format follows the config's own file (Python when unknown).
+        JSON has no tuples: they load back as lists.
+        """
+        suffix = Path(str(file if file is not None else self._filename or "x.py")).suffix
+        if suffix == ".py":
+            text = self.pretty_text
+        elif suffix == ".json":
+            text = json.dumps(self.to_dict(), indent=4) + "\n"
+        elif suffix in (".yaml", ".yml"):
+            text = yaml.dump(self.to_dict(), Dumper=YamlDumper, sort_keys=False)
+        else:
+            raise OSError("Only py/yml/yaml/json type are supported now!")
+        if file is None:
+            return text
+        Path(file).write_text(text, encoding="utf-8")
+        return None
+
+    # ---------------------------------------------------------------- mapping protocol
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_cfg_dict", "_filename", "_text", "_env_variables"):
+            raise AttributeError(name)
+        return getattr(self._cfg_dict, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._cfg_dict[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        delattr(self._cfg_dict, name)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._cfg_dict[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._cfg_dict[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._cfg_dict[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._cfg_dict)
+
+    def __len__(self) -> int:
+        return len(self._cfg_dict)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._cfg_dict
+
+    def copy(self) -> Config:
+        """A shallow copy (values shared), as ``copy.copy``."""
+        return Config._wrap(self._cfg_dict.copy(), self)
+
+    def __copy__(self) -> Config:
+        return self.copy()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Config:
+        return Config._wrap(copy.deepcopy(self._cfg_dict, memo), self)
+
+    @staticmethod
+    def _wrap(cfg_dict: ConfigDict, like: Config) -> Config:
+        new = object.__new__(Config)
+        object.__setattr__(new, "_cfg_dict", cfg_dict)
+        object.__setattr__(new, "_filename", like._filename)
+        object.__setattr__(new, "_text", like._text)
+        object.__setattr__(new, "_env_variables", dict(like._env_variables))
+        return new
+
+    def __getstate__(self) -> tuple:
+        return (self._cfg_dict, self._filename, self._text, self._env_variables)
+
+    def __setstate__(self, state: tuple) -> None:
+        for name, value in zip(("_cfg_dict", "_filename", "_text", "_env_variables"), state):
+            object.__setattr__(self, name, value)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Config):
+            return self._cfg_dict == other._cfg_dict
+        return isinstance(other, Mapping) and self._cfg_dict == dict(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Config (path: {self._filename}): {dict.__repr__(self._cfg_dict)}"

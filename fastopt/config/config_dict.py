@@ -1,0 +1,156 @@
+"""``ConfigDict``: a dict with attribute access that remembers where it came from.
+
+Like MMEngine's (addict-based) ConfigDict: nested dicts become ConfigDicts, ``cfg.a.b`` reads
+``cfg['a']['b']``, a missing attribute raises ``AttributeError`` and a missing item
+``KeyError`` (nothing is created on access). In addition each ConfigDict loaded from a file
+knows the file and its key path, so errors raised while building from it (unknown ``type``,
+bad keyword) can say ``config file x.py, key optim_wrapper.optimizer``.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+_SOURCE = "_fastopt_source_"  # instance attribute (not a key): (filename, key path)
+
+
+def to_config_value(value: Any) -> Any:
+    """Convert dicts (also inside lists and tuples) to ConfigDicts, recursively."""
+    if isinstance(value, ConfigDict):
+        return value
+    if isinstance(value, Mapping):
+        return ConfigDict(value)
+    if isinstance(value, list):
+        return [to_config_value(v) for v in value]
+    if isinstance(value, tuple) and type(value) is tuple:
+        return tuple(to_config_value(v) for v in value)
+    return value
+
+
+def to_plain(value: Any) -> Any:
+    """Convert ConfigDicts (also inside lists and tuples) to plain dicts, recursively."""
+    if isinstance(value, Mapping):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_plain(v) for v in value]
+    if isinstance(value, tuple) and type(value) is tuple:
+        return tuple(to_plain(v) for v in value)
+    return value
+
+
+class ConfigDict(dict):
+    """A dict of config values with attribute access (``cfg.optimizer.lr``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        source = getattr(args[0], _SOURCE, None) if args else None
+        for key, value in dict(*args, **kwargs).items():
+            dict.__setitem__(self, key, to_config_value(value))
+        self.__dict__[_SOURCE] = source
+
+    # ---------------------------------------------------------------- attribute access
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == _SOURCE:
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(self._missing_message(name)) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == _SOURCE:
+            self.__dict__[name] = value
+        else:
+            self[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        try:
+            del self[name]
+        except KeyError:
+            raise AttributeError(self._missing_message(name)) from None
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, to_config_value(value))
+
+    def __missing__(self, key: Any) -> Any:
+        raise KeyError(key)
+
+    def _missing_message(self, name: str) -> str:
+        msg = f"'{type(self).__name__}' object has no attribute '{name}'"
+        details = []
+        origin = self._origin()
+        if origin:
+            details.append(origin)
+        close = difflib.get_close_matches(name, [k for k in self if isinstance(k, str)], n=1)
+        if close:
+            details.append(f"did you mean '{close[0]}'?")
+        return msg + (f" ({'; '.join(details)})" if details else "")
+
+    # ---------------------------------------------------------------- dict API
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def copy(self) -> ConfigDict:
+        """A shallow copy that keeps the origin."""
+        new = ConfigDict()
+        for key, value in self.items():
+            dict.__setitem__(new, key, value)
+        new.__dict__[_SOURCE] = self.__dict__.get(_SOURCE)
+        return new
+
+    __copy__ = copy
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ConfigDict:
+        new = ConfigDict()
+        memo[id(self)] = new
+        for key, value in self.items():
+            dict.__setitem__(new, copy.deepcopy(key, memo), copy.deepcopy(value, memo))
+        new.__dict__[_SOURCE] = self.__dict__.get(_SOURCE)
+        return new
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return (ConfigDict, (), {_SOURCE: self.__dict__.get(_SOURCE)}, None, iter(self.items()))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def to_dict(self) -> dict:
+        """A plain ``dict`` copy (nested ConfigDicts converted too)."""
+        return to_plain(self)
+
+    # ---------------------------------------------------------------- origin
+    def _key_source(self) -> tuple[str | None, str]:
+        """(config file, key path) this dict was loaded from; read by registry errors."""
+        return self.__dict__.get(_SOURCE) or (None, "")
+
+    def _origin(self) -> str:
+        filename, path = self._key_source()
+        parts = []
+        if filename:
+            parts.append(f"config file {filename}")
+        if path:
+            parts.append(f"key {path}")
+        return ", ".join(parts)
+
+    def _set_source(self, filename: str | None, path: str = "") -> None:
+        """Record (filename, key path) on this dict and every dict nested in it."""
+        self.__dict__[_SOURCE] = (filename, path)
+        for key, value in self.items():
+            _tag(value, filename, f"{path}.{key}" if path else str(key))
+
+
+def _tag(value: Any, filename: str | None, path: str) -> None:
+    if isinstance(value, ConfigDict):
+        value._set_source(filename, path)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _tag(item, filename, f"{path}.{i}")

@@ -1,0 +1,96 @@
+"""Command-line overrides: ``--cfg-options KEY=VALUE ...`` parsed like MMEngine's ``DictAction``.
+
+Values are parsed, never evaluated: ``1`` → int, ``1.5`` → float, ``true``/``false`` (any case)
+→ bool, ``None`` → None, ``[a,b]`` → list, ``(a,b)`` → tuple (nested brackets allowed), bare
+commas ``1,2,3`` → list, anything else → str. Quotes around the value are stripped and spaces
+removed (MMEngine does the same: ``e=hello world`` → ``'helloworld'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+
+def parse_scalar(text: str) -> Any:
+    """int, then float, then bool, then None, else the string itself."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if text == "None":
+        return None
+    return text
+
+
+def _next_top_level_comma(text: str) -> int:
+    depth = 0
+    for i, char in enumerate(text):
+        if char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+        elif char == "," and depth == 0:
+            return i
+    return len(text)
+
+
+def parse_value(text: str) -> Any:
+    """Parse one override value (see the module docstring)."""
+    if text.count("(") != text.count(")") or text.count("[") != text.count("]"):
+        raise ValueError(f"Imbalanced brackets exist in {text}")
+    text = text.strip("'\"").replace(" ", "")
+    is_tuple = False
+    if text.startswith("(") and text.endswith(")"):
+        is_tuple = True
+        text = text[1:-1]
+    elif text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    elif "," not in text:
+        return parse_scalar(text)
+    values = []
+    while text:
+        end = _next_top_level_comma(text)
+        values.append(parse_value(text[:end]))
+        text = text[end + 1 :]
+    return tuple(values) if is_tuple else values
+
+
+def parse_cfg_options(pairs: Iterable[str]) -> dict[str, Any]:
+    """``['a.b=1', 'c=[1,2]']`` → ``{'a.b': 1, 'c': [1, 2]}`` (for ``Config.merge_from_dict``)."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"a config override must look like KEY=VALUE, but got {pair!r}")
+        options[key] = parse_value(value)
+    return options
+
+
+class DictAction(argparse.Action):
+    """argparse action collecting ``KEY=VALUE`` pairs into a dict (use ``nargs='+'``)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        options = copy.copy(getattr(namespace, self.dest, None) or {})
+        if values is not None:
+            if isinstance(values, str):
+                values = [values]
+            try:
+                options.update(parse_cfg_options(values))
+            except ValueError as e:
+                parser.error(f"{option_string or self.dest}: {e}")
+        setattr(namespace, self.dest, options)

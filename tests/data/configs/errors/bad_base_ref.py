@@ -1,0 +1,2 @@
+_base_ = "../_base_/models/toy.py"
+depth = {{_base_.model.backbone.width}}

@@ -1,0 +1,1 @@
+path = "{{$FASTOPT_TEST_SURELY_UNSET_VAR:}}"

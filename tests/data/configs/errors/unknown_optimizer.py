@@ -1,0 +1,1 @@
+optim_wrapper = dict(type="OptimWrapper", optimizer=dict(type="FusedAdamWW", lr=0.001))
