@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import copy
 import numbers
+import os
+import sys
 import warnings
 from typing import Any
 
@@ -84,6 +86,17 @@ _RUNNERS = {
 }
 
 
+def _caller_stacklevel() -> int:
+    """The stacklevel of the first frame outside fastopt.config (the code loading the config)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while (
+        frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == package
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _plain(value: Any) -> Any:
     """A deep, plain-dict copy without a leftover ``_delete_`` marker."""
     value = to_plain(copy.deepcopy(value))
@@ -105,7 +118,7 @@ class _Translator:
             msg += f" ({note})"
         if origin:
             msg = f"{origin}: {msg}"
-        warnings.warn(msg, LegacyConfigWarning, stacklevel=5)
+        warnings.warn(msg, LegacyConfigWarning, stacklevel=_caller_stacklevel())
 
     def error(self, key: str, message: str) -> LegacyConfigError:
         return LegacyConfigError(f"{where(self.filename, key)}: {message}")
@@ -269,7 +282,8 @@ class _Translator:
         momentum_config = self.take("momentum_config") if "momentum_config" in cfg else None
         keys = " / ".join(present)
         if lr_config is None and momentum_config is None:
-            self.report(keys, "param_scheduler", "None: no schedule")
+            for key in present:
+                self.report(key, "param_scheduler", "None: no schedule")
             return
         if cfg.get("param_scheduler") is not None:
             raise self.error(keys, "the config also sets param_scheduler; remove one of them")
@@ -284,7 +298,11 @@ class _Translator:
         except (ValueError, KeyError, TypeError) as e:
             raise self.error(keys, str(e)) from e
         cfg["param_scheduler"] = schedulers
-        self.report(keys, "param_scheduler")
+        for key, value in (("lr_config", lr_config), ("momentum_config", momentum_config)):
+            if key in present:
+                self.report(
+                    key, "param_scheduler", "" if value is not None else "None: no schedule"
+                )
 
     # ---------------------------------------------------------------- hooks
     def checkpoint(self) -> None:
@@ -525,7 +543,9 @@ class _Translator:
                     raise self.error("resume_from", "contradicts load_from; remove one of them")
                 cfg["load_from"] = path
                 cfg["resume"] = True
-            self.report("resume_from", "resume=True, load_from")
+                self.report("resume_from", "resume=True, load_from")
+            else:
+                self.report("resume_from", "resume", "None: nothing to resume")
         env = []
         if "dist_params" in cfg:
             params = self.take("dist_params")

@@ -1,0 +1,310 @@
+"""MMCV 1.x configs load: legacy keys become the MMEngine vocabulary, with one warning each."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastopt.config import (
+    Config,
+    ConfigDict,
+    LegacyConfigError,
+    LegacyConfigWarning,
+    translate_legacy_config,
+)
+from fastopt.registry import OPTIMIZERS, PARAM_SCHEDULERS
+from fastopt.scheduler.legacy import translate_legacy_schedules
+
+LEGACY = Path(__file__).parent / "data" / "configs" / "legacy"
+
+
+def load(path: Path) -> tuple[Config, list[str]]:
+    """Load a config, returning it and the legacy warnings it raised."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cfg = Config.fromfile(path)
+    return cfg, [str(w.message) for w in caught if issubclass(w.category, LegacyConfigWarning)]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "legacy_cfg.py"
+    path.write_text(text)
+    return path
+
+
+def test_mmdet_style_config(tmp_path):
+    cfg, messages = load(LEGACY / "mmdet_style.py")
+    assert cfg.optim_wrapper == {
+        "type": "AmpOptimWrapper",
+        "optimizer": {"type": "SGD", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0001},
+        "paramwise_cfg": {"norm_decay_mult": 0.0, "custom_keys": {"backbone": {"lr_mult": 0.1}}},
+        "clip_grad": {"max_norm": 35, "norm_type": 2},
+        "loss_scale": 512.0,  # an int would be rejected by AmpOptimWrapper
+    }
+    assert isinstance(cfg.optim_wrapper.loss_scale, float)
+    assert cfg.param_scheduler == translate_legacy_schedules(
+        dict(policy="step", warmup="linear", warmup_iters=500, warmup_ratio=0.001, step=[8, 11]),
+        None,
+    )
+    assert cfg.train_cfg == {"type": "EpochBasedTrainLoop", "max_epochs": 12, "val_interval": 2}
+    assert cfg.val_cfg == {"type": "ValLoop"}
+    assert cfg.default_hooks == {
+        "checkpoint": {"type": "CheckpointHook", "interval": 1, "save_best": "auto"},
+        "logger": {"type": "LoggerHook", "interval": 50},
+    }
+    assert cfg.visualizer == {
+        "type": "Visualizer",
+        "vis_backends": [{"type": "LocalVisBackend"}, {"type": "TensorboardVisBackend"}],
+    }
+    assert cfg.env_cfg == {
+        "dist_cfg": {"backend": "nccl"},
+        "mp_cfg": {"mp_start_method": "fork", "opencv_num_threads": 0},
+    }
+    assert cfg.log_level == "INFO" and cfg.load_from is None and "resume" not in cfg
+    for old in [
+        "optimizer",
+        "optimizer_config",
+        "fp16",
+        "lr_config",
+        "runner",
+        "checkpoint_config",
+        "log_config",
+        "evaluation",
+        "workflow",
+        "resume_from",
+        "dist_params",
+        "mp_start_method",
+        "opencv_num_threads",
+    ]:
+        assert old not in cfg
+        # reported exactly once, naming the file, the old and the new key
+        hits = [m for m in messages if f"MMCV 1.x key `{old}` was translated to" in m]
+        assert len(hits) == 1, (old, messages)
+        assert str(LEGACY / "mmdet_style.py") in hits[0]
+    assert len(messages) == 13
+    assert any(
+        "`fp16` was translated to `optim_wrapper.type='AmpOptimWrapper'" in m for m in messages
+    )
+    assert any("not translated: metric" in m and "val_evaluator" in m for m in messages)
+    # the translated config dumps and loads back without warnings
+    out = tmp_path / "dumped.py"
+    cfg.dump(out)
+    again, messages = load(out)
+    assert again == cfg and messages == []
+
+
+def test_iteration_based_selfsup_config():
+    cfg, messages = load(LEGACY / "selfsup_iter.py")
+    assert cfg.optim_wrapper == {
+        "type": "OptimWrapper",
+        "optimizer": {"type": "LARS", "lr": 0.3, "momentum": 0.9, "weight_decay": 1e-6},
+        "paramwise_cfg": {"custom_keys": {"bn": {"decay_mult": 0, "lars_exclude": True}}},
+        "clip_grad": {"max_norm": 10},
+        "accumulative_counts": 4,
+    }
+    assert [s["type"] for s in cfg.param_scheduler] == [
+        "LegacyLRScheduler",
+        "LegacyMomentumScheduler",
+    ]
+    assert cfg.train_cfg == {"type": "IterBasedTrainLoop", "max_iters": 1000, "val_interval": 200}
+    assert cfg.val_cfg == {"type": "ValLoop"}
+    assert cfg.default_hooks.checkpoint == {
+        "type": "CheckpointHook",
+        "interval": 200,
+        "by_epoch": False,
+        "max_keep_ckpts": 3,
+    }
+    assert any("ignored create_symlink" in m for m in messages)
+    assert any("`momentum_config` was translated to `param_scheduler`" in m for m in messages)
+
+
+def test_translated_poly_schedule_matches_mmcv_golden():
+    cfg, _ = load(LEGACY / "poly_warmup.py")
+    assert cfg.train_cfg == {"type": "EpochBasedTrainLoop", "max_epochs": 4}
+    model = torch.nn.Linear(2, 2)
+    optimizer = OPTIMIZERS.build(
+        cfg.optim_wrapper.optimizer, default_args=dict(params=model.parameters())
+    )
+    entry = dict(cfg.param_scheduler[0])
+    entry.setdefault("end", 4 * 5)  # the runner's default: max_iters for by_epoch=False
+    scheduler = PARAM_SCHEDULERS.build(
+        entry, default_args=dict(optimizer=optimizer, epoch_length=5)
+    )
+    lrs = []
+    for _ in range(7):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        scheduler.step()
+    # mmcv v1.7.2 golden g7
+    golden = [
+        0.001,
+        0.0026749423,
+        0.0041880114,
+        0.0055378413,
+        0.0067229473,
+        0.0077417061,
+        0.0072816367,
+    ]
+    assert lrs == pytest.approx(golden, abs=1e-10)
+
+
+def test_mmengine_config_with_optimizer_variable_is_untouched(tmp_path):
+    path = write(
+        tmp_path,
+        "optimizer = dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001)\n"
+        "optim_wrapper = dict(type='OptimWrapper', optimizer=optimizer)\n",
+    )
+    cfg, messages = load(path)
+    assert messages == []
+    assert cfg.optimizer == cfg.optim_wrapper.optimizer
+    assert cfg.optim_wrapper.type == "OptimWrapper"
+
+
+def test_translation_does_not_modify_input():
+    original = {
+        "optimizer": {"type": "SGD", "lr": 0.1, "paramwise_cfg": {"bias_lr_mult": 2.0}},
+        "optimizer_config": {"grad_clip": {"max_norm": 1}},
+    }
+    with pytest.warns(LegacyConfigWarning):
+        out = translate_legacy_config(original)
+    assert original["optimizer"]["paramwise_cfg"] == {"bias_lr_mult": 2.0}
+    assert isinstance(out, ConfigDict)
+    assert out.optim_wrapper.paramwise_cfg == {"bias_lr_mult": 2.0}
+    assert out.optim_wrapper.clip_grad == {"max_norm": 1}
+
+
+def test_translate_legacy_can_be_switched_off(tmp_path):
+    path = write(tmp_path, "optimizer = dict(type='SGD', lr=0.1)\ntotal_epochs = 3\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cfg = Config.fromfile(path, translate_legacy=False)
+    assert cfg.to_dict() == {"optimizer": {"type": "SGD", "lr": 0.1}, "total_epochs": 3}
+
+
+def test_fp16_optimizer_hook_defaults_and_cumulative_fp16(tmp_path):
+    path = write(
+        tmp_path,
+        "optimizer = dict(type='AdamW', lr=0.001)\n"
+        "optimizer_config = dict(type='GradientCumulativeFp16OptimizerHook', cumulative_iters=2,"
+        " distributed=False)\n",
+    )
+    cfg, messages = load(path)
+    assert cfg.optim_wrapper == {
+        "type": "AmpOptimWrapper",
+        "optimizer": {"type": "AdamW", "lr": 0.001},
+        "accumulative_counts": 2,
+        "loss_scale": 512.0,  # MMCV's Fp16OptimizerHook default: static 512
+    }
+    assert any("ignored: distributed" in m for m in messages)
+    path = write(
+        tmp_path, "optimizer = dict(type='SGD', lr=0.1)\nfp16 = dict(loss_scale='dynamic')\n"
+    )
+    cfg, _ = load(path)
+    assert cfg.optim_wrapper.type == "AmpOptimWrapper" and cfg.optim_wrapper.loss_scale == "dynamic"
+
+
+def test_none_values_and_constructor(tmp_path):
+    path = write(
+        tmp_path,
+        "optimizer = dict(type='SGD', lr=0.1, constructor='DefaultOptimizerConstructor',"
+        " paramwise_cfg=dict(bias_decay_mult=0.0, dwconv_decay_mult=0.5))\n"
+        "lr_config = None\ncheckpoint_config = None\nlog_config = None\nevaluation = None\n",
+    )
+    cfg, messages = load(path)
+    assert cfg.optim_wrapper.constructor == "DefaultOptimWrapperConstructor"
+    assert "param_scheduler" not in cfg and "val_cfg" not in cfg
+    assert cfg.default_hooks == {"checkpoint": None, "logger": None}
+    # the one rule that differs between MMCV 1.x and MMEngine is pointed out
+    assert any("depthwise conv's bias now gets bias_decay_mult" in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fragment"),
+    [
+        (
+            "optimizer = dict(type='SGD', lr=0.1, constructor='MyOptimizerConstructor')\n",
+            "optimizer.constructor",
+            "'MyOptimizerConstructor' builds an optimizer, not an optimizer wrapper",
+        ),
+        (
+            "optimizer = dict(type='SGD', lr=0.1)\noptimizer_config = dict(type='MyHook')\n",
+            "optimizer_config.type",
+            "no translation for the optimizer hook 'MyHook'",
+        ),
+        (
+            "optimizer = dict(type='SGD', lr=0.1)\noptimizer_config = dict(grad_clip=None, foo=1)\n",
+            "optimizer_config",
+            "cannot translate 'foo'",
+        ),
+        (
+            "optimizer_config = dict(grad_clip=dict(max_norm=1))\n",
+            "optimizer_config",
+            "neither `optimizer` nor `optim_wrapper`",
+        ),
+        (
+            "runner = dict(type='EpochBasedRunnerAmp', max_epochs=2)\n",
+            "runner.type",
+            "no translation for runner 'EpochBasedRunnerAmp'",
+        ),
+        (
+            "runner = dict(type='EpochBasedRunner', max_epochs=2)\ntotal_epochs = 3\n",
+            "total_epochs",
+            "contradicts runner",
+        ),
+        (
+            "runner = dict(type='IterBasedRunner', max_iters=10)\nevaluation = dict(interval=2)\n",
+            "evaluation.by_epoch",
+            "does not match the IterBasedTrainLoop",
+        ),
+        (
+            "total_epochs = 12\nevaluation = dict(interval=2, start=3)\n",
+            "evaluation.start",
+            "has no exact equivalent",
+        ),
+        (
+            "workflow = [('val', 1), ('train', 1)]\n",
+            "workflow",
+            "cannot translate",
+        ),
+        (
+            "log_config = dict(interval=5, hooks=[dict(type='PaviLoggerHook')])\n",
+            "log_config.hooks.0.type",
+            "no translation for the logger hook 'PaviLoggerHook'",
+        ),
+        (
+            "lr_config = dict(policy='step', step=[1])\n"
+            "param_scheduler = [dict(type='ConstantLR')]\n",
+            "lr_config",
+            "also sets param_scheduler",
+        ),
+        (
+            "lr_config = dict(policy='NoSuchPolicy')\n",
+            "lr_config",
+            "NoSuchPolicy",
+        ),
+        (
+            "optimizer = dict(type='SGD', lr=0.1)\n"
+            "optimizer_config = dict(grad_clip=dict(max_norm=1))\n"
+            "optim_wrapper = dict(optimizer=optimizer, clip_grad=dict(max_norm=2))\n",
+            "optimizer_config.grad_clip",
+            "also sets optim_wrapper.clip_grad",
+        ),
+        (
+            "checkpoint_config = dict(interval=1)\n"
+            "default_hooks = dict(checkpoint=dict(type='CheckpointHook'))\n",
+            "checkpoint_config",
+            "also sets default_hooks.checkpoint",
+        ),
+    ],
+)
+def test_untranslatable_keys_raise_clear_errors(tmp_path, text, key, fragment):
+    path = write(tmp_path, text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LegacyConfigWarning)
+        with pytest.raises(LegacyConfigError) as exc:
+            Config.fromfile(path)
+    msg = str(exc.value)
+    assert msg.startswith(f"config file {path}, key {key}: "), msg
+    assert fragment in msg
