@@ -245,7 +245,6 @@ class _ParamScheduler:
         self._last_value = self._current_values()
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(param_name={self.param_name!r}, begin={self.begin}, "
-            f"end={self.end}, by_epoch={self.by_epoch}, last_step={self.last_step})"
-        )
+        fields = ("param_name", "begin", "end", "by_epoch", "last_step")
+        shown = ", ".join(f"{k}={getattr(self, k)!r}" for k in fields if hasattr(self, k))
+        return f"{type(self).__name__}({shown})"

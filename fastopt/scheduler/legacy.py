@@ -158,10 +158,10 @@ def _parse_policy_args(kind: str, policy: str, given: Mapping[str, Any], where: 
             f"{', '.join(repr(k) for k in unknown)}; it accepts: "
             f"{', '.join([*spec, *_COMMON_KEYS]) or 'nothing'}"
         )
-    args = {k: copy.deepcopy(given.get(k, default)) for k, default in spec.items()}
-    missing = [k for k, v in args.items() if v is _REQUIRED]
+    missing = [k for k, default in spec.items() if default is _REQUIRED and k not in given]
     if missing:
         raise TypeError(f"{where}: policy {policy!r} needs {', '.join(missing)}")
+    args = {k: copy.deepcopy(given[k] if k in given else default) for k, default in spec.items()}
     if isinstance(args.get("restart_weights"), tuple):
         args["restart_weights"] = list(args["restart_weights"])
 
