@@ -1,0 +1,242 @@
+"""``fastopt plot-schedule``: draw a config's lr and momentum over the whole run, as a PNG.
+
+Nothing is trained. A one-parameter optimizer is built from the config's
+``optim_wrapper.optimizer`` (or a plain SGD when that cannot be built), the config's
+``param_scheduler`` entries are built the way the runner builds them, and they are stepped
+the way the runner steps them: iteration-based ones after every iteration, epoch-based ones
+after every epoch. The value plotted at iteration ``i`` is the one iteration ``i`` trains
+with. The dataloader length is unknown without the data, so ``--epoch-length`` stands in
+for it (it matters for ``convert_to_iter_based`` entries and legacy ``lr_config``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HELP = "draw the lr and momentum of a config's param_scheduler over training, as a PNG"
+
+DEFAULT_EPOCH_LENGTH = 100
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="config file (.py, .json or .yaml)")
+    parser.add_argument(
+        "--out",
+        "-o",
+        help="PNG file to write (default: <config name>_schedule.png in the current folder)",
+    )
+    parser.add_argument(
+        "--epoch-length",
+        type=int,
+        default=DEFAULT_EPOCH_LENGTH,
+        metavar="N",
+        help=f"iterations per epoch, i.e. len(train_dataloader) (default: {DEFAULT_EPOCH_LENGTH})",
+    )
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument(
+        "--epochs", type=int, metavar="E", help="train for E epochs (overrides train_cfg)"
+    )
+    length.add_argument(
+        "--iters", type=int, metavar="I", help="train for I iterations (overrides train_cfg)"
+    )
+    parser.add_argument(
+        "--lr", type=float, help="base learning rate (overrides the config's optimizer lr)"
+    )
+
+
+@dataclass
+class ScheduleTrace:
+    """What the runner would set, iteration by iteration."""
+
+    lr: list[float] = field(default_factory=list)
+    momentum: list[float] = field(default_factory=list)
+    by_epoch: bool = True
+    max_epochs: int = 1
+    max_iters: int = 0
+    epoch_length: int = DEFAULT_EPOCH_LENGTH
+    optimizer: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def training_length(
+    cfg: Any, epochs: int | None, iters: int | None, epoch_length: int
+) -> tuple[bool, int, int]:
+    """(epoch-based?, max_epochs, max_iters) from the flags or the config's ``train_cfg``."""
+    if epochs is not None:
+        return True, epochs, epochs * epoch_length
+    if iters is not None:
+        return False, 1, iters
+    train_cfg = cfg.get("train_cfg") or {}
+    loop = train_cfg.get("type")
+    iter_based = (
+        loop == "IterBasedTrainLoop"
+        or train_cfg.get("by_epoch") is False
+        or ("max_iters" in train_cfg and "max_epochs" not in train_cfg)
+    )
+    if iter_based and train_cfg.get("max_iters") is not None:
+        # MMEngine's IterBasedTrainLoop reports max_epochs=1
+        return False, 1, int(train_cfg["max_iters"])
+    if not iter_based and train_cfg.get("max_epochs") is not None:
+        max_epochs = int(train_cfg["max_epochs"])
+        return True, max_epochs, max_epochs * epoch_length
+    raise ValueError(
+        "the config sets no training length (train_cfg.max_epochs or train_cfg.max_iters); "
+        "pass --epochs or --iters"
+    )
+
+
+def build_optimizer(cfg: Any, lr: float | None, notes: list[str]) -> Any:
+    """A one-parameter optimizer of the config's type, else SGD with the config's lr."""
+    import torch
+
+    from fastopt.registry import OPTIMIZERS
+
+    wrapper_cfg = cfg.get("optim_wrapper") or {}
+    opt_cfg = dict(wrapper_cfg.get("optimizer") or cfg.get("optimizer") or {})
+    if lr is not None:
+        opt_cfg["lr"] = lr
+    param = torch.nn.Parameter(torch.zeros(1))
+    if "type" in opt_cfg:
+        try:
+            return OPTIMIZERS.build(dict(opt_cfg, params=[param]))
+        except Exception as e:  # any failure: the plot only needs lr/momentum slots
+            notes.append(f"could not build {opt_cfg['type']} ({e}); plotting with SGD")
+    else:
+        notes.append("no optim_wrapper.optimizer in the config; plotting with SGD")
+    return torch.optim.SGD(
+        [param], lr=float(opt_cfg.get("lr", 0.01)), momentum=float(opt_cfg.get("momentum", 0.0))
+    )
+
+
+def _scheduler_cfgs(cfg: Any, notes: list[str]) -> list[Any]:
+    scheds = cfg.get("param_scheduler")
+    if scheds is None:
+        notes.append("no param_scheduler: the values stay constant")
+        return []
+    if isinstance(scheds, dict) and "type" not in scheds:  # one list per optimizer
+        name = next(iter(scheds))
+        notes.append(f"param_scheduler has one entry per optimizer; plotting {name!r}")
+        scheds = scheds[name]
+    return [scheds] if isinstance(scheds, dict) else list(scheds)
+
+
+def _momentum(group: dict[str, Any]) -> float | None:
+    if "momentum" in group:
+        return float(group["momentum"])
+    if "betas" in group:
+        return float(group["betas"][0])
+    return None
+
+
+def simulate(
+    cfg: Any,
+    epoch_length: int = DEFAULT_EPOCH_LENGTH,
+    epochs: int | None = None,
+    iters: int | None = None,
+    lr: float | None = None,
+) -> ScheduleTrace:
+    """Step the config's schedulers as the runner would and record every iteration's values."""
+    import warnings
+
+    from fastopt.scheduler import build_param_schedulers
+
+    if epoch_length <= 0:
+        raise ValueError(f"--epoch-length must be positive, got {epoch_length}")
+    trace = ScheduleTrace(epoch_length=epoch_length)
+    trace.by_epoch, trace.max_epochs, trace.max_iters = training_length(
+        cfg, epochs, iters, epoch_length
+    )
+    optimizer = build_optimizer(cfg, lr, trace.notes)
+    trace.optimizer = type(optimizer).__name__
+    schedulers = build_param_schedulers(
+        _scheduler_cfgs(cfg, trace.notes),
+        optimizer,
+        epoch_length=epoch_length,
+        max_epochs=trace.max_epochs,
+        max_iters=trace.max_iters,
+    )
+    if any(getattr(s, "need_val_args", False) for s in schedulers):
+        trace.notes.append("ReduceOnPlateau reacts to validation metrics: drawn without them")
+    per_iter = [s for s in schedulers if not s.by_epoch]
+    per_epoch = [s for s in schedulers if s.by_epoch]
+    group = optimizer.param_groups[0]
+    epochs_to_run = trace.max_epochs if trace.by_epoch else 1
+    iters_per_epoch = epoch_length if trace.by_epoch else trace.max_iters
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(epochs_to_run):
+            for _ in range(iters_per_epoch):
+                trace.lr.append(float(group["lr"]))
+                momentum = _momentum(group)
+                if momentum is not None:
+                    trace.momentum.append(momentum)
+                for s in per_iter:
+                    s.step()
+            for s in per_epoch:
+                s.step()
+    return trace
+
+
+def draw(trace: ScheduleTrace, out: Path, title: str) -> None:
+    """Write the PNG: lr on top, momentum below (when the optimizer has one)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = 2 if trace.momentum else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(9, 3.2 * rows + 0.6), sharex=True, squeeze=False)
+    x = range(len(trace.lr))
+    series = [("learning rate", trace.lr, "tab:blue")]
+    if trace.momentum:
+        series.append(("momentum / beta1", trace.momentum, "tab:orange"))
+    for ax, (label, values, color) in zip(axes[:, 0], series):
+        ax.plot(x, values, color=color, linewidth=1.6)
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))
+        if trace.by_epoch and 1 < trace.max_epochs <= 60:
+            for e in range(1, trace.max_epochs):
+                ax.axvline(e * trace.epoch_length, color="0.85", linewidth=0.6, zorder=0)
+    bottom = axes[-1, 0]
+    bottom.set_xlabel("iteration")
+    if trace.by_epoch:
+        length = trace.epoch_length
+        top = axes[0, 0].secondary_xaxis(
+            "top", functions=(lambda i: i / length, lambda e: e * length)
+        )
+        top.set_xlabel("epoch")
+    if trace.by_epoch:
+        run = f"{trace.max_epochs} epochs x {trace.epoch_length} iterations/epoch"
+    else:
+        run = f"{trace.max_iters} iterations"
+    fig.suptitle(f"{title}\n{trace.optimizer}, {run}", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fastopt.config import Config
+
+    path = Path(args.config)
+    out = Path(args.out) if args.out else Path(f"{path.stem}_schedule.png")
+    try:
+        cfg = Config.fromfile(path)
+        trace = simulate(cfg, args.epoch_length, args.epochs, args.iters, args.lr)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
+        print(f"fastopt plot-schedule: error: {e}", file=sys.stderr)
+        return 1
+    draw(trace, out, path.name)
+    for note in trace.notes:
+        print(f"note: {note}")
+    lrs = trace.lr
+    print(
+        f"wrote {out}: {len(lrs)} iterations, lr first {lrs[0]:.4g}, peak {max(lrs):.4g}, "
+        f"last {lrs[-1]:.4g}"
+    )
+    return 0
