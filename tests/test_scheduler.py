@@ -614,3 +614,70 @@ def test_generic_schedulers_take_param_name():
     close(got, [0.5 + 0.4 * (1 + math.cos(math.pi * t / 4)) / 2 for t in range(5)])
     c = ConstantParamScheduler(opt, "lr", factor=0.5, end=2)
     assert c.param_name == "lr" and opt.param_groups[0]["lr"] == pytest.approx(0.05)
+
+
+# ---------------------------------------------------------------- fastopt fused optimizers
+
+
+def _train(make_opt, make_scheds, steps: int = 20) -> tuple[torch.Tensor, list[float]]:
+    torch.manual_seed(0)
+    grads = [torch.randn(5) for _ in range(steps)]
+    p = torch.nn.Parameter(torch.linspace(-1, 1, 5))
+    opt = make_opt([p])
+    scheds = make_scheds(opt)
+    used = []
+    for g in grads:
+        p.grad = g.clone()
+        used.append(opt.param_groups[0]["lr"])
+        opt.step()
+        for s in scheds:
+            s.step()
+    return p.detach(), used
+
+
+def _warmup_cosine_and_momentum(opt):
+    return [
+        LinearLR(opt, start_factor=0.1, begin=0, end=5, by_epoch=False),
+        CosineAnnealingLR(opt, begin=5, end=20, by_epoch=False),
+        PARAM_SCHEDULERS.build(
+            dict(type="CosineAnnealingMomentum", eta_min=0.5, by_epoch=False, end=20),
+            default_args=dict(optimizer=opt),
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    "fused_name, make_torch, kwargs",
+    [
+        ("FusedSGD", torch.optim.SGD, dict(lr=0.1, momentum=0.9, weight_decay=1e-4)),
+        ("FusedAdamW", torch.optim.AdamW, dict(lr=0.1, betas=(0.9, 0.999), weight_decay=0.01)),
+    ],
+)
+def test_fused_optimizer_follows_the_schedule_like_torch(fused_name, make_torch, kwargs):
+    import fastopt.optim
+
+    fused_cls = getattr(fastopt.optim, fused_name)
+    fused_p, fused_used = _train(lambda ps: fused_cls(ps, **kwargs), _warmup_cosine_and_momentum)
+    torch_p, torch_used = _train(lambda ps: make_torch(ps, **kwargs), _warmup_cosine_and_momentum)
+    close(fused_used, GOLDEN_WARMUP_COSINE)
+    assert fused_used == torch_used
+    torch.testing.assert_close(fused_p, torch_p, rtol=1e-5, atol=1e-6)
+
+
+def test_seed_cyclic_cosine_chain_up_then_down():
+    """The mmdet3d 'cyclic' recipe from the docs: cosine up to 10x lr, then down to 1e-4 lr."""
+    lr, length = 0.001, 4
+    opt = sgd(lr)
+    cfg = [
+        dict(type="CosineAnnealingLR", T_max=8, eta_min=lr * 10, begin=0, end=8, by_epoch=True,
+             convert_to_iter_based=True),
+        dict(type="CosineAnnealingLR", T_max=12, eta_min=lr * 1e-4, begin=8, end=20,
+             by_epoch=True, convert_to_iter_based=True),
+    ]  # fmt: skip
+    scheds = build_param_schedulers(cfg, opt, epoch_length=length, max_epochs=20, max_iters=80)
+    got = lrs(opt, scheds, 84)
+    up = [lr * 10 + (lr - lr * 10) * (1 + math.cos(math.pi * t / 32)) / 2 for t in range(32)]
+    top, low = up[-1], lr * 1e-4
+    down = [low + (top - low) * (1 + math.cos(math.pi * u / 48)) / 2 for u in range(48)]
+    close(got, up + down + [down[-1]] * 4)
+    assert max(got) == pytest.approx(lr * 10, rel=1e-2)
