@@ -6,6 +6,7 @@ from .build_functions import (
     build_optimizer_from_cfg,
     build_runner_from_cfg,
     build_scheduler_from_cfg,
+    resolve_type,
 )
 from .default_scope import DefaultScope
 from .errors import (
@@ -80,4 +81,5 @@ __all__ = [
     "build_scheduler_from_cfg",
     "get_object_from_string",
     "import_if_exists",
+    "resolve_type",
 ]

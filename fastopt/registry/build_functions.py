@@ -23,10 +23,15 @@ def _with_origin(message: str, cfg: Any, key: str | None = None) -> str:
     return f"{message} (in {origin})" if origin else message
 
 
-def unknown_type_message(type_name: str, registry: Registry, cfg: Any = None) -> str:
-    """'X is not in the fastopt::optimizer registry ... did you mean ...?' with the origin."""
+def unknown_type_message(
+    type_name: str, registry: Registry, cfg: Any = None, key: str = "type"
+) -> str:
+    """'X is not in the fastopt::optimizer registry ... did you mean ...?' with the origin.
+
+    ``cfg`` (a ConfigDict loaded from a file) and ``key`` locate the name in the config.
+    """
     msg = f"{type_name} is not in the {registry.scope}::{registry.name} registry"
-    origin = config_origin(cfg, "type") if cfg is not None else ""
+    origin = config_origin(cfg, key) if cfg is not None else ""
     if origin:
         msg += f" (in {origin})"
     msg += "."
@@ -44,17 +49,17 @@ def unknown_type_message(type_name: str, registry: Registry, cfg: Any = None) ->
     return msg
 
 
-def resolve_type(obj_type: Any, registry: Registry, cfg: Any = None) -> Any:
-    """The class or function named by a config's ``type`` (a name or the object itself)."""
+def resolve_type(obj_type: Any, registry: Registry, cfg: Any = None, key: str = "type") -> Any:
+    """The class or function named by ``cfg[key]`` (a registered name, a path or the object)."""
     if isinstance(obj_type, str):
         obj_cls = registry.get(obj_type)
         if obj_cls is None:
-            raise UnknownTypeError(unknown_type_message(obj_type, registry, cfg))
+            raise UnknownTypeError(unknown_type_message(obj_type, registry, cfg, key))
         return obj_cls
     if callable(obj_type):
         return obj_type
     raise TypeError(
-        _with_origin(f"type must be a str or valid type, but got {type(obj_type)}", cfg, "type")
+        _with_origin(f"{key} must be a str or valid type, but got {type(obj_type)}", cfg, key)
     )
 
 
