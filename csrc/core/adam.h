@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cmath>
+#include <utility>
 
 #include "table.h"
 
@@ -15,7 +16,6 @@ namespace fastopt {
 struct Adam {
   static constexpr const char* kName = "adam";
   static constexpr int kStates = 3;  // exp_avg, exp_avg_sq, max_exp_avg_sq (amsgrad only)
-  static constexpr int kMinStates = 2;
   static constexpr bool kHasStep = true;
   static constexpr bool kNeedsNorms = false;
   enum Hyper {
@@ -30,19 +30,27 @@ struct Adam {
     kNumHyper
   };
   static constexpr const char* kHyperKeys[kNumHyper] = {
-      "lr",      "betas.0",  "betas.1", "eps", "weight_decay",
-      "amsgrad", "maximize", "decoupled_weight_decay"};
+      "lr",       "betas.0",  "betas.1", "eps", "weight_decay",
+      "amsgrad!", "maximize", "decoupled_weight_decay"};
+
+  // Compile-time variants (uniform per tensor): bit 0 amsgrad, bit 1 lerp's large-weight form.
+  enum Variant { kAmsgrad_ = 1, kLargeWeight = 2 };
+  using Variants = std::integer_sequence<int, 0, 1, 2, 3>;
+  static constexpr int states_used(int v) { return v & kAmsgrad_ ? 7 : 3; }
 
   struct Args {
     float neg_step_size, bias_correction2_sqrt, eps, one_minus_beta1, beta2, one_minus_beta2;
-    float wd, decay;  // L2 coefficient, or the decoupled factor 1 - lr * wd
-    bool decoupled, amsgrad, maximize;
+    float grad_sign;  // -1 with maximize
+    float decay;      // 1 - lr * wd for AdamW, else 1 (exact no-op)
+    float wd;         // L2 coefficient for Adam, else 0
+    int variant;
   };
 
   // Scalars are formed in double and rounded once, as torch does with Python floats.
   FASTOPT_HD static Args prepare(const double* h, double step, TensorNorms, int /*fresh*/,
                                  double /*op_scalar*/) {
     const double lr = h[kLr], beta1 = h[kBeta1], beta2 = h[kBeta2], wd = h[kWeightDecay];
+    const bool decoupled = h[kDecoupled] != 0.0;
     Args a;
     a.neg_step_size = float(-(lr / (1.0 - pow(beta1, step))));
     a.bias_correction2_sqrt = float(sqrt(1.0 - pow(beta2, step)));
@@ -50,33 +58,26 @@ struct Adam {
     a.one_minus_beta1 = float(1.0 - beta1);
     a.beta2 = float(beta2);
     a.one_minus_beta2 = float(1.0 - beta2);
-    a.decoupled = h[kDecoupled] != 0.0;
-    a.wd = a.decoupled ? 0.f : float(wd);
-    a.decay = a.decoupled ? float(1.0 - lr * wd) : 1.f;
-    a.amsgrad = h[kAmsgrad] != 0.0;
-    a.maximize = h[kMaximize] != 0.0;
+    a.grad_sign = h[kMaximize] != 0.0 ? -1.f : 1.f;
+    a.decay = decoupled ? float(1.0 - lr * wd) : 1.f;
+    a.wd = decoupled ? 0.f : float(wd);
+    a.variant = (h[kAmsgrad] != 0.0 ? kAmsgrad_ : 0) | (a.one_minus_beta1 < 0.5f ? 0 : kLargeWeight);
     return a;
   }
 
-  FASTOPT_HD static bool uses_state(const Args& a, int k) { return k < 2 || a.amsgrad; }
-
+  template <int V>
   FASTOPT_HD static void update(const Args& a, float& p, float g, float* s) {
-    if (a.maximize) g = -g;
-    if (a.decoupled) {
-      p = p * a.decay;
-    } else if (a.wd != 0.f) {
-      g = g + a.wd * p;
-    }
-    float m = s[0], v = s[1];
+    g = g * a.grad_sign;
+    p = p * a.decay;
+    g = g + a.wd * p;
     // torch's lerp: self + w * (end - self) for |w| < 0.5, else end - (end - self) * (1 - w)
-    m = a.one_minus_beta1 < 0.5f ? m + a.one_minus_beta1 * (g - m)
-                                 : g - (g - m) * (1.f - a.one_minus_beta1);
-    v = v * a.beta2;
+    const float w = a.one_minus_beta1;
+    const float m = V & kLargeWeight ? g - (g - s[0]) * (1.f - w) : s[0] + w * (g - s[0]);
+    float v = s[1] * a.beta2;
     v = v + a.one_minus_beta2 * g * g;
     float v_hat = v;
-    if (a.amsgrad) {
-      const float vmax = s[2];
-      v_hat = (v > vmax || v != v) ? v : vmax;  // torch.maximum propagates NaN
+    if constexpr ((V & kAmsgrad_) != 0) {
+      v_hat = ((v > s[2]) | (v != v)) ? v : s[2];  // torch.maximum propagates NaN
       s[2] = v_hat;
     }
     const float denom = sqrtf(v_hat) / a.bias_correction2_sqrt + a.eps;

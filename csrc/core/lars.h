@@ -8,6 +8,8 @@
 // The per-tensor norms come from the engine's reduction pass (no host round trip).
 #pragma once
 
+#include <utility>
+
 #include "table.h"
 
 namespace fastopt {
@@ -15,7 +17,6 @@ namespace fastopt {
 struct Lars {
   static constexpr const char* kName = "lars";
   static constexpr int kStates = 1;  // momentum_buffer (only when momentum != 0)
-  static constexpr int kMinStates = 0;
   static constexpr bool kHasStep = false;
   static constexpr bool kNeedsNorms = true;
   enum Hyper {
@@ -29,11 +30,16 @@ struct Lars {
     kNumHyper
   };
   static constexpr const char* kHyperKeys[kNumHyper] = {
-      "lr", "momentum", "dampening", "weight_decay", "nesterov", "eta", "lars_exclude?"};
+      "lr", "momentum!", "dampening", "weight_decay", "nesterov", "eta", "lars_exclude?"};
+
+  // Compile-time variants (uniform per tensor): bit 0 momentum, 1 first step, 2 Nesterov.
+  enum Variant { kMomentum_ = 1, kFirst = 2, kNesterov_ = 4 };
+  using Variants = std::integer_sequence<int, 0, 1, 3, 5, 7>;
+  static constexpr int states_used(int v) { return v & kMomentum_ ? 1 : 0; }
 
   struct Args {
     float actual_lr, momentum, one_minus_dampening, wd;
-    bool use_momentum, first, nesterov;
+    int variant;
   };
 
   // op_scalar is the optimizer's eps (an attribute of mmpretrain's LARS, not a group key).
@@ -47,20 +53,19 @@ struct Lars {
     a.momentum = float(h[kMomentum]);
     a.one_minus_dampening = float(1.0 - h[kDampening]);
     a.wd = float(wd);
-    a.use_momentum = h[kMomentum] != 0.0;
-    a.first = fresh != 0;
-    a.nesterov = h[kNesterov] != 0.0;
+    a.variant = h[kMomentum] == 0.0 ? 0
+                                    : kMomentum_ | (fresh ? kFirst : 0) |
+                                          (h[kNesterov] != 0.0 ? kNesterov_ : 0);
     return a;
   }
 
-  FASTOPT_HD static bool uses_state(const Args& a, int k) { return k == 0 && a.use_momentum; }
-
+  template <int V>
   FASTOPT_HD static void update(const Args& a, float& p, float g, float* s) {
     float d = (g + a.wd * p) * a.actual_lr;
-    if (a.use_momentum) {
-      const float buf = a.first ? d : s[0] * a.momentum + a.one_minus_dampening * d;
+    if constexpr ((V & kMomentum_) != 0) {
+      const float buf = V & kFirst ? d : s[0] * a.momentum + a.one_minus_dampening * d;
       s[0] = buf;
-      d = a.nesterov ? d + a.momentum * buf : buf;
+      d = V & kNesterov_ ? d + a.momentum * buf : buf;
     }
     p = p - d;
   }

@@ -27,7 +27,7 @@ struct NormMeasure {
   }
   FASTOPT_HD double combine(double acc, double v) const {
     // NaN must win for inf-norm too, so the non-finite check sees it
-    return type == NormType::inf ? ((v > acc || v != v) ? v : acc) : acc + v;
+    return type == NormType::inf ? (((v > acc) | (v != v)) ? v : acc) : acc + v;
   }
   FASTOPT_HD double finish(double acc) const {
     switch (type) {

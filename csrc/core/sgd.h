@@ -5,6 +5,8 @@
 //   p -= lr * g
 #pragma once
 
+#include <utility>
+
 #include "table.h"
 
 namespace fastopt {
@@ -12,16 +14,20 @@ namespace fastopt {
 struct Sgd {
   static constexpr const char* kName = "sgd";
   static constexpr int kStates = 1;  // momentum_buffer (only when momentum != 0)
-  static constexpr int kMinStates = 0;
   static constexpr bool kHasStep = false;
   static constexpr bool kNeedsNorms = false;
   enum Hyper { kLr, kMomentum, kDampening, kWeightDecay, kNesterov, kMaximize, kNumHyper };
-  static constexpr const char* kHyperKeys[kNumHyper] = {"lr",           "momentum", "dampening",
-                                                        "weight_decay", "nesterov", "maximize"};
+  static constexpr const char* kHyperKeys[kNumHyper] = {"lr",           "momentum!", "dampening",
+                                                        "weight_decay", "nesterov",  "maximize"};
+
+  // Compile-time variants (uniform per tensor): bit 0 momentum, 1 first step, 2 Nesterov.
+  enum Variant { kMomentum_ = 1, kFirst = 2, kNesterov_ = 4 };
+  using Variants = std::integer_sequence<int, 0, 1, 3, 5, 7>;
+  static constexpr int states_used(int v) { return v & kMomentum_ ? 1 : 0; }
 
   struct Args {
-    float neg_lr, momentum, one_minus_dampening, wd;
-    bool use_momentum, first, nesterov, maximize;
+    float neg_lr, momentum, one_minus_dampening, wd, grad_sign;
+    int variant;
   };
 
   FASTOPT_HD static Args prepare(const double* h, double /*step*/, TensorNorms, int fresh,
@@ -31,22 +37,21 @@ struct Sgd {
     a.momentum = float(h[kMomentum]);
     a.one_minus_dampening = float(1.0 - h[kDampening]);
     a.wd = float(h[kWeightDecay]);
-    a.use_momentum = h[kMomentum] != 0.0;
-    a.first = fresh != 0;
-    a.nesterov = h[kNesterov] != 0.0;
-    a.maximize = h[kMaximize] != 0.0;
+    a.grad_sign = h[kMaximize] != 0.0 ? -1.f : 1.f;
+    a.variant = h[kMomentum] == 0.0 ? 0
+                                    : kMomentum_ | (fresh ? kFirst : 0) |
+                                          (h[kNesterov] != 0.0 ? kNesterov_ : 0);
     return a;
   }
 
-  FASTOPT_HD static bool uses_state(const Args& a, int k) { return k == 0 && a.use_momentum; }
-
+  template <int V>
   FASTOPT_HD static void update(const Args& a, float& p, float g, float* s) {
-    if (a.maximize) g = -g;
-    if (a.wd != 0.f) g = g + a.wd * p;
-    if (a.use_momentum) {
-      float buf = a.first ? g : s[0] * a.momentum + a.one_minus_dampening * g;
+    g = g * a.grad_sign;
+    g = g + a.wd * p;
+    if constexpr ((V & kMomentum_) != 0) {
+      const float buf = V & kFirst ? g : s[0] * a.momentum + a.one_minus_dampening * g;
       s[0] = buf;
-      g = a.nesterov ? g + a.momentum * buf : buf;
+      g = V & kNesterov_ ? g + a.momentum * buf : buf;
     }
     p = p + a.neg_lr * g;
   }

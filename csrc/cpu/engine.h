@@ -60,12 +60,13 @@ void dispatch_types(const TensorEntry& e, F&& f) {
   }
 }
 
-// kUsed: bit k set when state k is read and written (a compile-time mask, so the element loop
-// has no per-element branches on it and vectorizes).
-template <class Op, int kUsed, class P, class G, class S>
+// V: the functor's compile-time variant; the states it uses are loaded and stored, others not.
+// No per-element branch remains, so the loop vectorizes.
+template <class Op, int V, class P, class G, class S>
 void update_span(const typename Op::Args& args, P* __restrict p, const G* __restrict g,
                  S* __restrict s0, S* __restrict s1, S* __restrict s2, int64_t n,
                  float grad_scale) {
+  constexpr int kUsed = Op::states_used(V);
   const typename Op::Args a = args;  // a local copy cannot alias the stores below
   for (int64_t i = 0; i < n; ++i) {
     float pv = load(p + i);
@@ -74,7 +75,7 @@ void update_span(const typename Op::Args& args, P* __restrict p, const G* __rest
     if (kUsed & 1) s[0] = load(s0 + i);
     if (kUsed & 2) s[1] = load(s1 + i);
     if (kUsed & 4) s[2] = load(s2 + i);
-    Op::update(a, pv, gv, s);
+    Op::template update<V>(a, pv, gv, s);
     store(p + i, pv);
     if (kUsed & 1) store(s0 + i, s[0]);
     if (kUsed & 2) store(s1 + i, s[1]);
@@ -82,28 +83,11 @@ void update_span(const typename Op::Args& args, P* __restrict p, const G* __rest
   }
 }
 
-// States are used as a prefix (k < count), so the masks are 0, 1, 3 or 7.
-template <class Op, class P, class G, class S>
-void update_span_dispatch(const typename Op::Args& a, P* p, const G* g, S* s0, S* s1, S* s2,
-                          int64_t n, float grad_scale) {
-  int used = 0;
-  for (int k = 0; k < Op::kStates; ++k) used += Op::uses_state(a, k);
-  switch (used) {
-    case 0:
-      if constexpr (Op::kMinStates <= 0) update_span<Op, 0>(a, p, g, s0, s1, s2, n, grad_scale);
-      break;
-    case 1:
-      if constexpr (Op::kMinStates <= 1 && Op::kStates >= 1)
-        update_span<Op, 1>(a, p, g, s0, s1, s2, n, grad_scale);
-      break;
-    case 2:
-      if constexpr (Op::kMinStates <= 2 && Op::kStates >= 2)
-        update_span<Op, 3>(a, p, g, s0, s1, s2, n, grad_scale);
-      break;
-    case 3:
-      if constexpr (Op::kStates >= 3) update_span<Op, 7>(a, p, g, s0, s1, s2, n, grad_scale);
-      break;
-  }
+// Runs the instantiation of update_span for the entry's runtime variant.
+template <class Op, class P, class G, class S, int... Vs>
+void update_span_variant(std::integer_sequence<int, Vs...>, const typename Op::Args& a, P* p,
+                         const G* g, S* s0, S* s1, S* s2, int64_t n, float grad_scale) {
+  ((a.variant == Vs ? update_span<Op, Vs>(a, p, g, s0, s1, s2, n, grad_scale) : void()), ...);
 }
 
 // Fold of a span into kLanes independent accumulators: vectorizes without reassociating, and
@@ -129,7 +113,7 @@ double reduce_span(const T* __restrict x, int64_t n, float scale, NormMeasure m)
       for (; i + kLanes <= n; i += kLanes)
         for (int l = 0; l < kLanes; ++l) {
           const double v = fabs(double(load(x + i + l) * scale));
-          acc[l] = (v > acc[l] || v != v) ? v : acc[l];
+          acc[l] = ((v > acc[l]) | (v != v)) ? v : acc[l];
         }
       break;
     case NormType::p: break;  // pow per element: the scalar loop below
@@ -210,7 +194,7 @@ void step(const StepCall& c) {
     dispatch_types(e, [&](auto* p, const auto* g, auto* s) {
       using S = std::remove_pointer_t<decltype(s)>;
       auto st = [&](int k) { return static_cast<S*>(e.state[k]) + (e.state[k] ? ch.begin : 0); };
-      update_span_dispatch<Op>(args[ch.entry], p + ch.begin, g + ch.begin, st(0), st(1), st(2), ch.size,
+      update_span_variant<Op>(typename Op::Variants{}, args[ch.entry], p + ch.begin, g + ch.begin, st(0), st(1), st(2), ch.size,
                       grad_scale);
     });
   });
