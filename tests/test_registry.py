@@ -89,6 +89,12 @@ def test_register_errors():
         reg.register_module(module=5)
 
 
+def test_public_names():
+    import fastopt
+
+    assert fastopt.Registry is Registry
+
+
 def test_scope_inferred_from_calling_module():
     assert Registry("x").scope == __name__.split(".")[0]
     assert OPTIMIZERS.scope == "fastopt"
