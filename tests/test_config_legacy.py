@@ -183,6 +183,37 @@ def test_translate_legacy_can_be_switched_off(tmp_path):
     assert cfg.to_dict() == {"optimizer": {"type": "SGD", "lr": 0.1}, "total_epochs": 3}
 
 
+def test_iter_based_runner_defaults_by_epoch_false(tmp_path):
+    # mmseg 0.x schedule_160k style; mmcv's IterBasedRunner defaults by_epoch=False for the
+    # lr, checkpoint and logger hooks, and mmseg's EvalHook evaluates by iteration
+    path = write(
+        tmp_path,
+        "optimizer = dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0005)\n"
+        "lr_config = dict(policy='poly', power=0.9, min_lr=1e-4)\n"
+        "runner = dict(type='IterBasedRunner', max_iters=160000)\n"
+        "checkpoint_config = dict(interval=16000)\n"
+        "log_config = dict(interval=50, hooks=[dict(type='TextLoggerHook')])\n"
+        "evaluation = dict(interval=16000, metric='mIoU', pre_eval=True)\n",
+    )
+    cfg, messages = load(path)
+    assert cfg.train_cfg == {
+        "type": "IterBasedTrainLoop",
+        "max_iters": 160000,
+        "val_interval": 16000,
+    }
+    assert cfg.default_hooks.checkpoint == {
+        "type": "CheckpointHook",
+        "interval": 16000,
+        "by_epoch": False,
+    }
+    assert cfg.log_processor == {"by_epoch": False}
+    assert cfg.param_scheduler == translate_legacy_schedules(
+        dict(policy="poly", power=0.9, min_lr=1e-4, by_epoch=False), None
+    )
+    assert cfg.param_scheduler[0]["by_epoch"] is False
+    assert any("not translated: metric, pre_eval" in m for m in messages)
+
+
 def test_fp16_optimizer_hook_defaults_and_cumulative_fp16(tmp_path):
     path = write(
         tmp_path,
@@ -254,7 +285,8 @@ def test_none_values_and_constructor(tmp_path):
             "contradicts runner",
         ),
         (
-            "runner = dict(type='IterBasedRunner', max_iters=10)\nevaluation = dict(interval=2)\n",
+            "runner = dict(type='IterBasedRunner', max_iters=10)\n"
+            "evaluation = dict(interval=2, by_epoch=True)\n",
             "evaluation.by_epoch",
             "does not match the IterBasedTrainLoop",
         ),

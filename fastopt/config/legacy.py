@@ -109,6 +109,13 @@ class _Translator:
     def __init__(self, cfg: ConfigDict, filename: str | None) -> None:
         self.cfg = cfg
         self.filename = filename
+        # MMCV's IterBasedRunner defaults by_epoch=False for lr_config, checkpoint_config and
+        # the logger hooks (register_training_hooks); decided before `runner` is translated
+        runner = cfg.get("runner")
+        train_cfg = cfg.get("train_cfg")
+        self.iter_based = (
+            isinstance(runner, dict) and runner.get("type") == "IterBasedRunner"
+        ) or (isinstance(train_cfg, dict) and train_cfg.get("type") == "IterBasedTrainLoop")
 
     # ---------------------------------------------------------------- helpers
     def report(self, old: str, new: str, note: str = "") -> None:
@@ -293,6 +300,8 @@ class _Translator:
             if e.name in ("fastopt.scheduler", "fastopt.scheduler.legacy"):
                 raise self.error(keys, "fastopt.scheduler.legacy is not available") from e
             raise
+        if self.iter_based and isinstance(lr_config, dict):
+            lr_config.setdefault("by_epoch", False)
         try:
             schedulers = translate_legacy_schedules(lr_config, momentum_config)
         except (ValueError, KeyError, TypeError) as e:
@@ -319,6 +328,8 @@ class _Translator:
             hooks["checkpoint"] = None
             self.report("checkpoint_config", "default_hooks.checkpoint", "None: no checkpoints")
             return
+        if self.iter_based:
+            ck.setdefault("by_epoch", False)
         dropped = [k for k in _CHECKPOINT_DROP if k in ck]
         for key in dropped:
             ck.pop(key)
@@ -355,6 +366,8 @@ class _Translator:
             if kind == "TextLoggerHook":
                 if "interval" in hook:
                     logger["interval"] = hook.pop("interval")
+                if self.iter_based:
+                    hook.setdefault("by_epoch", False)
                 if "by_epoch" in hook:
                     self.set_once("log_processor", "by_epoch", hook.pop("by_epoch"), key)
                     new.append("log_processor.by_epoch")
@@ -454,9 +467,10 @@ class _Translator:
             return
         interval = ev.pop("interval", 1)
         start = ev.pop("start", None)
-        by_epoch = ev.pop("by_epoch", True)
+        # the default differs downstream (mmdet: True, mmseg: False): follow the loop unless set
+        by_epoch = ev.pop("by_epoch", None)
         iter_based = self._loop_is_iter_based()
-        if iter_based is not None and iter_based == bool(by_epoch):
+        if by_epoch is not None and iter_based is not None and iter_based == bool(by_epoch):
             loop = "IterBasedTrainLoop" if iter_based else "EpochBasedTrainLoop"
             raise self.error(
                 "evaluation.by_epoch",
