@@ -110,6 +110,35 @@ def test_yaml_and_json_configs(monkeypatch):
     assert Config.fromfile(CONFIGS / "child.json").epochs == 3
 
 
+def test_python_config_values_package_bases_and_predefined(tmp_path, monkeypatch):
+    pkg = tmp_path / "fastopt_cfgpkg_xyz"
+    (pkg / "configs" / "_base_").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "configs" / "_base_" / "sched.py").write_text(
+        "epochs = 7\nwhere = '{{ fileDirname }}'\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "user.py"
+    path.write_text(
+        "_base_ = 'fastopt_cfgpkg_xyz::_base_/sched.py'\n"
+        "import math\n"
+        "from math import sqrt\n"
+        "def helper():\n    return 1\n"
+        "radius = math.pi\n__private = 1\nhere = '{{ fileDirname }}'\next = '{{fileExtname}}'\n"
+    )
+    cfg = Config.fromfile(path)
+    # modules and functions are dropped, `__` names too; builtins like sqrt are kept as MMEngine
+    assert set(cfg) == {"epochs", "where", "sqrt", "radius", "here", "ext"}
+    assert cfg.epochs == 7 and cfg.radius == pytest.approx(3.14159265)
+    assert cfg.where == str(pkg / "configs" / "_base_") and cfg.here == str(tmp_path)
+    assert cfg.ext == ".py"
+    path.write_text("_base_ = 'fastopt_no_such_pkg_xyz::a.py'\n")
+    with pytest.raises(
+        FileNotFoundError, match="package 'fastopt_no_such_pkg_xyz' is not installed"
+    ):
+        Config.fromfile(path)
+
+
 def test_fromstring():
     cfg = Config.fromstring("a = dict(b=1)\nc = [1, (2, 3)]\n", ".py")
     assert cfg.to_dict() == {"a": {"b": 1}, "c": [1, (2, 3)]}

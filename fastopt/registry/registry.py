@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any, Callable
 
+from .build_functions import build_from_cfg
 from .default_scope import DefaultScope
 from .errors import DuplicateRegistrationError
 
@@ -82,8 +83,6 @@ class Registry:
         scope: str | None = None,
         locations: Sequence[str] = (),
     ) -> None:
-        from .build_functions import build_from_cfg
-
         self._name = name
         self._module_dict: dict[str, Any] = {}
         self._children: dict[str, Registry] = {}
