@@ -49,8 +49,23 @@ PYBIND11_MODULE(_C, m) {
            py::arg("entries"), py::arg("chunk_elems") = kCpuChunkElems)
       .def("refresh", &Plan::refresh)
       .def("set_grad", &Plan::set_grad, py::arg("entry"), py::arg("ptr"))
-      .def("run", &Plan::run, py::arg("num_threads"), py::arg("grad_scale") = 1.0f,
-           py::arg("op_scalar") = 0.0)
+      .def(
+          "run",
+          [](Plan& plan, int num_threads, double op_scalar, int64_t loss_scale, double max_norm,
+             int norm_type, double norm_p, int64_t norm_out, int64_t found_inf) {
+            fastopt::GradPipeline pipe;
+            pipe.loss_scale = reinterpret_cast<const float*>(loss_scale);
+            pipe.max_norm = max_norm;
+            pipe.norm_type = norm_type;
+            pipe.norm_p = norm_p;
+            pipe.norm_out = reinterpret_cast<float*>(norm_out);
+            pipe.found_inf = reinterpret_cast<float*>(found_inf);
+            plan.run(num_threads, op_scalar, pipe);
+          },
+          py::arg("num_threads"), py::arg("op_scalar") = 0.0, py::arg("loss_scale") = 0,
+          py::arg("max_norm") = 0.0, py::arg("norm_type") = 0, py::arg("norm_p") = 2.0,
+          py::arg("norm_out") = 0, py::arg("found_inf") = 0,
+          "One step; the pipeline arguments are data pointers of float32 scalars (0: unused)")
       .def("tensor_norms", &Plan::tensor_norms, py::arg("which"), py::arg("norm_type"),
            py::arg("p") = 2.0, py::arg("scale") = 1.0f, py::arg("num_threads") = 1)
       .def("active_entries", &Plan::active_entries)

@@ -1,5 +1,6 @@
 #include "plan.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -312,32 +313,52 @@ void Plan::set_grad(int64_t entry, int64_t ptr) {
   entries_[entry].grad = reinterpret_cast<const void*>(ptr);
 }
 
-StepCall Plan::call(int num_threads, float grad_scale, double op_scalar) {
+StepCall Plan::call(int num_threads, StepScalars scalars) const {
   StepCall c;
-  c.entries = entries_.data();
+  c.entries = const_cast<TensorEntry*>(entries_.data());
   c.n_entries = num_entries();
   c.chunks = chunks_.data();
   c.n_chunks = num_chunks();
   c.total_elems = total_elems_;
   c.hyper = hyper_.data();
   c.hyper_stride = int64_t(keys_.size());
-  c.scalars.grad_scale = grad_scale;
-  c.scalars.op_scalar = op_scalar;
+  c.scalars = scalars;
   c.num_threads = num_threads < 1 ? 1 : num_threads;
   return c;
 }
 
-void Plan::run(int num_threads, float grad_scale, double op_scalar) {
-  const StepCall c = call(num_threads, grad_scale, op_scalar);
+void Plan::run(int num_threads, double op_scalar, const GradPipeline& pipe) {
+  StepScalars scalars;
+  scalars.op_scalar = op_scalar;
   py::gil_scoped_release release;
-  step_(c);
+  if (pipe.loss_scale != nullptr)  // as torch: scale.double().reciprocal().float()
+    scalars.inv_scale = float(1.0 / double(*pipe.loss_scale));
+  if (pipe.max_norm > 0.0 || pipe.norm_out != nullptr || pipe.found_inf != nullptr) {
+    const NormMeasure m{NormType(pipe.norm_type), pipe.norm_p};
+    std::vector<double> per_tensor(entries_.size());
+    kernels_.tensor_norms(call(num_threads, scalars), 1, scalars.inv_scale, m, per_tensor.data());
+    double total = 0.0;
+    for (double v : per_tensor) total = m.combine(total, v);
+    const float norm = float(m.finish(total));
+    const bool nonfinite = !std::isfinite(norm);
+    if (pipe.norm_out != nullptr) *pipe.norm_out = norm;
+    if (pipe.found_inf != nullptr) {
+      *pipe.found_inf = nonfinite ? 1.f : 0.f;
+      if (nonfinite) return;
+    }
+    if (pipe.max_norm > 0.0)  // torch: clamp(max_norm / (norm + 1e-6), max=1) in float32
+      scalars.clip_coef = std::fmin(float(pipe.max_norm) / (norm + 1e-6f), 1.f);
+  }
+  step_(call(num_threads, scalars));
 }
 
 std::vector<double> Plan::tensor_norms(int which, int norm_type, double p, float scale,
                                        int num_threads) {
   if (which != 0 && which != 1) throw std::invalid_argument("which must be 0 or 1");
   if (norm_type < 0 || norm_type > 3) throw std::invalid_argument("bad norm type");
-  const StepCall c = call(num_threads, scale, 0.0);
+  StepScalars scalars;
+  scalars.inv_scale = scale;
+  const StepCall c = call(num_threads, scalars);
   std::vector<double> out(entries_.size());
   {
     py::gil_scoped_release release;

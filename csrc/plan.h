@@ -48,7 +48,10 @@ class Plan {
   // whose grad Python must supply with set_grad (staged params, or grads of another layout).
   py::tuple refresh();
   void set_grad(int64_t entry, int64_t ptr);
-  void run(int num_threads, float grad_scale, double op_scalar);
+  // One optimizer step over every entry with a grad, through the gradient pipeline: with a
+  // loss scale the grads are unscaled; the total norm is reduced when clipping or reporting;
+  // with found_inf set a non-finite grad turns the step into a no-op.
+  void run(int num_threads, double op_scalar, const GradPipeline& pipe);
   // Per-tensor norm measures (folded, see NormMeasure) of params (which=0) or grads (which=1).
   std::vector<double> tensor_norms(int which, int norm_type, double p, float scale,
                                    int num_threads);
@@ -62,7 +65,7 @@ class Plan {
   std::vector<int64_t> active_entries() const;
 
  private:
-  StepCall call(int num_threads, float grad_scale, double op_scalar);
+  StepCall call(int num_threads, StepScalars scalars) const;
   bool read_hypers(std::string* reason);
 
   std::string kind_;

@@ -33,10 +33,23 @@ struct TensorNorms {
   double grad;   // ||g||_2 of the (scaled) gradient
 };
 
-// Values shared by all tensors of one step.
+// Values shared by all tensors of one step. A grad is read as (g * inv_scale) * clip_coef:
+// the same two roundings as torch's unscale_ then clip_grad_norm_ passes.
 struct StepScalars {
-  float grad_scale = 1.f;  // applied to every grad as it is read (unscale * clip)
-  double op_scalar = 0.;   // optimizer-level constant (LARS eps)
+  float inv_scale = 1.f;  // 1 / loss scale
+  float clip_coef = 1.f;  // min(1, max_norm / (norm + 1e-6))
+  double op_scalar = 0.;  // optimizer-level constant (LARS eps)
+};
+
+// The fused gradient pipeline of one step. Pointers are float32 scalars in the params' memory
+// space (device memory for the CUDA engine), so a step never synchronises with the host.
+struct GradPipeline {
+  const float* loss_scale = nullptr;  // grads are divided by it; nullptr: no scaling
+  double max_norm = 0.0;              // > 0: clip the total norm to it
+  int32_t norm_type = 0;              // NormType of the total norm
+  double norm_p = 2.0;
+  float* norm_out = nullptr;          // receives the pre-clip total norm of the unscaled grads
+  float* found_inf = nullptr;         // receives 1 when a grad is inf/nan (the step is skipped)
 };
 
 }  // namespace fastopt

@@ -65,12 +65,12 @@ void dispatch_types(const TensorEntry& e, F&& f) {
 template <class Op, int V, class P, class G, class S>
 void update_span(const typename Op::Args& args, P* __restrict p, const G* __restrict g,
                  S* __restrict s0, S* __restrict s1, S* __restrict s2, int64_t n,
-                 float grad_scale) {
+                 float inv_scale, float clip_coef) {
   constexpr int kUsed = Op::states_used(V);
   const typename Op::Args a = args;  // a local copy cannot alias the stores below
   for (int64_t i = 0; i < n; ++i) {
     float pv = load(p + i);
-    const float gv = load(g + i) * grad_scale;
+    const float gv = (load(g + i) * inv_scale) * clip_coef;
     float s[kMaxStates] = {0.f, 0.f, 0.f};
     if (kUsed & 1) s[0] = load(s0 + i);
     if (kUsed & 2) s[1] = load(s1 + i);
@@ -86,8 +86,10 @@ void update_span(const typename Op::Args& args, P* __restrict p, const G* __rest
 // Runs the instantiation of update_span for the entry's runtime variant.
 template <class Op, class P, class G, class S, int... Vs>
 void update_span_variant(std::integer_sequence<int, Vs...>, const typename Op::Args& a, P* p,
-                         const G* g, S* s0, S* s1, S* s2, int64_t n, float grad_scale) {
-  ((a.variant == Vs ? update_span<Op, Vs>(a, p, g, s0, s1, s2, n, grad_scale) : void()), ...);
+                         const G* g, S* s0, S* s1, S* s2, int64_t n, float inv_scale,
+                         float clip_coef) {
+  ((a.variant == Vs ? update_span<Op, Vs>(a, p, g, s0, s1, s2, n, inv_scale, clip_coef) : void()),
+   ...);
 }
 
 // Fold of a span into kLanes independent accumulators: vectorizes without reassociating, and
@@ -175,7 +177,7 @@ void step(const StepCall& c) {
     pnorm.resize(c.n_entries);
     gnorm.resize(c.n_entries);
     tensor_norms(c, 0, 1.f, l2, pnorm.data());
-    tensor_norms(c, 1, c.scalars.grad_scale, l2, gnorm.data());
+    tensor_norms(c, 1, c.scalars.inv_scale * c.scalars.clip_coef, l2, gnorm.data());
   }
   for (int64_t t = 0; t < c.n_entries; ++t) {
     TensorEntry& e = c.entries[t];
@@ -187,7 +189,7 @@ void step(const StepCall& c) {
     args[t] = Op::prepare(c.hyper + int64_t(e.group) * c.hyper_stride, step, norms, e.fresh,
                           c.scalars.op_scalar);
   }
-  const float grad_scale = c.scalars.grad_scale;
+  const float inv_scale = c.scalars.inv_scale, clip_coef = c.scalars.clip_coef;
   for_chunks(c, [&](const Chunk& ch) {
     const TensorEntry& e = c.entries[ch.entry];
     if (e.grad == nullptr) return;
@@ -195,7 +197,7 @@ void step(const StepCall& c) {
       using S = std::remove_pointer_t<decltype(s)>;
       auto st = [&](int k) { return static_cast<S*>(e.state[k]) + (e.state[k] ? ch.begin : 0); };
       update_span_variant<Op>(typename Op::Variants{}, args[ch.entry], p + ch.begin, g + ch.begin, st(0), st(1), st(2), ch.size,
-                      grad_scale);
+                      inv_scale, clip_coef);
     });
   });
   for (int64_t t = 0; t < c.n_entries; ++t)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from itertools import chain
 from typing import Any, ClassVar, Union
@@ -11,6 +12,20 @@ import torch
 from fastopt.ops.plan import Plan, StateSpec, build_plan
 
 StateDtype = Union[torch.dtype, str]
+
+
+def _norm_kind(norm_type: float | str) -> tuple[int, float]:
+    """The engine's NormType code and exponent for a torch-style ``norm_type``."""
+    p = float(norm_type)  # accepts 'inf'
+    if p == 2.0:
+        return 0, 2.0
+    if p == 1.0:
+        return 1, 1.0
+    if p == math.inf:
+        return 2, p
+    if p > 0 and math.isfinite(p):
+        return 3, p
+    raise ValueError(f"norm_type must be a positive number or 'inf', got {norm_type!r}")
 
 
 class FusedOptimizer(torch.optim.Optimizer):
@@ -78,12 +93,54 @@ class FusedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._run()
+        return loss
+
+    def fused_step(
+        self,
+        *,
+        max_norm: float | None = None,
+        norm_type: float | str = 2.0,
+        loss_scale: torch.Tensor | None = None,
+        found_inf: torch.Tensor | None = None,
+        norm_out: torch.Tensor | None = None,
+    ) -> None:
+        """One step through the fused gradient pipeline: one reduction pass, one update pass.
+
+        Grads are read as ``(grad / loss_scale) * clip_coef`` and left untouched in memory.
+
+        Args:
+            max_norm: clip the total norm of all grads to this value (``clip_grad_norm_``).
+            norm_type: 2, 1, ``inf`` (or ``'inf'``) or any p > 0 — of the total norm.
+            loss_scale: float32 tensor holding the loss scale the grads carry.
+            found_inf: float32 tensor that receives 1.0 when a grad is inf/nan; the step is
+                then skipped (GradScaler semantics). Without it non-finite grads are applied.
+            norm_out: float32 tensor that receives the pre-clip total norm of the unscaled grads.
+
+        All tensors are 0-dim or one-element float32 on the params' device; nothing here
+        synchronises with the host.
+        """
+        norm_kind, p = _norm_kind(norm_type)
+        if max_norm is not None and max_norm <= 0:
+            raise ValueError(f"max_norm must be positive, got {max_norm}")
+        for name, t in (("loss_scale", loss_scale), ("found_inf", found_inf), ("norm_out", norm_out)):
+            if t is not None and (t.dtype != torch.float32 or t.numel() != 1 or not t.is_contiguous()):
+                raise TypeError(f"fused_step: {name} must be a one-element float32 tensor, got {t.dtype} {tuple(t.shape)}")
+        self._run(
+            loss_scale=loss_scale.data_ptr() if loss_scale is not None else 0,
+            max_norm=float(max_norm or 0.0),
+            norm_type=norm_kind,
+            norm_p=p,
+            norm_out=norm_out.data_ptr() if norm_out is not None else 0,
+            found_inf=found_inf.data_ptr() if found_inf is not None else 0,
+        )
+
+    def _run(self, **pipeline: Any) -> None:
         plan = self._current_plan()
-        plan.engine.run(torch.get_num_threads(), 1.0, self._op_scalar())
+        plan.engine.run(torch.get_num_threads(), self._op_scalar(), **pipeline)
         if plan.staged or plan.temporaries:
             with torch.no_grad():
                 plan.finish()
-        return loss
 
     # --- state ------------------------------------------------------------------------------
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
