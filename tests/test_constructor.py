@@ -277,6 +277,15 @@ def test_build_full_model_groups_and_wrapper_arguments():
     assert wrapper._accumulative_counts == 2
 
 
+def test_built_optimizer_is_wrapped_as_is():
+    model = GoldenNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    wrapper = build_optim_wrapper(model, dict(optimizer=optimizer, clip_grad=dict(max_norm=1.0)))
+    assert isinstance(wrapper, OptimWrapper) and wrapper.optimizer is optimizer
+    with pytest.raises(ValueError, match="paramwise_cfg needs an optimizer config"):
+        build_optim_wrapper(model, dict(optimizer=optimizer, paramwise_cfg=dict(bias_lr_mult=2.0)))
+
+
 def test_tied_weights_without_bypass_name_both_params():
     cfg = dict(optimizer=SGD_CFG, paramwise_cfg=dict(bias_lr_mult=2.0))
     with (

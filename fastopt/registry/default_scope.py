@@ -41,9 +41,7 @@ class DefaultScope:
         with cls._lock:
             if name not in cls._instances:
                 cls._instances[name] = cls(name, **kwargs)
-            elif kwargs:
-                # MMEngine warns and ignores kwargs for an existing instance; so do we.
-                pass
+            # an existing instance keeps its scope: kwargs are ignored, as in MMEngine
             if name in cls._current:
                 cls._current.remove(name)
             cls._current.append(name)
