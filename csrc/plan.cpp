@@ -27,6 +27,81 @@ const Names& names() {
   return n;
 }
 
+// torch's own C implementations of Tensor.grad / .dtype / .data_ptr() / .is_contiguous(),
+// resolved once from torch._C.TensorBase and called directly: most of the cost of a Python-level
+// call is the lookup and call machinery around them, and the per-step refresh makes thousands.
+// A tensor type that overrides any of them (a subclass) goes through the normal lookup instead.
+struct TensorAccess {
+  getter grad_get = nullptr;
+  void* grad_closure = nullptr;
+  getter dtype_get = nullptr;
+  void* dtype_closure = nullptr;
+  PyCFunction data_ptr = nullptr;
+  PyCFunctionWithKeywords is_contiguous = nullptr;
+  PyObject* descr[4] = {};  // grad, dtype, data_ptr, is_contiguous of TensorBase
+  PyObject* empty = PyTuple_New(0);
+  PyTypeObject* plain[8] = {};  // types checked to use TensorBase's accessors
+
+  bool resolve(PyObject* base) {
+    const Names& n = names();
+    PyObject* names_[4] = {n.grad, n.dtype, n.data_ptr, n.is_contiguous};
+    for (int i = 0; i < 4; ++i) {
+      PyObject* d = PyDict_GetItemWithError(reinterpret_cast<PyTypeObject*>(base)->tp_dict, names_[i]);
+      if (d == nullptr) return false;
+      descr[i] = d;
+    }
+    if (!PyObject_TypeCheck(descr[0], &PyGetSetDescr_Type) ||
+        !PyObject_TypeCheck(descr[1], &PyGetSetDescr_Type) ||
+        !PyObject_TypeCheck(descr[2], &PyMethodDescr_Type) ||
+        !PyObject_TypeCheck(descr[3], &PyMethodDescr_Type))
+      return false;
+    auto* g = reinterpret_cast<PyGetSetDescrObject*>(descr[0]);
+    auto* t = reinterpret_cast<PyGetSetDescrObject*>(descr[1]);
+    auto* dp = reinterpret_cast<PyMethodDescrObject*>(descr[2]);
+    auto* ic = reinterpret_cast<PyMethodDescrObject*>(descr[3]);
+    if ((dp->d_method->ml_flags & METH_NOARGS) == 0) return false;
+    if ((ic->d_method->ml_flags & (METH_VARARGS | METH_KEYWORDS)) != (METH_VARARGS | METH_KEYWORDS))
+      return false;
+    grad_get = g->d_getset->get;
+    grad_closure = g->d_getset->closure;
+    dtype_get = t->d_getset->get;
+    dtype_closure = t->d_getset->closure;
+    data_ptr = dp->d_method->ml_meth;
+    is_contiguous = reinterpret_cast<PyCFunctionWithKeywords>(
+        reinterpret_cast<void (*)(void)>(ic->d_method->ml_meth));
+    return true;
+  }
+
+  // Does this type resolve all four names to TensorBase's descriptors?
+  bool is_plain(PyTypeObject* type) {
+    for (PyTypeObject* t : plain)
+      if (t == type) return true;
+    const Names& n = names();
+    PyObject* names_[4] = {n.grad, n.dtype, n.data_ptr, n.is_contiguous};
+    for (int i = 0; i < 4; ++i)
+      if (_PyType_Lookup(type, names_[i]) != descr[i]) return false;
+    for (PyTypeObject*& t : plain)
+      if (t == nullptr) {
+        t = type;
+        break;
+      }
+    return true;
+  }
+};
+
+TensorAccess* access() {
+  static TensorAccess* a = [] {
+    auto* acc = new TensorAccess();
+    py::object base = py::module_::import("torch").attr("_C").attr("TensorBase");
+    if (!acc->resolve(base.ptr())) {
+      PyErr_Clear();
+      acc->grad_get = nullptr;  // fall back to the generic protocol everywhere
+    }
+    return acc;
+  }();
+  return a;
+}
+
 // obj.name() without building a bound method; a new reference or nullptr with an error set.
 PyObject* call0(PyObject* obj, PyObject* name) {
   PyObject* args[1] = {obj};
@@ -40,6 +115,29 @@ bool data_ptr(PyObject* tensor, int64_t* out) {
   Py_DECREF(r);
   return !PyErr_Occurred();
 }
+
+// The same reads through torch's C functions when the type allows it.
+struct Reader {
+  TensorAccess* a = access();
+  bool fast(PyObject* t) { return a->grad_get != nullptr && a->is_plain(Py_TYPE(t)); }
+  PyObject* grad(PyObject* t) {
+    return fast(t) ? a->grad_get(t, a->grad_closure) : PyObject_GetAttr(t, names().grad);
+  }
+  PyObject* dtype(PyObject* t) {
+    return fast(t) ? a->dtype_get(t, a->dtype_closure) : PyObject_GetAttr(t, names().dtype);
+  }
+  bool ptr(PyObject* t, int64_t* out) {
+    if (!fast(t)) return data_ptr(t, out);
+    PyObject* r = a->data_ptr(t, nullptr);
+    if (r == nullptr) return false;
+    *out = PyLong_AsLongLong(r);
+    Py_DECREF(r);
+    return !PyErr_Occurred();
+  }
+  PyObject* contiguous(PyObject* t) {
+    return fast(t) ? a->is_contiguous(t, a->empty, nullptr) : call0(t, names().is_contiguous);
+  }
+};
 
 template <class Op>
 std::vector<std::string> keys_of() {
@@ -248,11 +346,12 @@ py::tuple Plan::refresh() {
   }
 
   py::list fixups;
+  Reader read;
   const Py_ssize_t n_params = PyList_GET_SIZE(params);
   for (Py_ssize_t i = 0; i < n_params; ++i) {
     PyObject* p = PyList_GET_ITEM(params, i);
     const int64_t entry = entry_of_param_[i];
-    PyObject* grad = PyObject_GetAttr(p, n.grad);
+    PyObject* grad = read.grad(p);
     if (grad == nullptr) return rebuild("reading .grad failed");
     py::object grad_ref = py::reinterpret_steal<py::object>(grad);
     if (entry < 0) {
@@ -261,7 +360,7 @@ py::tuple Plan::refresh() {
     }
     TensorEntry& e = entries_[entry];
     int64_t pptr = 0;
-    if (!data_ptr(p, &pptr)) return rebuild("param data_ptr failed");
+    if (!read.ptr(p, &pptr)) return rebuild("param data_ptr failed");
     if (pptr != param_data_[i]) return rebuild("a param's storage changed");
     if (grad == Py_None) {
       e.grad = nullptr;
@@ -272,18 +371,18 @@ py::tuple Plan::refresh() {
       fixups.append(entry);
       continue;
     }
-    PyObject* dtype = PyObject_GetAttr(grad, n.dtype);
+    PyObject* dtype = read.dtype(grad);
     if (dtype == nullptr) return rebuild("grad dtype failed");
     Py_DECREF(dtype);  // torch dtypes are immortal singletons: identity is enough
     if (dtype != grad_dtype_[entry].ptr()) return rebuild("a grad's dtype changed");
     bool same_layout;
     if (layout == Layout::contiguous) {
-      PyObject* r = call0(grad, n.is_contiguous);
+      PyObject* r = read.contiguous(grad);
       if (r == nullptr) return rebuild("grad is_contiguous failed");
       same_layout = r == Py_True;
       Py_DECREF(r);
     } else {
-      PyObject* r = call0(grad, n.stride);
+      PyObject* r = call0(grad, names().stride);
       if (r == nullptr) return rebuild("grad stride failed");
       same_layout = PyObject_RichCompareBool(r, dense_strides_[i].ptr(), Py_EQ) == 1;
       Py_DECREF(r);
@@ -293,7 +392,7 @@ py::tuple Plan::refresh() {
       continue;
     }
     int64_t gptr = 0;
-    if (!data_ptr(grad, &gptr)) return rebuild("grad data_ptr failed (sparse?)");
+    if (!read.ptr(grad, &gptr)) return rebuild("grad data_ptr failed (sparse?)");
     e.grad = reinterpret_cast<const void*>(gptr);
   }
 
