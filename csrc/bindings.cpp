@@ -48,7 +48,7 @@ PYBIND11_MODULE(_C, m) {
            py::arg("entry_of_param"), py::arg("layouts"), py::arg("dense_strides"),
            py::arg("entries"), py::arg("chunk_elems") = kCpuChunkElems)
       .def("refresh", &Plan::refresh)
-      .def("set_grad", &Plan::set_grad, py::arg("entry"), py::arg("ptr"))
+      .def("set_grad", &Plan::set_grad, py::arg("entry"), py::arg("ptr"), py::arg("active") = true)
       .def(
           "run",
           [](Plan& plan, int num_threads, double op_scalar, int64_t loss_scale, double max_norm,

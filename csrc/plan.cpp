@@ -362,10 +362,9 @@ py::tuple Plan::refresh() {
     int64_t pptr = 0;
     if (!read.ptr(p, &pptr)) return rebuild("param data_ptr failed");
     if (pptr != param_data_[i]) return rebuild("a param's storage changed");
-    if (grad == Py_None) {
-      e.grad = nullptr;
-      continue;
-    }
+    e.active = grad != Py_None;
+    e.grad = nullptr;
+    if (!e.active) continue;
     const Layout layout = Layout(layouts_[i]);
     if (layout == Layout::staged) {
       fixups.append(entry);
@@ -407,9 +406,10 @@ py::tuple Plan::refresh() {
   return py::make_tuple(int(Refresh::ok), std::string(), fixups);
 }
 
-void Plan::set_grad(int64_t entry, int64_t ptr) {
+void Plan::set_grad(int64_t entry, int64_t ptr, bool active) {
   if (entry < 0 || entry >= num_entries()) throw std::out_of_range("Plan.set_grad: bad entry");
   entries_[entry].grad = reinterpret_cast<const void*>(ptr);
+  entries_[entry].active = active;
 }
 
 StepCall Plan::call(int num_threads, StepScalars scalars) const {
@@ -469,7 +469,7 @@ std::vector<double> Plan::tensor_norms(int which, int norm_type, double p, float
 std::vector<int64_t> Plan::active_entries() const {
   std::vector<int64_t> out;
   for (size_t i = 0; i < entries_.size(); ++i)
-    if (entries_[i].grad != nullptr) out.push_back(int64_t(i));
+    if (entries_[i].active) out.push_back(int64_t(i));
   return out;
 }
 

@@ -47,7 +47,7 @@ class Plan {
   // Re-reads grads and hyperparameters. Returns (status, reason, fixups): fixups are entries
   // whose grad Python must supply with set_grad (staged params, or grads of another layout).
   py::tuple refresh();
-  void set_grad(int64_t entry, int64_t ptr);
+  void set_grad(int64_t entry, int64_t ptr, bool active);
   // One optimizer step over every entry with a grad, through the gradient pipeline: with a
   // loss scale the grads are unscaled; the total norm is reduced when clipping or reporting;
   // with found_inf set a non-finite grad turns the step into a no-op.

@@ -12,13 +12,14 @@ constexpr int kMaxStates = 3;
 
 struct TensorEntry {
   void* param;
-  const void* grad;  // refreshed every step; nullptr when the param has no grad this step
+  const void* grad;  // refreshed every step (nullptr for an empty tensor)
   void* state[kMaxStates];
   int64_t numel;
   DType param_dtype, grad_dtype, state_dtype;
   int32_t group;  // row of the per-group hyperparameter table
   float* step;    // torch's state['step'] (a view into one buffer), or nullptr
-  int32_t fresh;  // momentum buffer not yet initialised: the first update copies the grad
+  int32_t fresh;   // momentum buffer not yet initialised: the first update copies the grad
+  int32_t active;  // the param has a grad this step
 };
 
 struct Chunk {

@@ -132,7 +132,7 @@ inline void chunk_partials(const StepCall& c, int which, float scale, NormMeasur
   for_chunks(c, [&](const Chunk& ch) {
     const TensorEntry& e = c.entries[ch.entry];
     const int64_t idx = &ch - c.chunks;
-    if (e.grad == nullptr) {
+    if (!e.active) {
       partial[idx] = 0.0;
       return;
     }
@@ -181,7 +181,7 @@ void step(const StepCall& c) {
   }
   for (int64_t t = 0; t < c.n_entries; ++t) {
     TensorEntry& e = c.entries[t];
-    if (e.grad == nullptr) continue;
+    if (!e.active) continue;
     double step = 0.0;
     if (Op::kHasStep) step = double(*e.step += 1.f);
     TensorNorms norms{0.0, 0.0};
@@ -192,7 +192,7 @@ void step(const StepCall& c) {
   const float inv_scale = c.scalars.inv_scale, clip_coef = c.scalars.clip_coef;
   for_chunks(c, [&](const Chunk& ch) {
     const TensorEntry& e = c.entries[ch.entry];
-    if (e.grad == nullptr) return;
+    if (!e.active) return;
     dispatch_types(e, [&](auto* p, const auto* g, auto* s) {
       using S = std::remove_pointer_t<decltype(s)>;
       auto st = [&](int k) { return static_cast<S*>(e.state[k]) + (e.state[k] ? ch.begin : 0); };
@@ -201,7 +201,7 @@ void step(const StepCall& c) {
     });
   });
   for (int64_t t = 0; t < c.n_entries; ++t)
-    if (c.entries[t].grad != nullptr) c.entries[t].fresh = 0;
+    if (c.entries[t].active) c.entries[t].fresh = 0;
 }
 
 CpuKernels kernels() {

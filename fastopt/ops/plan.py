@@ -64,7 +64,7 @@ class Plan:
             param = self.entry_params[entry]
             grad = param.grad
             if grad is None:
-                self.engine.set_grad(entry, 0)
+                self.engine.set_grad(entry, 0, False)
                 continue
             s = staged.get(entry)
             if s is not None:
