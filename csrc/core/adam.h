@@ -43,6 +43,7 @@ struct Adam {
     float grad_sign;  // -1 with maximize
     float decay;      // 1 - lr * wd for AdamW, else 1 (exact no-op)
     float wd;         // L2 coefficient for Adam, else 0
+    uint32_t wd_mask;  // torch adds wd * p only when it has an L2 term (0 * inf would be nan)
     int variant;
   };
 
@@ -61,6 +62,7 @@ struct Adam {
     a.grad_sign = h[kMaximize] != 0.0 ? -1.f : 1.f;
     a.decay = decoupled ? float(1.0 - lr * wd) : 1.f;
     a.wd = decoupled ? 0.f : float(wd);
+    a.wd_mask = mask_of(!decoupled && wd != 0.0);
     a.variant = (h[kAmsgrad] != 0.0 ? kAmsgrad_ : 0) | (a.one_minus_beta1 < 0.5f ? 0 : kLargeWeight);
     return a;
   }
@@ -69,7 +71,7 @@ struct Adam {
   FASTOPT_HD static void update(const Args& a, float& p, float g, float* s) {
     g = g * a.grad_sign;
     p = p * a.decay;
-    g = g + a.wd * p;
+    g = g + masked(a.wd * p, a.wd_mask);
     // torch's lerp: self + w * (end - self) for |w| < 0.5, else end - (end - self) * (1 - w)
     const float w = a.one_minus_beta1;
     const float m = V & kLargeWeight ? g - (g - s[0]) * (1.f - w) : s[0] + w * (g - s[0]);

@@ -80,6 +80,11 @@ FASTOPT_HD uint16_t float_to_half(float f) {
 #endif
 }
 
+// x when mask is all ones, +0 when it is zero: an exact select on a uniform flag written as a
+// bit mask, because compilers do not vectorize selects on loop-invariant scalar conditions.
+FASTOPT_HD float masked(float x, uint32_t mask) { return bits_float(float_bits(x) & mask); }
+FASTOPT_HD uint32_t mask_of(bool keep) { return keep ? 0xFFFFFFFFu : 0u; }
+
 FASTOPT_HD float bfloat16_to_float(uint16_t b) { return bits_float(uint32_t(b) << 16); }
 
 // float -> bfloat16, round to nearest even, NaN -> quiet NaN (as c10::BFloat16).

@@ -27,6 +27,7 @@ struct Sgd {
 
   struct Args {
     float neg_lr, momentum, one_minus_dampening, wd, grad_sign;
+    uint32_t wd_mask;  // torch adds wd * p only when wd != 0 (0 * inf would be nan)
     int variant;
   };
 
@@ -37,6 +38,7 @@ struct Sgd {
     a.momentum = float(h[kMomentum]);
     a.one_minus_dampening = float(1.0 - h[kDampening]);
     a.wd = float(h[kWeightDecay]);
+    a.wd_mask = mask_of(h[kWeightDecay] != 0.0);
     a.grad_sign = h[kMaximize] != 0.0 ? -1.f : 1.f;
     a.variant = h[kMomentum] == 0.0 ? 0
                                     : kMomentum_ | (fresh ? kFirst : 0) |
@@ -47,7 +49,7 @@ struct Sgd {
   template <int V>
   FASTOPT_HD static void update(const Args& a, float& p, float g, float* s) {
     g = g * a.grad_sign;
-    g = g + a.wd * p;
+    g = g + masked(a.wd * p, a.wd_mask);
     if constexpr ((V & kMomentum_) != 0) {
       const float buf = V & kFirst ? g : s[0] * a.momentum + a.one_minus_dampening * g;
       s[0] = buf;
