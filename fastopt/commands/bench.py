@@ -1,0 +1,175 @@
+"""``fastopt bench``: fastopt's fused optimizers against torch.optim, measured in one run.
+
+Every comparison times its candidates round-robin in the same process (fastopt, torch's
+for-loop, foreach and fused implementations, and a same-bytes ``a.add_(b)`` bandwidth
+reference; a ``dst.copy_(src)`` on CUDA) and reports medians, fastopt's speed-up over each
+torch implementation, and the achieved bandwidth as a fraction of the reference's.
+``--train-loop`` adds whole training iterations of small models, ``--pipeline`` the
+clip + step and AMP unscale + clip + step updates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+HELP = "benchmark the fused optimizers against torch.optim (step, training loop, pipeline)"
+
+# kept in sync with fastopt.benchmark (not imported here: building the parser stays cheap)
+SET_NAMES = ("resnet50", "resnet50-paramwise", "gpt2", "mixed2000", "tiny2000")
+OPTIM_NAMES = ("sgd", "adam", "adamw", "lars")
+DTYPE_NAMES = ("fp32", "bf16")
+TORCH_IMPLS = ("for-loop", "foreach", "fused")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        choices=SET_NAMES,
+        metavar="SET",
+        help=f"parameter sets (default: all): {', '.join(SET_NAMES)}",
+    )
+    parser.add_argument(
+        "--optim",
+        nargs="+",
+        choices=OPTIM_NAMES,
+        metavar="OPTIM",
+        help=f"optimizers (default: all): {', '.join(OPTIM_NAMES)}",
+    )
+    parser.add_argument(
+        "--dtype",
+        nargs="+",
+        choices=DTYPE_NAMES,
+        metavar="DTYPE",
+        help="fp32, or bf16 (bf16 params, grads and states) (default: both)",
+    )
+    parser.add_argument(
+        "--impl",
+        nargs="+",
+        choices=TORCH_IMPLS,
+        default=list(TORCH_IMPLS),
+        metavar="IMPL",
+        help="torch implementations to compare with (default: for-loop foreach fused)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    parser.add_argument(
+        "--repeat", type=int, default=20, metavar="N", help="timed rounds (default: 20)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=2, metavar="N", help="untimed rounds first (default: 2)"
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="shrink every tensor to F times its size, for a quick check (default: 1)",
+    )
+    parser.add_argument("--threads", type=int, metavar="N", help="torch.set_num_threads(N)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of params, grads and data")
+    parser.add_argument(
+        "--train-loop",
+        action="store_true",
+        help="also time forward + backward + step of a small CNN and transformer",
+    )
+    parser.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="also time clip + step and AMP unscale + clip + step "
+        "(sets: gpt2 mixed2000 unless --set; optim: adamw unless --optim)",
+    )
+    parser.add_argument("--no-step", action="store_true", help="skip the optimizer-step comparison")
+    parser.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
+    parser.add_argument(
+        "--markdown", action="store_true", help="print markdown tables (for the README)"
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+
+
+def _check(args: argparse.Namespace) -> str | None:
+    if args.repeat < 1:
+        return "--repeat must be at least 1"
+    if args.warmup < 0:
+        return "--warmup must not be negative"
+    if not args.scale > 0:
+        return "--scale must be positive"
+    if args.no_step and not (args.train_loop or args.pipeline):
+        return "--no-step leaves nothing to run: add --train-loop or --pipeline"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    error = _check(args)
+    if error:
+        print(f"fastopt bench: {error}", file=sys.stderr)
+        return 2
+
+    import torch
+
+    from fastopt.benchmark import report
+    from fastopt.benchmark.pipeline import DEFAULT_SETS, PIPELINES, run_pipeline_benchmarks
+    from fastopt.benchmark.step import run_step_benchmarks
+    from fastopt.benchmark.train_loop import MODELS, run_train_loop_benchmarks
+
+    device = args.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        print("fastopt bench: --device cuda but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    def progress(msg: str) -> None:
+        if not args.quiet:
+            print(f"  {msg}", file=sys.stderr, flush=True)
+
+    sets = list(args.set or SET_NAMES)
+    optims = list(args.optim or OPTIM_NAMES)
+    dtypes = list(args.dtype or DTYPE_NAMES)
+    common: dict[str, Any] = dict(
+        device=device, repeat=args.repeat, warmup=args.warmup, scale=args.scale, seed=args.seed
+    )
+    meta: dict[str, Any] = {
+        "environment": report.environment(device),
+        "repeat": args.repeat,
+        "warmup": args.warmup,
+        "scale": args.scale,
+        "seed": args.seed,
+        "load_average": {"before": report.load_average()},
+    }
+    t0 = time.perf_counter()
+    step = loop = pipe = []
+    if not args.no_step:
+        step = run_step_benchmarks(
+            sets, optims, dtypes, impls=["fastopt", *args.impl], progress=progress, **common
+        )
+    if args.train_loop:
+        loop = run_train_loop_benchmarks(
+            MODELS, list(args.optim or ("sgd", "adamw")), progress=progress, **common
+        )
+    if args.pipeline:
+        pipe = run_pipeline_benchmarks(
+            list(args.set or DEFAULT_SETS),
+            list(args.optim or ("adamw",)),
+            dtypes,
+            PIPELINES,
+            progress=progress,
+            **common,
+        )
+    meta["load_average"]["after"] = report.load_average()
+    meta["seconds"] = round(time.perf_counter() - t0, 1)
+
+    tables = [report.step_table(step), report.loop_table(loop), report.pipeline_table(pipe)]
+    line = report.meta_line(meta)
+    if args.markdown:
+        print(report.render_markdown(tables, line))
+    else:
+        report.print_tables(tables, line)
+    if args.json:
+        report.write_json(args.json, report.to_json(meta, step, loop, pipe))
+        progress(f"wrote {args.json}")
+    failed = [c for c in (*step, *pipe) if "fastopt" in c.errors]
+    failed += [r for r in loop if "fastopt" in r.errors]
+    return 1 if failed else 0
