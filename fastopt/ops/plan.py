@@ -57,9 +57,16 @@ class Plan:
     def is_current(self, optimizer: FusedOptimizer) -> bool:
         return self.param_groups is optimizer.param_groups and self.state is optimizer.state
 
-    def supply_grads(self, fixups: list[int]) -> None:
-        """Give the engine the grads it could not take as they are (staged or other layout)."""
+    def supply_grads(self, fixups: list[int]) -> bool:
+        """Give the engine the grads it could not take as they are (staged or other layout).
+
+        Returns False when a grad cannot be used at all (sparse): a rebuild then reports it.
+        """
         staged = {s.entry: s for s in self.staged}
+        if any(
+            (g := self.entry_params[e].grad) is not None and g.layout != torch.strided for e in fixups
+        ):
+            return False
         for entry in fixups:
             param = self.entry_params[entry]
             grad = param.grad
@@ -75,6 +82,7 @@ class Plan:
                 fixed = torch.empty_like(param, dtype=grad.dtype).copy_(grad)
                 self.temporaries.append(fixed)
                 self.engine.set_grad(entry, fixed.data_ptr())
+        return True
 
     def finish(self) -> None:
         for s in self.staged:

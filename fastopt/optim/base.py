@@ -85,7 +85,8 @@ class FusedOptimizer(torch.optim.Optimizer):
                 raise RuntimeError(f"{type(self).__name__}: cannot build the step table: {reason}")
         if fixups:
             with torch.no_grad():
-                plan.supply_grads(fixups)
+                if not plan.supply_grads(fixups):
+                    build_plan(self)  # raises the error naming the param at fault
         return plan
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]

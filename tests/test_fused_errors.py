@@ -1,0 +1,100 @@
+"""Bad input gets a clear error that names what is at fault."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import fastopt
+
+
+@pytest.mark.parametrize(
+    "cls,kw,match",
+    [
+        (fastopt.FusedSGD, dict(lr=-1.0), "Invalid learning rate: -1.0"),
+        (fastopt.FusedSGD, dict(lr=0.1, momentum=-0.5), "Invalid momentum value"),
+        (fastopt.FusedSGD, dict(lr=0.1, weight_decay=-1), "Invalid weight_decay value"),
+        (fastopt.FusedSGD, dict(lr=0.1, nesterov=True), "Nesterov momentum requires a momentum and zero dampening"),
+        (fastopt.FusedSGD, dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=True), "Nesterov"),
+        (fastopt.FusedAdam, dict(lr=-1e-3), "Invalid learning rate"),
+        (fastopt.FusedAdam, dict(eps=-1.0), "Invalid epsilon value"),
+        (fastopt.FusedAdam, dict(betas=(1.0, 0.999)), "Invalid beta parameter at index 0"),
+        (fastopt.FusedAdamW, dict(betas=(0.9, -0.1)), "Invalid beta parameter at index 1"),
+        (fastopt.FusedAdamW, dict(weight_decay=-0.1), "Invalid weight_decay value"),
+        (fastopt.FusedLARS, dict(lr=0.1, eta=-1.0), "Invalid LARS coefficient"),
+        (fastopt.FusedLARS, dict(lr=0.1, nesterov=True), "Nesterov"),
+        (fastopt.FusedAdamW, dict(state_dtype=torch.float16), "state_dtype must be"),
+    ],
+)
+def test_invalid_hyperparameters(cls, kw, match):
+    with pytest.raises(ValueError, match=match):
+        cls([torch.nn.Parameter(torch.randn(2))], **kw)
+
+
+def test_non_float_param_names_group_and_index():
+    good = torch.nn.Parameter(torch.randn(3))
+    bad = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    opt = fastopt.FusedAdamW([{"params": [good]}, {"params": [good.detach().clone().requires_grad_(), bad]}])
+    bad.grad = torch.randn(3, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"FusedAdamW: param group 1, param 1 \(shape \(3,\), dtype torch.float64"):
+        opt.step()
+
+
+def test_sparse_grad_is_rejected_with_its_position():
+    emb = torch.nn.Embedding(10, 4, sparse=True)
+    opt = fastopt.FusedSGD(emb.parameters(), lr=0.1)
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match="param group 0, param 0 .*sparse gradients are not supported"):
+        opt.step()
+
+
+def test_sparse_grad_appearing_later_is_rejected():
+    p = torch.nn.Parameter(torch.randn(4, 2))
+    opt = fastopt.FusedSGD([p], lr=0.1)
+    p.grad = torch.randn(4, 2)
+    opt.step()
+    p.grad = torch.randn(4, 2).to_sparse()
+    with pytest.raises(RuntimeError, match="sparse gradients are not supported"):
+        opt.step()
+
+
+def test_params_on_different_devices():
+    a = torch.nn.Parameter(torch.randn(3))
+    b = torch.nn.Parameter(torch.randn(3, device="meta"))
+    opt = fastopt.FusedSGD([a, b], lr=0.1)
+    a.grad = torch.randn(3)
+    with pytest.raises(RuntimeError, match="param group 0, param 1 .*all params must be on one device"):
+        opt.step()
+
+
+def test_failed_step_leaves_params_untouched():
+    a = torch.nn.Parameter(torch.randn(3))
+    bad = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    before = a.detach().clone()
+    opt = fastopt.FusedSGD([a, bad], lr=0.1)
+    a.grad, bad.grad = torch.randn(3), torch.randn(3, dtype=torch.float64)
+    with pytest.raises(TypeError):
+        opt.step()
+    assert torch.equal(a.detach(), before)
+
+
+def test_missing_extension_gives_a_clear_error():
+    script = (
+        "import sys; sys.modules['fastopt._C'] = None\n"
+        "import torch, fastopt, fastopt._ext\n"
+        "print('import ok')\n"
+        "info = fastopt._ext.build_info(); assert info['backends'] == [], info\n"
+        "opt = fastopt.FusedAdamW([torch.nn.Parameter(torch.randn(2))])\n"
+        "opt.param_groups[0]['params'][0].grad = torch.randn(2)\n"
+        "opt.step()\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root,
+                         env=dict(os.environ, PYTHONPATH=root))
+    assert out.returncode != 0
+    assert "import ok" in out.stdout
+    assert "fastopt._C is not available" in out.stderr and "pip install" in out.stderr
