@@ -28,7 +28,12 @@ def _check(name, kwargs, shape_list, dtype, seed, steps=4):
         with torch.no_grad():
             for pr in ref_params:
                 pr.copy_(pr.to(dtype).float())
-    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=3e-2, atol=1e-2)
+    # low precision: a rounding flip costs one unit in the last place at |p| < 8
+    tol = {
+        torch.float32: dict(rtol=1e-5, atol=1e-6),
+        torch.bfloat16: dict(rtol=2e-2, atol=2**-5 + 1e-6),
+        torch.float16: dict(rtol=3e-3, atol=2**-8 + 1e-6),
+    }[dtype]
     for a, b in zip(fused_params, ref_params):
         torch.testing.assert_close(a.detach().float(), b.detach(), **tol)
 
