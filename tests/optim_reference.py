@@ -8,11 +8,29 @@ import torch
 class ReferenceLARS(torch.optim.Optimizer):
     """LARS written from the rule (mmpretrain's algorithm, reference doc §2), one tensor at a time."""
 
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, dampening=0.0, eta=0.001,
-                 nesterov=False, eps=1e-8):
+    def __init__(
+        self,
+        params,
+        lr,
+        momentum=0.0,
+        weight_decay=0.0,
+        dampening=0.0,
+        eta=0.001,
+        nesterov=False,
+        eps=1e-8,
+    ):
         self.eps = eps
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov, eta=eta))
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                momentum=momentum,
+                dampening=dampening,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+                eta=eta,
+            ),
+        )
 
     @torch.no_grad()
     def step(self):
@@ -27,7 +45,9 @@ class ReferenceLARS(torch.optim.Optimizer):
                 else:
                     w = torch.norm(p).item()
                     g = torch.norm(d_p).item()
-                    local_lr = group["eta"] * w / (g + wd * w + self.eps) if w != 0 and g != 0 else 1.0
+                    local_lr = (
+                        group["eta"] * w / (g + wd * w + self.eps) if w != 0 and g != 0 else 1.0
+                    )
                 d_p = d_p.add(p, alpha=wd)
                 d_p *= local_lr * group["lr"]
                 if momentum != 0:

@@ -20,7 +20,9 @@ def _train(name, dtype=torch.float32, steps=5, threads=None, **kw):
         torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     # several chunks per tensor, so both threads get work
-    params = [torch.nn.Parameter(torch.randn(n, generator=g).to(dtype)) for n in (300_001, 70_000, 5)]
+    params = [
+        torch.nn.Parameter(torch.randn(n, generator=g).to(dtype)) for n in (300_001, 70_000, 5)
+    ]
     opt = getattr(fastopt, name)(params, **kw)
     for _ in range(steps):
         for p in params:
@@ -31,7 +33,11 @@ def _train(name, dtype=torch.float32, steps=5, threads=None, **kw):
 
 @pytest.mark.parametrize(
     "name,kw",
-    [("FusedAdamW", dict(lr=1e-2)), ("FusedSGD", dict(lr=0.1, momentum=0.9)), ("FusedLARS", dict(lr=0.1, momentum=0.9))],
+    [
+        ("FusedAdamW", dict(lr=1e-2)),
+        ("FusedSGD", dict(lr=0.1, momentum=0.9)),
+        ("FusedLARS", dict(lr=0.1, momentum=0.9)),
+    ],
 )
 def test_bitwise_identical_with_one_and_two_threads(name, kw):
     before = torch.get_num_threads()
@@ -64,7 +70,11 @@ def test_bitwise_identical_across_instruction_sets():
     assert len(supported) >= 2, "this check needs a CPU with AVX2"
     for isa in supported:
         path = os.path.join(root, f".isa_{isa}.pt")
-        env = dict(os.environ, FASTOPT_CPU_ISA=isa, PYTHONPATH=os.pathsep.join([root, os.path.join(root, "tests")]))
+        env = dict(
+            os.environ,
+            FASTOPT_CPU_ISA=isa,
+            PYTHONPATH=os.pathsep.join([root, os.path.join(root, "tests")]),
+        )
         subprocess.run([sys.executable, "-c", script, path], check=True, env=env, cwd=root)
         results[isa] = torch.load(path)
         os.remove(path)
@@ -77,19 +87,38 @@ def test_bitwise_identical_across_instruction_sets():
 def test_isa_override_is_reported_and_checked():
     env = dict(os.environ, FASTOPT_CPU_ISA="baseline")
     out = subprocess.run(
-        [sys.executable, "-m", "fastopt", "info", "--json"], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "fastopt", "info", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert '"cpu_isa": "baseline"' in out.stdout
     env["FASTOPT_CPU_ISA"] = "sse9"
     bad = subprocess.run(
-        [sys.executable, "-c", "import fastopt._ext as e; e.require_C().cpu_isa()"], env=env, capture_output=True, text=True
+        [sys.executable, "-c", "import fastopt._ext as e; e.require_C().cpu_isa()"],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode != 0 and "FASTOPT_CPU_ISA must be baseline, avx2 or avx512" in bad.stderr
 
 
 def _special_values(dtype):
     finfo = torch.finfo(dtype)
-    vals = [0.0, -0.0, 1.0, -1.0, finfo.max, -finfo.max, finfo.tiny, finfo.tiny / 4, float("inf"), float("-inf"), float("nan")]
+    vals = [
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        finfo.max,
+        -finfo.max,
+        finfo.tiny,
+        finfo.tiny / 4,
+        float("inf"),
+        float("-inf"),
+        float("nan"),
+    ]
     return torch.tensor(vals, dtype=torch.float32)
 
 
@@ -97,8 +126,13 @@ def _special_values(dtype):
 def test_float32_to_low_precision_rounding_matches_torch(dtype):
     """p <- p - 1 * g with a float32 grad: the engine's store rounds exactly as torch's cast."""
     g = torch.Generator().manual_seed(0)
-    base = torch.cat([torch.randn(100_000, generator=g) * 10 ** torch.randint(-8, 5, (100_000,), generator=g).float(),
-                      _special_values(dtype)])
+    base = torch.cat(
+        [
+            torch.randn(100_000, generator=g)
+            * 10 ** torch.randint(-8, 5, (100_000,), generator=g).float(),
+            _special_values(dtype),
+        ]
+    )
     grad = torch.cat([torch.randn(100_000, generator=g) * 1e-3, _special_values(dtype).flip(0)])
     p = torch.nn.Parameter(base.to(dtype))
     p.grad_dtype = torch.float32

@@ -30,8 +30,13 @@ def test_info_prints_and_returns_versions():
 def test_info_command():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root)
-    out = subprocess.run([sys.executable, "-m", "fastopt", "info", "--json"], capture_output=True, text=True,
-                         env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "fastopt", "info", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     data = json.loads(out.stdout)
     assert "cpu" in data["backends"] and data["fastopt"] == fastopt.__version__
 

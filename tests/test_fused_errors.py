@@ -18,7 +18,11 @@ import fastopt
         (fastopt.FusedSGD, dict(lr=-1.0), "Invalid learning rate: -1.0"),
         (fastopt.FusedSGD, dict(lr=0.1, momentum=-0.5), "Invalid momentum value"),
         (fastopt.FusedSGD, dict(lr=0.1, weight_decay=-1), "Invalid weight_decay value"),
-        (fastopt.FusedSGD, dict(lr=0.1, nesterov=True), "Nesterov momentum requires a momentum and zero dampening"),
+        (
+            fastopt.FusedSGD,
+            dict(lr=0.1, nesterov=True),
+            "Nesterov momentum requires a momentum and zero dampening",
+        ),
         (fastopt.FusedSGD, dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=True), "Nesterov"),
         (fastopt.FusedAdam, dict(lr=-1e-3), "Invalid learning rate"),
         (fastopt.FusedAdam, dict(eps=-1.0), "Invalid epsilon value"),
@@ -38,9 +42,13 @@ def test_invalid_hyperparameters(cls, kw, match):
 def test_non_float_param_names_group_and_index():
     good = torch.nn.Parameter(torch.randn(3))
     bad = torch.randn(3, dtype=torch.float64, requires_grad=True)
-    opt = fastopt.FusedAdamW([{"params": [good]}, {"params": [good.detach().clone().requires_grad_(), bad]}])
+    opt = fastopt.FusedAdamW(
+        [{"params": [good]}, {"params": [good.detach().clone().requires_grad_(), bad]}]
+    )
     bad.grad = torch.randn(3, dtype=torch.float64)
-    with pytest.raises(TypeError, match=r"FusedAdamW: param group 1, param 1 \(shape \(3,\), dtype torch.float64"):
+    with pytest.raises(
+        TypeError, match=r"FusedAdamW: param group 1, param 1 \(shape \(3,\), dtype torch.float64"
+    ):
         opt.step()
 
 
@@ -48,7 +56,9 @@ def test_sparse_grad_is_rejected_with_its_position():
     emb = torch.nn.Embedding(10, 4, sparse=True)
     opt = fastopt.FusedSGD(emb.parameters(), lr=0.1)
     emb(torch.tensor([1, 2])).sum().backward()
-    with pytest.raises(RuntimeError, match="param group 0, param 0 .*sparse gradients are not supported"):
+    with pytest.raises(
+        RuntimeError, match="param group 0, param 0 .*sparse gradients are not supported"
+    ):
         opt.step()
 
 
@@ -67,7 +77,9 @@ def test_params_on_different_devices():
     b = torch.nn.Parameter(torch.randn(3, device="meta"))
     opt = fastopt.FusedSGD([a, b], lr=0.1)
     a.grad = torch.randn(3)
-    with pytest.raises(RuntimeError, match="param group 0, param 1 .*all params must be on one device"):
+    with pytest.raises(
+        RuntimeError, match="param group 0, param 1 .*all params must be on one device"
+    ):
         opt.step()
 
 
@@ -93,8 +105,13 @@ def test_missing_extension_gives_a_clear_error():
         "opt.step()\n"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root,
-                         env=dict(os.environ, PYTHONPATH=root))
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env=dict(os.environ, PYTHONPATH=root),
+    )
     assert out.returncode != 0
     assert "import ok" in out.stdout
     assert "fastopt._C is not available" in out.stderr and "pip install" in out.stderr

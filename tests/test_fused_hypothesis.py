@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import fastopt
 from optim_reference import TORCH_FOR_LOOP
 
-shapes = st.lists(st.lists(st.integers(0, 70), min_size=1, max_size=3).map(tuple), min_size=1, max_size=5)
+import fastopt
+
+shapes = st.lists(
+    st.lists(st.integers(0, 70), min_size=1, max_size=3).map(tuple), min_size=1, max_size=5
+)
 unit = st.floats(0.0, 0.99)
 
 
@@ -42,15 +44,41 @@ dtypes = st.sampled_from([torch.float32, torch.bfloat16, torch.float16])
 
 
 @settings(max_examples=40, deadline=None)
-@given(shapes, dtypes, st.floats(1e-4, 0.5), unit, st.floats(0.0, 0.1), st.booleans(), st.booleans(), st.integers(0, 2**16))
+@given(
+    shapes,
+    dtypes,
+    st.floats(1e-4, 0.5),
+    unit,
+    st.floats(0.0, 0.1),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 2**16),
+)
 def test_sgd(shape_list, dtype, lr, momentum, wd, nesterov, maximize, seed):
-    kw = dict(lr=lr, momentum=momentum, weight_decay=wd, nesterov=nesterov and momentum > 0, maximize=maximize)
+    kw = dict(
+        lr=lr,
+        momentum=momentum,
+        weight_decay=wd,
+        nesterov=nesterov and momentum > 0,
+        maximize=maximize,
+    )
     _check("FusedSGD", kw, shape_list, dtype, seed)
 
 
 @settings(max_examples=40, deadline=None)
-@given(shapes, dtypes, st.floats(1e-4, 0.1), unit, st.floats(0.5, 0.999), st.floats(1e-8, 1e-3),
-       st.floats(0.0, 0.2), st.booleans(), st.booleans(), st.booleans(), st.integers(0, 2**16))
+@given(
+    shapes,
+    dtypes,
+    st.floats(1e-4, 0.1),
+    unit,
+    st.floats(0.5, 0.999),
+    st.floats(1e-8, 1e-3),
+    st.floats(0.0, 0.2),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 2**16),
+)
 def test_adam(shape_list, dtype, lr, b1, b2, eps, wd, amsgrad, maximize, decoupled, seed):
     name = "FusedAdamW" if decoupled else "FusedAdam"
     kw = dict(lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd, amsgrad=amsgrad, maximize=maximize)
@@ -58,6 +86,19 @@ def test_adam(shape_list, dtype, lr, b1, b2, eps, wd, amsgrad, maximize, decoupl
 
 
 @settings(max_examples=30, deadline=None)
-@given(shapes, st.floats(1e-3, 1.0), unit, st.floats(0.0, 0.1), st.floats(1e-4, 0.1), st.integers(0, 2**16))
+@given(
+    shapes,
+    st.floats(1e-3, 1.0),
+    unit,
+    st.floats(0.0, 0.1),
+    st.floats(1e-4, 0.1),
+    st.integers(0, 2**16),
+)
 def test_lars(shape_list, lr, momentum, wd, eta, seed):
-    _check("FusedLARS", dict(lr=lr, momentum=momentum, weight_decay=wd, eta=eta), shape_list, torch.float32, seed)
+    _check(
+        "FusedLARS",
+        dict(lr=lr, momentum=momentum, weight_decay=wd, eta=eta),
+        shape_list,
+        torch.float32,
+        seed,
+    )

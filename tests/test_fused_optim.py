@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from optim_reference import TORCH_FOR_LOOP
 
 import fastopt
-from optim_reference import TORCH_FOR_LOOP
 
 CHUNK = 1 << 16  # the CPU engine's chunk size
 
@@ -51,8 +51,9 @@ def groups_for(name: str, tensors):
     return groups
 
 
-def run_pair(name, kwargs, steps=20, seed=0, dtype=torch.float32, state_dtype=torch.float32,
-             transform=None):
+def run_pair(
+    name, kwargs, steps=20, seed=0, dtype=torch.float32, state_dtype=torch.float32, transform=None
+):
     """Step a fused optimizer and its reference on identical params and random grads."""
     base = make_params(seed, dtype)
     fused_params = [torch.nn.Parameter(t.clone()) for t in base]
@@ -60,7 +61,9 @@ def run_pair(name, kwargs, steps=20, seed=0, dtype=torch.float32, state_dtype=to
     if transform is not None:
         fused_params = transform(fused_params)
         ref_params = transform(ref_params)
-    fused = getattr(fastopt, name)(groups_for(name, fused_params), state_dtype=state_dtype, **kwargs)
+    fused = getattr(fastopt, name)(
+        groups_for(name, fused_params), state_dtype=state_dtype, **kwargs
+    )
     ref = TORCH_FOR_LOOP[name](groups_for(name, ref_params), **kwargs)
     g = torch.Generator().manual_seed(seed + 1)
     for _ in range(steps):
@@ -150,7 +153,9 @@ def test_fp32_grads_for_bf16_params():
 
 
 def _transposed(params):
-    return [torch.nn.Parameter(p.detach().t().contiguous().t()) if p.dim() == 2 else p for p in params]
+    return [
+        torch.nn.Parameter(p.detach().t().contiguous().t()) if p.dim() == 2 else p for p in params
+    ]
 
 
 def _strided(params):
@@ -242,8 +247,14 @@ def test_adam_hyperparameter_changes_and_amsgrad_toggle():
     q = torch.nn.Parameter(p.detach().clone())
     fused = fastopt.FusedAdam([p], lr=0.01)
     ref = torch.optim.Adam([q], lr=0.01, foreach=False)
-    for change in [dict(lr=0.02), dict(betas=(0.5, 0.9)), dict(weight_decay=0.1), dict(eps=1e-3),
-                   dict(decoupled_weight_decay=True), dict(amsgrad=True)]:
+    for change in [
+        dict(lr=0.02),
+        dict(betas=(0.5, 0.9)),
+        dict(weight_decay=0.1),
+        dict(eps=1e-3),
+        dict(decoupled_weight_decay=True),
+        dict(amsgrad=True),
+    ]:
         for opt in (fused, ref):
             opt.param_groups[0].update(change)
         if "amsgrad" in change:  # torch cannot switch amsgrad on mid-run; fused starts a zero max
@@ -301,13 +312,19 @@ def test_lars_golden_values():
     """The reference doc's golden LARS trace (g7)."""
     p = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
     opt = fastopt.FusedLARS([p], lr=0.1, weight_decay=0.01, eta=1e-3, momentum=0.9)
-    expected = [[2.9997000694, 3.9995999336], [2.9991300106, 3.9988398552], [2.9983172417, 3.9977560043]]
+    expected = [
+        [2.9997000694, 3.9995999336],
+        [2.9991300106, 3.9988398552],
+        [2.9983172417, 3.9977560043],
+    ]
     for want in expected:
         p.grad = torch.tensor([0.6, 0.8])
         opt.step()
         torch.testing.assert_close(p.detach(), torch.tensor(want), rtol=1e-6, atol=1e-6)
     q = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
-    opt = fastopt.FusedLARS([{"params": [q], "lars_exclude": True}], lr=0.1, weight_decay=0.01, eta=1e-3, momentum=0.9)
+    opt = fastopt.FusedLARS(
+        [{"params": [q], "lars_exclude": True}], lr=0.1, weight_decay=0.01, eta=1e-3, momentum=0.9
+    )
     for want in ([2.937, 3.916], [2.8173630238, 3.7564837933]):
         q.grad = torch.tensor([0.6, 0.8])
         opt.step()

@@ -46,7 +46,9 @@ def _roundtrip(sd):
 @pytest.mark.parametrize("torch_cls,fused_cls,kw", PAIRS, ids=lambda x: getattr(x, "__name__", ""))
 @pytest.mark.parametrize("direction", ["torch_to_fused", "fused_to_torch"])
 def test_state_dict_moves_between_torch_and_fused(torch_cls, fused_cls, kw, direction):
-    src_cls, dst_cls = (torch_cls, fused_cls) if direction == "torch_to_fused" else (fused_cls, torch_cls)
+    src_cls, dst_cls = (
+        (torch_cls, fused_cls) if direction == "torch_to_fused" else (fused_cls, torch_cls)
+    )
     straight = _model()
     opt = src_cls(_groups(straight), **kw)
     _train(straight, opt, 5, seed=1)
@@ -73,7 +75,10 @@ def test_state_dict_keys_match_torch():
         for k in sa["state"]:
             assert sa["state"][k].keys() == sb["state"][k].keys()
             for key, value in sa["state"][k].items():
-                assert sb["state"][k][key].shape == value.shape and sb["state"][k][key].dtype == value.dtype
+                assert (
+                    sb["state"][k][key].shape == value.shape
+                    and sb["state"][k][key].dtype == value.dtype
+                )
         assert [set(g) for g in sa["param_groups"]] == [set(g) for g in sb["param_groups"]]
 
 

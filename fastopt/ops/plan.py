@@ -64,7 +64,8 @@ class Plan:
         """
         staged = {s.entry: s for s in self.staged}
         if any(
-            (g := self.entry_params[e].grad) is not None and g.layout != torch.strided for e in fixups
+            (g := self.entry_params[e].grad) is not None and g.layout != torch.strided
+            for e in fixups
         ):
             return False
         for entry in fixups:
@@ -157,11 +158,15 @@ def build_plan(opt: FusedOptimizer) -> Plan:
             params.append(p)
             where = _where(opt, gi, pi, p)
             if p.dtype not in DTYPE_CODES:
-                raise TypeError(f"{where}: fused optimizers update float32, float16 and bfloat16 params")
+                raise TypeError(
+                    f"{where}: fused optimizers update float32, float16 and bfloat16 params"
+                )
             if device is None:
                 device = p.device
             elif p.device != device:
-                raise RuntimeError(f"{where}: all params must be on one device, found {device} and {p.device}")
+                raise RuntimeError(
+                    f"{where}: all params must be on one device, found {device} and {p.device}"
+                )
             if p.device.type != "cpu":
                 raise RuntimeError(
                     f"{where}: this build of fastopt has no engine for {p.device.type} tensors "
@@ -170,9 +175,13 @@ def build_plan(opt: FusedOptimizer) -> Plan:
             grad = p.grad
             if grad is not None:
                 if grad.is_sparse or grad.layout != torch.strided:
-                    raise RuntimeError(f"{where}: sparse gradients are not supported by fused optimizers")
+                    raise RuntimeError(
+                        f"{where}: sparse gradients are not supported by fused optimizers"
+                    )
                 if grad.dtype not in (p.dtype, torch.float32):
-                    raise TypeError(f"{where}: grad dtype {grad.dtype} must be {p.dtype} or float32")
+                    raise TypeError(
+                        f"{where}: grad dtype {grad.dtype} must be {p.dtype} or float32"
+                    )
             state = opt.state.get(p) or {}
             has_states = all(isinstance(state.get(n), torch.Tensor) for n in names)
             layout = _layout(p)
@@ -213,11 +222,23 @@ def build_plan(opt: FusedOptimizer) -> Plan:
                 step_values.append(float(step))
                 step_owners.append(state)
                 step_ptr_index = len(step_values) - 1
-            grad_dtype = grad.dtype if grad is not None else (getattr(p, "grad_dtype", None) or p.dtype)
+            grad_dtype = (
+                grad.dtype if grad is not None else (getattr(p, "grad_dtype", None) or p.dtype)
+            )
             entry_of.append(len(entries))
             entries.append(
-                [param_ptr, *ptrs, p.numel(), DTYPE_CODES[p.dtype], DTYPE_CODES[grad_dtype],
-                 DTYPE_CODES[state_dtype], gi, step_ptr_index, fresh, grad_dtype]
+                [
+                    param_ptr,
+                    *ptrs,
+                    p.numel(),
+                    DTYPE_CODES[p.dtype],
+                    DTYPE_CODES[grad_dtype],
+                    DTYPE_CODES[state_dtype],
+                    gi,
+                    step_ptr_index,
+                    fresh,
+                    grad_dtype,
+                ]
             )
             entry_params.append(p)
 
@@ -233,7 +254,13 @@ def build_plan(opt: FusedOptimizer) -> Plan:
         e[9] = base + 4 * e[9] if e[9] >= 0 else 0
 
     engine = C.Plan(
-        opt._kind, opt.param_groups, opt.state, params, entry_of, layouts, strides,
+        opt._kind,
+        opt.param_groups,
+        opt.state,
+        params,
+        entry_of,
+        layouts,
+        strides,
         [tuple(e) for e in entries],
     )
     return Plan(engine, opt.param_groups, opt.state, steps, entry_params, staged)

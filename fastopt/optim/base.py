@@ -124,9 +124,17 @@ class FusedOptimizer(torch.optim.Optimizer):
         norm_kind, p = _norm_kind(norm_type)
         if max_norm is not None and max_norm <= 0:
             raise ValueError(f"max_norm must be positive, got {max_norm}")
-        for name, t in (("loss_scale", loss_scale), ("found_inf", found_inf), ("norm_out", norm_out)):
-            if t is not None and (t.dtype != torch.float32 or t.numel() != 1 or not t.is_contiguous()):
-                raise TypeError(f"fused_step: {name} must be a one-element float32 tensor, got {t.dtype} {tuple(t.shape)}")
+        for name, t in (
+            ("loss_scale", loss_scale),
+            ("found_inf", found_inf),
+            ("norm_out", norm_out),
+        ):
+            if t is not None and (
+                t.dtype != torch.float32 or t.numel() != 1 or not t.is_contiguous()
+            ):
+                raise TypeError(
+                    f"fused_step: {name} must be a one-element float32 tensor, got {t.dtype} {tuple(t.shape)}"
+                )
         self._run(
             loss_scale=loss_scale.data_ptr() if loss_scale is not None else 0,
             max_norm=float(max_norm or 0.0),

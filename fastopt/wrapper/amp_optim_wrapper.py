@@ -80,6 +80,7 @@ class AmpOptimWrapper(OptimWrapper):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.use_fsdp = use_fsdp
         self.cast_dtype = _parse_dtype(dtype)
         self.device_type = _device_type(self.optimizer)
         self.autocast_dtype = self.cast_dtype or torch.get_autocast_dtype(self.device_type)
@@ -136,6 +137,34 @@ class AmpOptimWrapper(OptimWrapper):
         """Backward the scaled loss and count the iteration."""
         self.loss_scaler.scale(loss).backward(**kwargs)
         self._inner_count += 1
+
+    def _use_fused_pipeline(self, step_kwargs: Mapping[str, Any]) -> bool:
+        # FSDP's sharded scaler reduces its inf checks across ranks: keep torch's sequence
+        return not self.use_fsdp and super()._use_fused_pipeline(step_kwargs)
+
+    def _fused_clip_and_step(
+        self, loss_scale: torch.Tensor | None = None, found_inf: torch.Tensor | None = None
+    ) -> None:
+        """Unscale + clip + inf/nan skip + step in the engine, then GradScaler's scale update."""
+        scaler = self.loss_scaler
+        scale = getattr(scaler, "_scale", None)
+        if not self.uses_loss_scaling or scale is None:  # bf16, or torch's "no scale()" error
+            if self.uses_loss_scaling:
+                return self._clip_and_step()
+            return super()._fused_clip_and_step()
+        found_inf = torch.zeros((), dtype=torch.float32, device=scale.device)
+        super()._fused_clip_and_step(loss_scale=scale, found_inf=found_inf)
+        if self._scale_update_param is not None:  # static scale: reset, as GradScaler.update
+            scale.fill_(self._scale_update_param)
+        else:  # GradScaler.update's own in-place kernel: no host sync
+            torch._amp_update_scale_(
+                scale,
+                scaler._growth_tracker,
+                found_inf,
+                scaler._growth_factor,
+                scaler._backoff_factor,
+                scaler._growth_interval,
+            )
 
     def _clip_and_step(self, **kwargs: Any) -> None:
         """Torch's AMP sequence: unscale and clip (if clipping), scaler step, scale update."""

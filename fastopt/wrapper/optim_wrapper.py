@@ -97,11 +97,53 @@ class OptimWrapper:
         self._inner_count += 1
 
     def step(self, **kwargs: Any) -> None:
-        """Clip the gradients if configured, then ``optimizer.step(**kwargs)``."""
-        # Fused pipeline integration point: when self.optimizer is a fastopt FusedOptimizer,
-        # branch here to the engine's single unscale + clip + step pass; every other optimizer
-        # keeps the torch sequence in _clip_and_step.
-        self._clip_and_step(**kwargs)
+        """Clip the gradients if configured, then ``optimizer.step(**kwargs)``.
+
+        With a fastopt fused optimizer (and norm clipping or none) this is one engine call:
+        a reduction pass for the norm and one update pass reading ``grad * clip_coef``, with
+        the grads left untouched; any other optimizer gets torch's sequence.
+        """
+        if self._use_fused_pipeline(kwargs):
+            self._fused_clip_and_step()
+        else:
+            self._clip_and_step(**kwargs)
+
+    def _use_fused_pipeline(self, step_kwargs: Mapping[str, Any]) -> bool:
+        from fastopt.optim.base import FusedOptimizer
+
+        return (
+            not step_kwargs
+            and isinstance(self.optimizer, FusedOptimizer)
+            and (self.grad_clip is None or self.grad_clip.type == "norm")
+        )
+
+    def _fused_clip_and_step(
+        self, loss_scale: torch.Tensor | None = None, found_inf: torch.Tensor | None = None
+    ) -> None:
+        """The fused pipeline: unscale (AMP), clip by norm, skip on inf/nan (AMP), step."""
+        clip = self.grad_clip
+        norm = None
+        if clip is not None:
+            device = self.optimizer.param_groups[0]["params"][0].device
+            norm = torch.empty((), dtype=torch.float32, device=device)  # the hub keeps it
+            if clip.error_if_nonfinite and found_inf is None:
+                found_inf = torch.zeros((), dtype=torch.float32, device=device)
+        self.optimizer.fused_step(
+            max_norm=clip.max_norm if clip is not None else None,
+            norm_type=clip.norm_type if clip is not None else 2.0,
+            loss_scale=loss_scale,
+            found_inf=found_inf,
+            norm_out=norm,
+        )
+        if clip is None:
+            return
+        if clip.error_if_nonfinite and not torch.isfinite(norm):  # the step was skipped
+            raise RuntimeError(
+                f"The total norm of order {clip.norm_type} for gradients from `parameters` is "
+                "non-finite, so it cannot be clipped. To disable this error and scale the "
+                "gradients by the non-finite norm anyway, set `error_if_nonfinite=False`"
+            )
+        self.message_hub.update_scalar(f"train/{clip.log_name}", norm)
 
     def _clip_and_step(self, **kwargs: Any) -> None:
         """The torch sequence of one update: clip (logging the norm), then step."""
