@@ -68,7 +68,8 @@ def get_optim(name: str) -> OptimSpec:
         raise KeyError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMS)}") from None
 
 
-def _reference_lars_cls() -> type:
+def reference_lars_class() -> type:
+    """The class of the LARS baseline (built on first use: torch is imported lazily)."""
     import torch
 
     class ReferenceLARS(torch.optim.Optimizer):
@@ -148,7 +149,7 @@ def build_optimizer(spec: OptimSpec | str, impl: str, params: Params) -> torch.o
         state_dtype: Any = "param" if params.states_in_param_dtype else torch.float32
         return cls(groups, **spec.kwargs, state_dtype=state_dtype)
     if spec.torch_cls is None:  # the reference loop stands in for torch's for-loop
-        return _reference_lars_cls()(groups, **spec.kwargs)
+        return reference_lars_class()(groups, **spec.kwargs)
     flags = {"for-loop": dict(foreach=False), "foreach": dict(foreach=True)}.get(
         impl, dict(fused=True)
     )

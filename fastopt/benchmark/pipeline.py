@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastopt.benchmark.candidates import get_optim
 from fastopt.benchmark.param_sets import Params, get_set, make_params
-from fastopt.benchmark.step import Comparison, Progress, compare, params_step_bytes
+from fastopt.benchmark.step import Comparison, Progress, compare, params_step_bytes, release_memory
 
 if TYPE_CHECKING:
     import torch
@@ -119,6 +119,7 @@ def run_pipeline_benchmarks(
     warmup: int = 2,
     scale: float = 1.0,
     seed: int = 0,
+    min_sample_s: float = 5e-3,
     progress: Progress | None = None,
 ) -> list[Comparison]:
     """One :class:`~fastopt.benchmark.step.Comparison` per (set, pipeline, optimizer, dtype)."""
@@ -159,6 +160,7 @@ def run_pipeline_benchmarks(
                             device=device,
                             repeat=repeat,
                             warmup=warmup,
+                            min_sample_s=min_sample_s,
                             info={
                                 "tensors": params.n_tensors,
                                 "params": params.numel,
@@ -169,4 +171,5 @@ def run_pipeline_benchmarks(
                         )
                     )
                     del candidates
+                    release_memory(params)
     return results

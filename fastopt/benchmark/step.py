@@ -102,6 +102,7 @@ def compare(
     device: str,
     repeat: int,
     warmup: int,
+    min_sample_s: float = 5e-3,
     info: dict[str, Any] | None = None,
     errors: dict[str, str] | None = None,
 ) -> Comparison:
@@ -111,6 +112,7 @@ def compare(
         {**candidates, REFERENCE: ref_fn},
         repeat=repeat,
         warmup=warmup,
+        min_sample_s=min_sample_s,
         sync=synchronizer(device),
     )
     return Comparison(
@@ -136,9 +138,14 @@ def run_step_benchmarks(
     warmup: int = 2,
     scale: float = 1.0,
     seed: int = 0,
+    min_sample_s: float = 5e-3,
     progress: Progress | None = None,
 ) -> list[Comparison]:
-    """One :class:`Comparison` per (set, optimizer, dtype): fastopt against each torch impl."""
+    """One :class:`Comparison` per (set, optimizer, dtype): fastopt against each torch impl.
+
+    Each timed sample repeats a call until it lasts ``min_sample_s``; see
+    :func:`~fastopt.benchmark.timing.time_interleaved`.
+    """
     results = []
     for set_name in sets:
         pset = get_set(set_name)
@@ -176,15 +183,21 @@ def run_step_benchmarks(
                         device=device,
                         repeat=repeat,
                         warmup=warmup,
+                        min_sample_s=min_sample_s,
                         info=info,
                         errors=errors,
                     )
                 )
                 del candidates
-                gc.collect()
+                release_memory(params)
             del params
-            gc.collect()
     return results
+
+
+def release_memory(params: Params) -> None:
+    """Free dropped optimizers' states now when they are big (a full gc costs ~0.1 s)."""
+    if params.param_bytes > 64 << 20:
+        gc.collect()
 
 
 def build_optimizer_step(optim: str, impl: str, params: Params) -> Callable[[], Any]:

@@ -62,6 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--warmup", type=int, default=2, metavar="N", help="untimed rounds first (default: 2)"
     )
     parser.add_argument(
+        "--sample-ms",
+        type=float,
+        default=5.0,
+        metavar="MS",
+        help="a timed sample repeats a step until it lasts MS milliseconds (default: 5)",
+    )
+    parser.add_argument(
         "--scale",
         type=float,
         default=1.0,
@@ -94,6 +101,8 @@ def _check(args: argparse.Namespace) -> str | None:
         return "--repeat must be at least 1"
     if args.warmup < 0:
         return "--warmup must not be negative"
+    if args.sample_ms < 0:
+        return "--sample-ms must not be negative"
     if not args.scale > 0:
         return "--scale must be positive"
     if args.no_step and not (args.train_loop or args.pipeline):
@@ -136,14 +145,22 @@ def run(args: argparse.Namespace) -> int:
         "repeat": args.repeat,
         "warmup": args.warmup,
         "scale": args.scale,
+        "sample_ms": args.sample_ms,
         "seed": args.seed,
         "load_average": {"before": report.load_average()},
     }
     t0 = time.perf_counter()
     step = loop = pipe = []
+    sample_s = args.sample_ms / 1e3
     if not args.no_step:
         step = run_step_benchmarks(
-            sets, optims, dtypes, impls=["fastopt", *args.impl], progress=progress, **common
+            sets,
+            optims,
+            dtypes,
+            impls=["fastopt", *args.impl],
+            min_sample_s=sample_s,
+            progress=progress,
+            **common,
         )
     if args.train_loop:
         loop = run_train_loop_benchmarks(
@@ -155,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
             list(args.optim or ("adamw",)),
             dtypes,
             PIPELINES,
+            min_sample_s=sample_s,
             progress=progress,
             **common,
         )
