@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from conftest import fastopt_subprocess_env
 
 import fastopt
 from fastopt._ext import require_C
@@ -50,7 +51,7 @@ def test_bitwise_identical_with_one_and_two_threads(name, kw):
         assert torch.equal(a, b)
 
 
-def test_bitwise_identical_across_instruction_sets():
+def test_bitwise_identical_across_instruction_sets(tmp_path):
     """No FMA contraction and fixed reduction lanes: every code path gives the same bits."""
     script = (
         "import torch, fastopt, sys\n"
@@ -60,7 +61,7 @@ def test_bitwise_identical_across_instruction_sets():
         "torch.save(out, sys.argv[1])\n"
     )
     results = {}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
     supported = ["baseline"]
     info = fastopt._ext.build_info()
     if info["cpu_isa"] in ("avx2", "avx512"):
@@ -69,25 +70,21 @@ def test_bitwise_identical_across_instruction_sets():
         supported.append("avx512")
     assert len(supported) >= 2, "this check needs a CPU with AVX2"
     for isa in supported:
-        path = os.path.join(root, f".isa_{isa}.pt")
-        env = dict(
-            os.environ,
-            FASTOPT_CPU_ISA=isa,
-            PYTHONPATH=os.pathsep.join([root, os.path.join(root, "tests")]),
-        )
-        subprocess.run([sys.executable, "-c", script, path], check=True, env=env, cwd=root)
+        path = str(tmp_path / f"isa_{isa}.pt")
+        env = dict(fastopt_subprocess_env(tests_dir), FASTOPT_CPU_ISA=isa)
+        subprocess.run([sys.executable, "-c", script, path], check=True, env=env, cwd=tmp_path)
         results[isa] = torch.load(path)
-        os.remove(path)
     first = results[supported[0]]
     for isa in supported[1:]:
         for a, b in zip(first, results[isa]):
             assert torch.equal(a, b), f"{isa} differs from {supported[0]}"
 
 
-def test_isa_override_is_reported_and_checked():
-    env = dict(os.environ, FASTOPT_CPU_ISA="baseline")
+def test_isa_override_is_reported_and_checked(tmp_path):
+    env = dict(fastopt_subprocess_env(), FASTOPT_CPU_ISA="baseline")
     out = subprocess.run(
         [sys.executable, "-m", "fastopt", "info", "--json"],
+        cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
@@ -97,6 +94,7 @@ def test_isa_override_is_reported_and_checked():
     env["FASTOPT_CPU_ISA"] = "sse9"
     bad = subprocess.run(
         [sys.executable, "-c", "import fastopt._ext as e; e.require_C().cpu_isa()"],
+        cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import platform
 import subprocess
 import sys
 
 import torch
+from conftest import fastopt_subprocess_env
 
 import fastopt
 
@@ -27,11 +27,11 @@ def test_info_prints_and_returns_versions():
         assert key in text
 
 
-def test_info_command():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=root)
+def test_info_command(tmp_path):
+    env = fastopt_subprocess_env()
     out = subprocess.run(
         [sys.executable, "-m", "fastopt", "info", "--json"],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         env=env,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
+from conftest import fastopt_subprocess_env
 
 import fastopt
 
@@ -94,7 +94,7 @@ def test_failed_step_leaves_params_untouched():
     assert torch.equal(a.detach(), before)
 
 
-def test_missing_extension_gives_a_clear_error():
+def test_missing_extension_gives_a_clear_error(tmp_path):
     script = (
         "import sys; sys.modules['fastopt._C'] = None\n"
         "import torch, fastopt, fastopt._ext\n"
@@ -104,13 +104,12 @@ def test_missing_extension_gives_a_clear_error():
         "opt.param_groups[0]['params'][0].grad = torch.randn(2)\n"
         "opt.step()\n"
     )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run(
         [sys.executable, "-c", script],
         capture_output=True,
         text=True,
-        cwd=root,
-        env=dict(os.environ, PYTHONPATH=root),
+        cwd=tmp_path,
+        env=fastopt_subprocess_env(),
     )
     assert out.returncode != 0
     assert "import ok" in out.stdout
