@@ -1,0 +1,383 @@
+"""``CheckpointHook``: periodic, last and best checkpoints, with retention.
+
+Behaviour and file names are MMEngine's (``epoch_{n}.pth`` / ``iter_{n}.pth``,
+``best_{metric}_{epoch|iter}_{n}.pth``, ``work_dir/last_checkpoint``), with two fixes:
+
+* every file is written atomically (see :mod:`fastopt.runner.checkpoint`) and loads with
+  ``torch.load(weights_only=True)``;
+* a best checkpoint keeps the optimizer and scheduler states (per ``save_optimizer`` /
+  ``save_param_scheduler``), so training can resume from it (open-mmlab/mmengine#1409).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+from fastopt.registry import HOOKS
+
+from .hook import DATA_BATCH, Hook
+
+if TYPE_CHECKING:
+    from fastopt.runner import Runner
+
+
+def is_main_process() -> bool:
+    from fastopt.runner.dist import (
+        is_main_process as main,
+    )  # deferred: fastopt.runner imports this package
+
+    return main()
+
+
+_RULES: dict[str, Callable[[float, float], bool]] = {
+    "greater": lambda x, y: x > y,
+    "less": lambda x, y: x < y,
+}
+_INIT = {"greater": -math.inf, "less": math.inf}
+DEFAULT_GREATER_KEYS = (
+    "acc",
+    "top",
+    "AR@",
+    "auc",
+    "precision",
+    "mAP",
+    "mDice",
+    "mIoU",
+    "mAcc",
+    "aAcc",
+)
+DEFAULT_LESS_KEYS = ("loss",)
+
+
+def infer_rule(key: str, greater_keys: Sequence[str], less_keys: Sequence[str]) -> str:
+    """'greater' or 'less' for metric ``key`` (exact match first, then substring; any case)."""
+    lower = key.lower()
+    greater = {k.lower() for k in greater_keys}
+    less = {k.lower() for k in less_keys}
+    if lower in greater:
+        return "greater"
+    if lower in less:
+        return "less"
+    if any(k in lower for k in greater):
+        return "greater"
+    if any(k in lower for k in less):
+        return "less"
+    raise ValueError(
+        f"Cannot infer the rule for key {key}, thus a specific rule must be specified."
+    )
+
+
+def _str_list(value: Any, name: str) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise TypeError(f'"{name}" should be a str or list of str or None, but got {type(value)}')
+
+
+@HOOKS.register_module()
+class CheckpointHook(Hook):
+    """Save checkpoints every ``interval`` epochs/iterations, at the end, and on new bests.
+
+    Args:
+        interval: save every ``interval`` epochs (``by_epoch``) or iterations; -1: never
+            periodically (only ``save_last`` / ``save_best``).
+        by_epoch: count in epochs (True) or iterations.
+        save_optimizer: include the optimizer (wrapper) state.
+        save_param_scheduler: include the schedulers' states.
+        out_dir: save under ``out_dir/<work_dir name>`` instead of the work dir.
+        max_keep_ckpts: keep only the newest this many periodic checkpoints (-1: all).
+        save_last: always save after the last epoch/iteration.
+        save_best: metric name(s) whose best value gets its own checkpoint; ``'auto'`` = the
+            first metric.
+        rule: ``'greater'``/``'less'`` per ``save_best`` key (None: inferred from the name).
+        greater_keys, less_keys: names used to infer the rule.
+        filename_tmpl: file name template (default ``epoch_{}.pth`` / ``iter_{}.pth``).
+        published_keys: after training, also write ``<ckpt>-<sha256[:8]>.pth`` with only these
+            keys (e.g. ``['meta', 'state_dict']``).
+        save_begin: first epoch/iteration counted for ``interval``.
+        file_client_args, backend_args: only local storage is supported.
+    """
+
+    priority = "VERY_LOW"
+
+    def __init__(
+        self,
+        interval: int = -1,
+        by_epoch: bool = True,
+        save_optimizer: bool = True,
+        save_param_scheduler: bool = True,
+        out_dir: str | None = None,
+        max_keep_ckpts: int = -1,
+        save_last: bool = True,
+        save_best: str | list[str] | None = None,
+        rule: str | list[str] | None = None,
+        greater_keys: Sequence[str] | None = None,
+        less_keys: Sequence[str] | None = None,
+        file_client_args: dict | None = None,
+        filename_tmpl: str | None = None,
+        backend_args: dict | None = None,
+        published_keys: str | list[str] | None = None,
+        save_begin: int = 0,
+    ) -> None:
+        if not isinstance(interval, int) or isinstance(interval, bool):
+            raise TypeError(f"interval must be an int, but got {interval!r}")
+        if save_begin < 0:
+            raise ValueError(f"save_begin should not be less than 0, but got {save_begin}")
+        if file_client_args is not None and backend_args is not None:
+            raise ValueError(
+                '"file_client_args" and "backend_args" cannot be set at the same time.'
+            )
+        for name, args in (("file_client_args", file_client_args), ("backend_args", backend_args)):
+            if args is not None and args.get("backend", "local") not in ("local", "disk"):
+                raise ValueError(
+                    f"{name}={args} selects a remote storage backend; checkpoints are written "
+                    "to local paths only"
+                )
+        self.interval = interval
+        self.by_epoch = by_epoch
+        self.save_optimizer = save_optimizer
+        self.save_param_scheduler = save_param_scheduler
+        self.out_dir = out_dir
+        self.max_keep_ckpts = max_keep_ckpts
+        self.save_last = save_last
+        self.save_begin = save_begin
+        self.filename_tmpl = filename_tmpl or ("epoch_{}.pth" if by_epoch else "iter_{}.pth")
+        self.greater_keys = (
+            list(greater_keys) if greater_keys is not None else list(DEFAULT_GREATER_KEYS)
+        )
+        self.less_keys = list(less_keys) if less_keys is not None else list(DEFAULT_LESS_KEYS)
+        if isinstance(self.greater_keys, str) or isinstance(self.less_keys, str):
+            raise TypeError("greater_keys and less_keys must be sequences of str")
+
+        best = _str_list(save_best, "save_best")
+        if best is not None:
+            if "auto" in best and len(best) != 1:
+                raise ValueError('Only support one "auto" in "save_best" list.')
+            if len(best) != len(set(best)):
+                raise ValueError('Find duplicate element in "save_best".')
+        self.save_best = best
+        rules = _str_list(rule, "rule") if rule is not None else None
+        if rules is None:
+            rules = [None] * (len(best) if best else 1)  # type: ignore[list-item]
+        elif best is not None and len(rules) not in (1, len(best)):
+            raise ValueError(
+                f'Number of "rule" must be 1 or the same as number of "save_best", but got {len(rules)}.'
+            )
+        for r in rules:
+            if r is not None and r not in _RULES:
+                raise KeyError(f"rule must be greater, less or None, but got {r}.")
+        self._rules_cfg = rules
+        self.key_indicators: list[str] = []
+        self.rules: list[str | None] = []
+        if best is not None:
+            self._init_rule(rules, best)
+        self.best_ckpt_paths: dict[str, str | None] = {}
+
+        published = _str_list(published_keys, "published_keys")
+        if published is not None and len(published) != len(set(published)):
+            raise ValueError('Find duplicate elements in "published_keys".')
+        self.published_keys = published
+        self.last_ckpt: str | None = None
+        self.keep_ckpt_ids: deque[int] = deque()
+
+    def _init_rule(self, rules: list[str | None], keys: list[str]) -> None:
+        if len(rules) == 1:
+            rules = rules * len(keys)
+        self.rules = []
+        for r, key in zip(rules, keys):
+            if r is None and key != "auto":
+                r = infer_rule(key, self.greater_keys, self.less_keys)
+            self.rules.append(r)
+        self.key_indicators = list(keys)
+
+    # ------------------------------------------------------------------- training points
+    def before_train(self, runner: Runner) -> None:
+        if self.out_dir is None:
+            self.out_dir = runner.work_dir
+        elif os.path.abspath(self.out_dir) != runner.work_dir:
+            self.out_dir = os.path.join(
+                self.out_dir, os.path.basename(runner.work_dir.rstrip(os.sep))
+            )
+        runner.logger.info(f"Checkpoints will be saved to {self.out_dir}.")
+        hub = runner.message_hub
+        if self.save_best is not None:
+            for key in self.key_indicators:
+                self.best_ckpt_paths[key] = hub.get_info(self._best_ckpt_info_key(key))
+        if self.max_keep_ckpts > 0:
+            kept = list(hub.get_info("keep_ckpt_ids", []))
+            while len(kept) > self.max_keep_ckpts:
+                self._remove(os.path.join(self.out_dir, self.filename_tmpl.format(kept.pop(0))))
+            self.keep_ckpt_ids = deque(kept, self.max_keep_ckpts)
+
+    def after_train_epoch(self, runner: Runner) -> None:
+        if not self.by_epoch:
+            return
+        if self.every_n_epochs(runner, self.interval, self.save_begin) or (
+            self.save_last and self.is_last_train_epoch(runner)
+        ):
+            runner.logger.info(f"Saving checkpoint at {runner.epoch + 1} epochs")
+            self._save_checkpoint(runner)
+
+    def after_train_iter(
+        self,
+        runner: Runner,
+        batch_idx: int,
+        data_batch: DATA_BATCH = None,
+        outputs: dict | None = None,
+    ) -> None:
+        if self.by_epoch:
+            return
+        if self.every_n_train_iters(runner, self.interval, self.save_begin) or (
+            self.save_last and self.is_last_train_iter(runner)
+        ):
+            runner.logger.info(f"Saving checkpoint at {runner.iter + 1} iterations")
+            self._save_checkpoint(runner)
+
+    def after_val_epoch(self, runner: Runner, metrics: dict[str, Any] | None = None) -> None:
+        if not metrics:
+            if self.save_best:
+                runner.logger.warning(
+                    "Since `metrics` is an empty dict, the behavior to save the best checkpoint "
+                    "will be skipped in this evaluation."
+                )
+            return
+        self._save_best_checkpoint(runner, metrics)
+
+    def after_train(self, runner: Runner) -> None:
+        if self.published_keys is None:
+            return
+        if self.save_last and self.last_ckpt is not None:
+            self._publish_model(runner, self.last_ckpt)
+        for path in self.best_ckpt_paths.values():
+            if path is not None:
+                self._publish_model(runner, path)
+
+    # ------------------------------------------------------------------------- saving
+    def _save_checkpoint(self, runner: Runner) -> None:
+        if self.by_epoch:
+            step = runner.epoch + 1
+            meta = dict(epoch=step, iter=runner.iter)
+        else:
+            step = runner.iter + 1
+            meta = dict(epoch=runner.epoch, iter=step)
+        self._save_checkpoint_with_step(runner, step, meta)
+
+    def _save_checkpoint_with_step(self, runner: Runner, step: int, meta: dict) -> None:
+        assert self.out_dir is not None
+        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
+            if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
+                old = self.keep_ckpt_ids.popleft()
+                self._remove(os.path.join(self.out_dir, self.filename_tmpl.format(old)))
+            self.keep_ckpt_ids.append(step)
+            runner.message_hub.update_info("keep_ckpt_ids", list(self.keep_ckpt_ids))
+        filename = self.filename_tmpl.format(step)
+        self.last_ckpt = os.path.join(self.out_dir, filename)
+        runner.message_hub.update_info("last_ckpt", self.last_ckpt)
+        runner.save_checkpoint(
+            self.out_dir,
+            filename,
+            save_optimizer=self.save_optimizer,
+            save_param_scheduler=self.save_param_scheduler,
+            meta=meta,
+            by_epoch=self.by_epoch,
+        )
+        if is_main_process():
+            runner.write_last_checkpoint(self.last_ckpt)
+
+    def _best_ckpt_info_key(self, key: str) -> str:
+        return "best_ckpt" if len(self.key_indicators) == 1 else f"best_ckpt_{key}"
+
+    def _best_score_info_key(self, key: str) -> str:
+        return "best_score" if len(self.key_indicators) == 1 else f"best_score_{key}"
+
+    def _save_best_checkpoint(self, runner: Runner, metrics: dict[str, Any]) -> None:
+        if not self.save_best:
+            return
+        if self.by_epoch:
+            current, unit = runner.epoch, "epoch"
+        else:
+            current, unit = runner.iter, "iter"
+        filename = self.filename_tmpl.format(current)
+        meta = dict(epoch=runner.epoch, iter=runner.iter)
+        if "auto" in self.key_indicators:
+            self._init_rule(self.rules, [next(iter(metrics))])
+        updated = False
+        hub = runner.message_hub
+        for key, rule in zip(self.key_indicators, self.rules):
+            if key not in metrics:
+                raise KeyError(
+                    f"save_best={key!r} is not among the evaluation metrics {sorted(metrics)}"
+                )
+            score = metrics[key]
+            assert rule is not None
+            best = hub.get_info(self._best_score_info_key(key), _INIT[rule])
+            if score is None or not _RULES[rule](score, best):
+                continue
+            updated = True
+            hub.update_info(self._best_score_info_key(key), float(score))
+            previous = self.best_ckpt_paths.get(key)
+            if previous and self._remove(previous):
+                runner.logger.info(f"The previous best checkpoint {previous} is removed")
+            best_name = f"best_{key}_{filename}".replace("/", "_")
+            assert self.out_dir is not None
+            path = os.path.join(self.out_dir, best_name)
+            self.best_ckpt_paths[key] = path
+            hub.update_info(self._best_ckpt_info_key(key), path)
+            runner.save_checkpoint(
+                self.out_dir,
+                filename=best_name,
+                save_optimizer=self.save_optimizer,
+                save_param_scheduler=self.save_param_scheduler,
+                meta=meta,
+                by_epoch=False,
+            )
+            runner.logger.info(
+                f"The best checkpoint with {score:0.4f} {key} at {current} {unit} is saved to "
+                f"{best_name}."
+            )
+        # The regular checkpoint of this step was written before the new best was known;
+        # write it again so that its message hub names the current best (a resumed run must
+        # be able to delete it when a better one comes). MMEngine also does this when the
+        # last regular checkpoint is of an earlier step, creating an unscheduled one; not here.
+        if updated and self.last_ckpt == os.path.join(self.out_dir, filename):
+            self._save_checkpoint_with_step(runner, current, meta)
+
+    @staticmethod
+    def _remove(path: str) -> bool:
+        if is_main_process() and os.path.isfile(path):
+            os.remove(path)
+            return True
+        return False
+
+    def _publish_model(self, runner: Runner, ckpt_path: str) -> None:
+        from fastopt.runner.checkpoint import load_checkpoint_file, save_checkpoint
+
+        if not is_main_process():
+            return
+        checkpoint = load_checkpoint_file(ckpt_path)
+        assert self.published_keys is not None
+        removed = [k for k in list(checkpoint) if k not in self.published_keys]
+        for key in removed:
+            checkpoint.pop(key)
+        if removed:
+            runner.logger.info(
+                f"Key {removed} will be removed because they are not found in published_keys. "
+                f"If you want to keep them, please set `{removed}` in published_keys"
+            )
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        sha = hashlib.sha256(buffer.getvalue()).hexdigest()
+        final_path = os.path.splitext(ckpt_path)[0] + f"-{sha[:8]}.pth"
+        save_checkpoint(checkpoint, final_path)
+        runner.logger.info(f"The checkpoint ({ckpt_path}) is published to {final_path}.")

@@ -1,0 +1,30 @@
+"""The runner and what it is made of: checkpoints, logs, seeding, distributed helpers.
+
+Importing this package registers the runner, the log processor, the samplers, the collate
+functions, the vis backends, the hooks, the loops and the built-in models in their registries.
+"""
+
+from .checkpoint import (
+    find_latest_checkpoint,
+    load_checkpoint_file,
+    save_checkpoint,
+    to_weights_only,
+    weights_to_cpu,
+)
+from .log_processor import LogProcessor
+from .randomness import get_rng_state, set_random_seed, set_rng_state
+from .runner import DEFAULT_HOOKS, Runner
+
+__all__ = [
+    "DEFAULT_HOOKS",
+    "LogProcessor",
+    "Runner",
+    "find_latest_checkpoint",
+    "get_rng_state",
+    "load_checkpoint_file",
+    "save_checkpoint",
+    "set_random_seed",
+    "set_rng_state",
+    "to_weights_only",
+    "weights_to_cpu",
+]

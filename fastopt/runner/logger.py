@@ -1,0 +1,118 @@
+"""The run logger: MMEngine's line format on the terminal and in ``<log_dir>/<timestamp>.log``.
+
+Each runner gets its own ``logging.Logger`` (``fastopt.run.<experiment_name>``) so that two
+runners in one process never write into each other's files. Records from fastopt's library
+loggers (``fastopt.wrapper``, ``fastopt.constructor``, ...) are forwarded to the runner that
+is currently active, so their warnings land in the same log file.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import weakref
+from typing import Any
+
+_FORMAT = "%(asctime)s - fastopt - %(levelname)s - %(message)s"
+_DATEFMT = "%Y/%m/%d %H:%M:%S"
+_RUN_PREFIX = "fastopt.run."
+
+
+class _CurrentStdout(logging.StreamHandler):
+    """A StreamHandler that looks ``sys.stdout`` up at each record.
+
+    A progress bar that redirects stdout (rich) then keeps log lines above the bar instead
+    of tearing it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
+class _ForwardToActiveRun(logging.Handler):
+    """Installed once on the ``fastopt`` logger: hands library records to the active run."""
+
+    active: weakref.ReferenceType[logging.Logger] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith(_RUN_PREFIX):
+            return
+        target = self.active() if self.active is not None else None
+        if target is not None and record.levelno >= target.level:
+            for handler in target.handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+
+
+_forwarder = _ForwardToActiveRun()
+
+
+def _level(log_level: int | str) -> int:
+    if isinstance(log_level, str):
+        value = logging.getLevelName(log_level.upper())
+        if not isinstance(value, int):
+            raise ValueError(f"unknown log_level {log_level!r}; use DEBUG, INFO, WARNING, ERROR")
+        return value
+    return int(log_level)
+
+
+def build_run_logger(
+    name: str,
+    log_file: str | None,
+    log_level: int | str = "INFO",
+    rank: int = 0,
+    file_mode: str = "a",
+) -> logging.Logger:
+    """The logger of one run: terminal (rank 0) and ``log_file`` (rank 0), both formatted.
+
+    Other ranks log warnings and errors to the terminal only.
+    """
+    level = _level(log_level)
+    logger = logging.getLogger(_RUN_PREFIX + name)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    formatter = logging.Formatter(_FORMAT, _DATEFMT)
+    console = _CurrentStdout()
+    console.setFormatter(formatter)
+    console.setLevel(level if rank == 0 else logging.WARNING)
+    logger.addHandler(console)
+    if log_file is not None and rank == 0:
+        file_handler = logging.FileHandler(log_file, mode=file_mode, encoding="utf-8")
+        file_handler.setFormatter(formatter)
+        file_handler.setLevel(level)
+        logger.addHandler(file_handler)
+    logger.setLevel(level)
+    activate(logger)
+    return logger
+
+
+def activate(logger: logging.Logger) -> None:
+    """Make ``logger`` the receiver of fastopt's library records."""
+    package = logging.getLogger("fastopt")
+    if _forwarder not in package.handlers:
+        package.addHandler(_forwarder)
+    # library INFO records (e.g. the constructor's paramwise options) must reach the run
+    if package.level == logging.NOTSET or package.level > logger.level:
+        package.setLevel(logger.level)
+    _ForwardToActiveRun.active = weakref.ref(logger)
+
+
+def close_run_logger(logger: logging.Logger) -> None:
+    """Flush and close the handlers of ``logger`` (the log file is complete afterwards)."""
+    for handler in list(logger.handlers):
+        handler.flush()
+        if isinstance(handler, logging.FileHandler):
+            handler.close()
+            logger.removeHandler(handler)
+    if _ForwardToActiveRun.active is not None and _ForwardToActiveRun.active() is logger:
+        _ForwardToActiveRun.active = None
