@@ -421,9 +421,9 @@ def test_fused_optimizer_steps_all_groups_in_one_engine_call(monkeypatch):
         def __init__(self, engine) -> None:
             self._engine = engine
 
-        def run(self, *args):
+        def run(self, *args, **kwargs):
             runs.append(self._engine.num_entries)
-            return self._engine.run(*args)
+            return self._engine.run(*args, **kwargs)
 
         def __getattr__(self, name):
             return getattr(self._engine, name)
