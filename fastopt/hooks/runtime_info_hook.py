@@ -39,7 +39,7 @@ class RuntimeInfoHook(Hook):
     def before_run(self, runner: Runner) -> None:
         runner.message_hub.update_info_dict(
             dict(
-                cfg=runner.cfg.pretty_text,
+                cfg=runner.cfg_text,
                 seed=runner.seed,
                 experiment_name=runner.experiment_name,
                 fastopt_version=fastopt.__version__,

@@ -252,8 +252,7 @@ class LogProcessor:
         return runner.epoch if runner.train_loop_built else 0
 
     def _dataloader_len(self, runner: Runner, mode: str) -> int:
-        loop = {"train": runner.train_loop, "val": runner.val_loop, "test": runner.test_loop}[mode]
-        return len(loop.dataloader)
+        return len(getattr(runner, f"{mode}_loop").dataloader)
 
     def _max_memory(self, runner: Runner) -> int:
         device = getattr(runner.model, "output_device", None)

@@ -253,7 +253,10 @@ class Runner:
         self.message_hub = MessageHub.get_instance(self._experiment_name)
         self.visualizer = self.build_visualizer(visualizer)
         if self.cfg:
-            self.visualizer.add_config(self.cfg)
+            try:
+                self.visualizer.add_config(self.cfg)
+            except TypeError as e:  # objects in the config have no source form
+                self.logger.warning(f"the config is not recorded in the vis backends: {e}")
 
         self._load_from = load_from
         if not isinstance(resume, (bool, str, os.PathLike)):
@@ -261,6 +264,7 @@ class Runner:
         self._resume = bool(resume)
         self._resume_from = os.fspath(resume) if isinstance(resume, (str, os.PathLike)) else None
         self._has_loaded = False
+        self._warned_no_schedulers = False
 
         if isinstance(model, dict) and data_preprocessor is not None:
             model = dict(model)
@@ -592,9 +596,11 @@ class Runner:
         dash = "-" * 60
         self.logger.info("\n" + dash + "\n" + "\n".join(lines) + "\n" + dash + "\n")
         if self.cfg:
-            self.logger.info(f"Config:\n{self._cfg_text()}")
+            self.logger.info(f"Config:\n{self.cfg_text}")
 
-    def _cfg_text(self) -> str:
+    @property
+    def cfg_text(self) -> str:
+        """The config as Python source (its repr when it holds objects that have none)."""
         try:
             return self.cfg.pretty_text
         except Exception:  # a config holding objects cannot always be formatted as source
@@ -1164,7 +1170,7 @@ class Runner:
             meta.setdefault("epoch", self.epoch)
             meta.setdefault("iter", self.iter + 1)
         meta.update(
-            cfg=self._cfg_text(),
+            cfg=self.cfg_text,
             seed=self.seed,
             experiment_name=self.experiment_name,
             time=time.strftime("%Y%m%d_%H%M%S", time.localtime()),
@@ -1189,10 +1195,12 @@ class Runner:
                 )
             checkpoint["optimizer"] = _to_cpu(self.optim_wrapper.state_dict())
         if save_param_scheduler and self.param_schedulers is None:
-            self.logger.warning(
-                "`save_param_scheduler` is True but `self.param_schedulers` is None, so skip "
-                "saving parameter schedulers"
-            )
+            if not self._warned_no_schedulers:
+                self._warned_no_schedulers = True
+                self.logger.warning(
+                    "`save_param_scheduler` is True but `self.param_schedulers` is None, so skip "
+                    "saving parameter schedulers"
+                )
             save_param_scheduler = False
         if save_param_scheduler:
             checkpoint["param_schedulers"] = self._scheduler_states()
