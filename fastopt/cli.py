@@ -37,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fastopt: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `fastopt info | head`: the reader left; say nothing more
+        sys.stdout = None
+        return 0
 
 
 if __name__ == "__main__":
