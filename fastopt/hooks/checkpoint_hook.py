@@ -11,6 +11,7 @@ Behaviour and file names are MMEngine's (``epoch_{n}.pth`` / ``iter_{n}.pth``,
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import math
@@ -210,6 +211,7 @@ class CheckpointHook(Hook):
                 self.out_dir, os.path.basename(runner.work_dir.rstrip(os.sep))
             )
         runner.logger.info(f"Checkpoints will be saved to {self.out_dir}.")
+        self._remove_torn_files(runner)
         hub = runner.message_hub
         if self.save_best is not None:
             for key in self.key_indicators:
@@ -352,6 +354,19 @@ class CheckpointHook(Hook):
         # last regular checkpoint is of an earlier step, creating an unscheduled one; not here.
         if updated and self.last_ckpt == os.path.join(self.out_dir, filename):
             self._save_checkpoint_with_step(runner, current, meta)
+
+    def _remove_torn_files(self, runner: Runner) -> None:
+        """Delete temporary files that a killed save left behind (``.<name>.<random>.tmp``)."""
+        assert self.out_dir is not None
+        if not is_main_process() or not os.path.isdir(self.out_dir):
+            return
+        for directory, pattern in (
+            (self.out_dir, ".*.pth.*.tmp"),
+            (runner.work_dir, ".last_checkpoint.*.tmp"),
+        ):
+            for path in glob.glob(os.path.join(directory, pattern)):
+                os.remove(path)
+                runner.logger.warning(f"removed {path}, left by an interrupted checkpoint save")
 
     @staticmethod
     def _remove(path: str) -> bool:

@@ -42,12 +42,16 @@ def to_weights_only(obj: Any, path: str = "checkpoint") -> Any:
     """
     if isinstance(obj, torch.Tensor):
         return obj.detach()
-    if isinstance(obj, _SCALARS):
+    if type(obj) in _SCALARS:  # exact types: np.float64 and IntEnum members subclass them
         return obj
     if isinstance(obj, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(obj))
     if isinstance(obj, np.generic):
         return obj.item()
+    if isinstance(obj, bool):
+        return bool(obj)
+    if isinstance(obj, str):
+        return str(obj)
     if isinstance(obj, numbers.Integral):
         return int(obj)
     if isinstance(obj, numbers.Real):
@@ -72,8 +76,10 @@ def to_weights_only(obj: Any, path: str = "checkpoint") -> Any:
         return tuple(to_weights_only(v, f"{path}[{i}]") for i, v in enumerate(obj))
     if isinstance(obj, (list, collections.deque, set, frozenset)):
         return [to_weights_only(v, f"{path}[{i}]") for i, v in enumerate(obj)]
+    shown = repr(obj)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
     raise TypeError(
-        f"{path}: {type(obj).__module__}.{type(obj).__qualname__} cannot be stored in a "
+        f"{path}: {type(obj).__module__}.{type(obj).__qualname__} {shown} cannot be stored in a "
         "checkpoint that loads with torch.load(weights_only=True); store tensors, numbers, "
         "strings, lists and dicts (e.g. convert it in a before_save_checkpoint hook)"
     )
