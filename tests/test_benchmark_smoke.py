@@ -180,5 +180,7 @@ def test_bench_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None
     assert main(["bench", "--no-step"]) == 2
     assert main(["bench", "--repeat", "0"]) == 2
     assert "--repeat" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["bench", "--device", "cuda"]) == 2
     with pytest.raises(SystemExit):
         main(["bench", "--set", "resnet18"])

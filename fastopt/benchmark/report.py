@@ -98,7 +98,9 @@ def step_table(results: Sequence[Comparison]) -> Table:
         table.notes.append("LARS: for-loop is mmpretrain's LARS rule as a per-param loop")
     table.notes.append(
         f"GB/s: the minimal bytes a step moves / median time; of {ref}: that bandwidth as a "
-        f"fraction of an in-place {ref} of the same byte count, measured in the same run"
+        f"fraction of an in-place {ref} of the same byte count, measured in the same run "
+        "(meaningful when a step moves far more bytes than the caches hold; tiny2000 is "
+        "bound by per-call overhead)"
     )
     return table
 

@@ -120,8 +120,8 @@ def run(args: argparse.Namespace) -> int:
 
     from fastopt.benchmark import report
     from fastopt.benchmark.pipeline import DEFAULT_SETS, PIPELINES, run_pipeline_benchmarks
-    from fastopt.benchmark.step import run_step_benchmarks
-    from fastopt.benchmark.train_loop import MODELS, run_train_loop_benchmarks
+    from fastopt.benchmark.step import Comparison, run_step_benchmarks
+    from fastopt.benchmark.train_loop import MODELS, LoopResult, run_train_loop_benchmarks
 
     device = args.device
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -141,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         device=device, repeat=args.repeat, warmup=args.warmup, scale=args.scale, seed=args.seed
     )
     meta: dict[str, Any] = {
+        "command": "fastopt " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None,
         "environment": report.environment(device),
         "repeat": args.repeat,
         "warmup": args.warmup,
@@ -150,7 +151,9 @@ def run(args: argparse.Namespace) -> int:
         "load_average": {"before": report.load_average()},
     }
     t0 = time.perf_counter()
-    step = loop = pipe = []
+    step: list[Comparison] = []
+    loop: list[LoopResult] = []
+    pipe: list[Comparison] = []
     sample_s = args.sample_ms / 1e3
     if not args.no_step:
         step = run_step_benchmarks(
