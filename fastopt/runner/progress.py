@@ -61,6 +61,7 @@ class ProgressDisplay:
         if key in self._tasks:
             self._progress.remove_task(self._tasks.pop(key))
         self._tasks[key] = self._progress.add_task(description, total=total, completed=completed)
+        self._progress.refresh()  # draw it now, not at the next tick of the refresh thread
 
     def advance(self, key: str, steps: int = 1) -> None:
         """Move bar ``key`` forward (ignored if it is not shown)."""

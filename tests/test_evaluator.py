@@ -1,0 +1,117 @@
+"""BaseMetric and Evaluator: results, prefixes, sizes, metric configs, and the errors."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "data" / "runner"))
+import runner_toys as toys  # noqa: E402
+
+from fastopt.evaluator import BaseMetric, Evaluator  # noqa: E402
+from fastopt.registry import METRICS  # noqa: E402
+from fastopt.runner import Runner  # noqa: E402
+
+
+@METRICS.register_module()
+class EvalTestMean(BaseMetric):
+    """Mean of the processed numbers; records what it was given."""
+
+    default_prefix = "mean"
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.batches = []
+
+    def process(self, data_batch, data_samples):
+        self.batches.append(data_batch)
+        self.results.extend(data_samples)
+
+    def compute_metrics(self, results):
+        return dict(value=sum(results) / len(results), n=len(results))
+
+
+def test_metric_evaluate_prefixes_cuts_padding_and_clears():
+    metric = EvalTestMean()
+    metric.process("batch", [1.0, 2.0, 3.0])
+    metric.process("batch", [6.0])  # e.g. a repeated sample the sampler padded with
+    assert metric.evaluate(size=3) == {"mean/value": 2.0, "mean/n": 3}
+    assert metric.results == []
+    named = EvalTestMean(prefix="val_set")
+    named.process(None, [4.0])
+    assert named.evaluate(1) == {"val_set/value": 4.0, "val_set/n": 1}
+
+
+def test_metric_warns_on_empty_results_and_checks_its_output(caplog):
+    class Broken(EvalTestMean):
+        def compute_metrics(self, results):
+            return [1]
+
+    broken = Broken()
+    broken.process(None, [1.0])
+    with pytest.raises(TypeError, match="Broken.compute_metrics must return a dict, got list"):
+        broken.evaluate(1)
+    empty = EvalTestMean()
+    with (
+        caplog.at_level(logging.WARNING, logger="fastopt.evaluator"),
+        pytest.raises(ZeroDivisionError),
+    ):
+        empty.evaluate(0)
+    assert "EvalTestMean got empty `self.results`" in caplog.text
+    with pytest.raises(ValueError, match="collect_device must be 'cpu' or 'gpu'"):
+        EvalTestMean(collect_device="tpu")
+
+
+def test_base_metric_methods_must_be_implemented():
+    metric = BaseMetric()
+    with pytest.raises(NotImplementedError, match="must implement process"):
+        metric.process(None, [])
+    with pytest.raises(NotImplementedError, match="must implement compute_metrics"):
+        metric.compute_metrics([])
+
+
+def test_evaluator_runs_every_metric_and_shares_dataset_meta():
+    first, second = EvalTestMean(prefix="a"), EvalTestMean(prefix="b")
+    evaluator = Evaluator([first, dict(type="EvalTestMean", prefix="c")])
+    evaluator.metrics.append(second)
+    evaluator.dataset_meta = dict(classes=("x",))
+    assert all(m.dataset_meta == dict(classes=("x",)) for m in evaluator)
+    evaluator.process(data_samples=[2.0, 4.0], data_batch="inputs")
+    assert first.batches == ["inputs"]
+    assert evaluator.evaluate(2) == {
+        "a/value": 3.0,
+        "a/n": 2,
+        "c/value": 3.0,
+        "c/n": 2,
+        "b/value": 3.0,
+        "b/n": 2,
+    }
+    assert len(evaluator) == 3
+
+
+def test_evaluator_rejects_duplicate_metric_names_and_non_metrics():
+    evaluator = Evaluator([EvalTestMean(), EvalTestMean()])
+    evaluator.process([1.0])
+    with pytest.raises(ValueError, match=r"same metric name \['mean/n', 'mean/value'\]"):
+        evaluator.evaluate(1)
+    with pytest.raises(TypeError, match="must have process\\(\\) and evaluate\\(\\), got int"):
+        Evaluator([3])
+
+
+def test_runner_builds_evaluators_from_every_form(tmp_path):
+    runner = Runner(model=toys.RunnerToyModel(), work_dir=str(tmp_path), log_level="WARNING")
+    metric = EvalTestMean()
+    assert runner.build_evaluator(metric).metrics == [metric]
+    evaluator = Evaluator(metric)
+    assert runner.build_evaluator(evaluator) is evaluator
+    assert isinstance(runner.build_evaluator(dict(type="EvalTestMean")).metrics[0], EvalTestMean)
+    assert len(runner.build_evaluator([dict(type="EvalTestMean"), metric]).metrics) == 2
+    built = runner.build_evaluator(dict(type="Evaluator", metrics=[dict(type="EvalTestMean")]))
+    assert isinstance(built, Evaluator)
+    with pytest.raises(
+        TypeError, match="evaluator should be an Evaluator, a metric, a dict or a list"
+    ):
+        runner.build_evaluator(3)
