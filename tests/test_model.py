@@ -23,9 +23,9 @@ from fastopt.model import (  # noqa: E402
     cast_data,
     is_model_wrapper,
     parse_losses,
+    steps,  # noqa: E402
     unwrap_model,
 )
-from fastopt.model import steps  # noqa: E402
 from fastopt.wrapper import OptimWrapper  # noqa: E402
 
 
