@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent / "data" / "runner"))
 import runner_toys as toys  # noqa: E402
 
+from fastopt.hooks import CheckpointHook  # noqa: E402
 from fastopt.runner import Runner  # noqa: E402
 from fastopt.runner.checkpoint import (  # noqa: E402
     atomic_write,
@@ -266,11 +267,16 @@ def test_interval_save_begin_save_last_by_iteration(tmp_path):
 
 def test_out_dir_gets_the_work_dir_name(tmp_path):
     out = tmp_path / "store"
-    build(
+    runner = build(
         tmp_path / "exp",
         train_cfg=dict(by_epoch=True, max_epochs=1),
         default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=1, out_dir=str(out))),
-    ).train()
+    )
+    runner.train()
+    runner.train()  # nothing left to train; the directory must not become store/exp/exp
+    assert next(h for h in runner.hooks if isinstance(h, CheckpointHook)).out_dir == str(
+        out / "exp"
+    )
     assert ckpt_names(out / "exp") == ["epoch_1.pth"]
     assert Path(tmp_path / "exp" / "last_checkpoint").read_text() == str(
         out / "exp" / "epoch_1.pth"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Optional
 
 import pytest
 import torch
@@ -26,6 +28,8 @@ from fastopt.hooks import (  # noqa: E402
     SyncBuffersHook,
     get_priority,
 )
+from fastopt.model import unwrap_model as get_model  # noqa: E402
+from fastopt.registry import HOOKS  # noqa: E402
 from fastopt.runner import Runner  # noqa: E402
 
 
@@ -206,6 +210,37 @@ def test_hook_order_printout_uses_mmengine_format(tmp_path):
     runner.flush_logs()
     log = Path(runner.log_dir, f"{runner.timestamp}.log").read_text()
     assert "Hooks will be executed in the following order:\nbefore_run:" in log
+
+
+# ---------------------------------------------------------- hooks written for MMEngine
+@HOOKS.register_module()
+class SeedNewHook(Hook):
+    """The mmselfsup tutorial hook (shared/seeds), with only its imports changed."""
+
+    def __init__(self, a: int, b: int) -> None:
+        self.a = a
+        self.b = b
+
+    def before_train_iter(
+        self,
+        runner,
+        batch_idx: int,
+        data_batch: Optional[Sequence[dict]] = None,  # noqa: UP045
+    ) -> None:
+        cur_iter = runner.iter
+        get_model(runner.model).hyper_parameter = self.a * cur_iter + self.b
+
+
+def test_a_hook_from_the_mmengine_tutorials_runs_unchanged(tmp_path):
+    runner = build(
+        tmp_path,
+        custom_hooks=[dict(type="SeedNewHook", a=2, b=1, priority="ABOVE_NORMAL")],
+        default_hooks=dict(checkpoint=None),
+    )
+    names = [type(h).__name__ for h in runner.hooks]
+    assert names.index("SeedNewHook") == names.index("IterTimerHook") - 1  # 40 < 50
+    runner.train()
+    assert runner.model.hyper_parameter == 2 * 7 + 1
 
 
 # --------------------------------------------------------------------------- default hooks

@@ -359,3 +359,36 @@ def test_default_scope_is_optional(tmp_path):
     runner.train()
     assert runner.default_scope.scope_name == "fastopt"
     assert build(tmp_path, **NO_VAL).default_scope is None
+
+
+def test_randomness_seed_deterministic_and_drawn_seeds(tmp_path):
+    previous = torch.are_deterministic_algorithms_enabled()
+    try:
+        runner = build(tmp_path, randomness=dict(seed=7, deterministic=True), **NO_VAL)
+        assert runner.seed == 7 and runner.deterministic
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    finally:
+        torch.use_deterministic_algorithms(previous)
+        torch.backends.cudnn.deterministic = False
+    # seed=None draws one; the run records it so a resume can restore it
+    drawn = build(
+        tmp_path,
+        randomness=dict(seed=None),
+        **NO_VAL,
+        default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=1)),
+    )
+    drawn.train()
+    assert isinstance(drawn.seed, int)
+    assert torch.load(tmp_path / "epoch_2.pth", weights_only=True)["meta"]["seed"] == drawn.seed
+    resumed = build(
+        tmp_path,
+        randomness=dict(seed=None),
+        resume=True,
+        train_cfg=dict(by_epoch=True, max_epochs=3),
+        **NO_VAL,
+    )
+    resumed.train()
+    assert resumed.seed == drawn.seed
+    with pytest.raises(TypeError, match="randomness seed must be an int or None"):
+        build(tmp_path, randomness=dict(seed="7"))

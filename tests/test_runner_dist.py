@@ -72,3 +72,4 @@ def test_two_process_training_with_ddp_and_gloo(tmp_path):
     logs = list(Path(r0["log_dir"]).glob("*.log"))
     assert len(logs) == 1 and "World size: 2" in logs[0].read_text()
     assert "Epoch(train)" in outputs[0] and "Epoch(train)" not in outputs[1]
+    assert "broadcast_buffers` is deprecated" not in outputs[0]

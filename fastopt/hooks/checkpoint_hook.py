@@ -150,6 +150,7 @@ class CheckpointHook(Hook):
         self.save_optimizer = save_optimizer
         self.save_param_scheduler = save_param_scheduler
         self.out_dir = out_dir
+        self._out_dir_cfg = out_dir
         self.max_keep_ckpts = max_keep_ckpts
         self.save_last = save_last
         self.save_begin = save_begin
@@ -204,12 +205,12 @@ class CheckpointHook(Hook):
 
     # ------------------------------------------------------------------- training points
     def before_train(self, runner: Runner) -> None:
-        if self.out_dir is None:
+        # resolved from the configured value each time: train() may run more than once
+        if self._out_dir_cfg is None:
             self.out_dir = runner.work_dir
-        elif os.path.abspath(self.out_dir) != runner.work_dir:
-            self.out_dir = os.path.join(
-                self.out_dir, os.path.basename(runner.work_dir.rstrip(os.sep))
-            )
+        elif os.path.abspath(self._out_dir_cfg) != runner.work_dir:
+            name = os.path.basename(runner.work_dir.rstrip(os.sep))
+            self.out_dir = os.path.join(self._out_dir_cfg, name)
         runner.logger.info(f"Checkpoints will be saved to {self.out_dir}.")
         self._remove_torn_files(runner)
         hub = runner.message_hub

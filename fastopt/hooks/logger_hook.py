@@ -99,14 +99,15 @@ class LoggerHook(Hook):
         self.log_metric_by_epoch = log_metric_by_epoch
         self.progress_bar = progress_bar
         self._progress: ProgressDisplay | None = None
+        self._copy_dir: str | None = None
         self.json_log_path = "scalars_run.json"
 
     # ------------------------------------------------------------------------ run
     def before_run(self, runner: Runner) -> None:
-        if self.out_dir is not None:
-            self.out_dir = os.path.join(
-                self.out_dir, os.path.basename(runner.work_dir.rstrip(os.sep))
-            )
+        self._copy_dir = None
+        if self.out_dir is not None:  # a separate attribute: before_run runs for each phase
+            name = os.path.basename(runner.work_dir.rstrip(os.sep))
+            self._copy_dir = os.path.join(self.out_dir, name)
         self.json_log_path = f"{runner.timestamp}.json"
         from fastopt.runner.progress import ProgressDisplay, is_interactive
 
@@ -118,7 +119,7 @@ class LoggerHook(Hook):
             self._progress.close()
         runner.visualizer.close()
         runner.flush_logs()
-        if self.out_dir is None or not is_main_process():
+        if self._copy_dir is None or not is_main_process():
             return
         copied = []
         for root, _, files in os.walk(runner.log_dir):
@@ -126,7 +127,7 @@ class LoggerHook(Hook):
                 if not name.endswith(self.out_suffix):
                     continue
                 local = os.path.join(root, name)
-                target = os.path.join(self.out_dir, os.path.relpath(local, runner.log_dir))
+                target = os.path.join(self._copy_dir, os.path.relpath(local, runner.log_dir))
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 with open(local, "rb") as src, open(target, "wb") as dst:
                     dst.write(src.read())

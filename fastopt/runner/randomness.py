@@ -78,7 +78,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state(
         (
             npy["name"],
-            npy["keys"].numpy().astype(np.uint32),
+            npy["keys"].cpu().numpy().astype(np.uint32),
             npy["pos"],
             npy["has_gauss"],
             npy["cached_gaussian"],

@@ -17,6 +17,7 @@ purpose (each one an open MMEngine issue):
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import os
 import platform
@@ -639,11 +640,18 @@ class Runner:
                 if hasattr(model, "train_step")
                 else DistributedDataParallel
             )
+            # buffers are not broadcast every forward (SyncBuffersHook averages them);
+            # torch 2.13 renamed the switch and warns on the old name
+            no_buffer_sync = (
+                "forward_sync_buffers"
+                if "forward_sync_buffers" in inspect.signature(wrapper_cls.__init__).parameters
+                else "broadcast_buffers"
+            )
             return wrapper_cls(
                 module=model,
                 device_ids=device_ids,
-                broadcast_buffers=False,
                 find_unused_parameters=bool(self.cfg.get("find_unused_parameters", False)),
+                **{no_buffer_sync: False},
             )
         cfg = dict(model_wrapper_cfg)
         cfg.setdefault("type", "MMDistributedDataParallel")

@@ -33,7 +33,6 @@ def main(work_dir: str, out_dir: str) -> None:
         **toys.make_cfg(
             work_dir,
             launcher="pytorch",
-            env_cfg=dict(dist_cfg=dict(backend="gloo")),
             train_cfg=dict(by_epoch=True, max_epochs=2),
             custom_hooks=[seen, dict(type="SyncBuffersHook")],
             default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=1)),
@@ -57,6 +56,8 @@ def main(work_dir: str, out_dir: str) -> None:
         ),
         Path(out_dir) / f"rank{get_rank()}.pth",
     )
+    # both ranks finish their files before the group goes away (gloo aborts on a torn down peer)
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 
