@@ -169,7 +169,8 @@ def test_log_lines_and_json_scalars_follow_mmengine_format(tmp_path):
     num = r"\d+\.\d{4}"
     train = re.compile(
         rf"^\d{{4}}/\d\d/\d\d \d\d:\d\d:\d\d - fastopt - INFO - Epoch\(train\) \[1\]\[2/4\]  lr: 1\.0000e-01  "
-        rf"eta: \d:\d\d:\d\d  time: {num}  data_time: {num}  grad_norm: {num}  loss: {num}  acc: {num}$",
+        rf"eta: \d:\d\d:\d\d  time: {num}  data_time: {num}  (memory: \d+  )?grad_norm: {num}  "
+        rf"loss: {num}  acc: {num}$",
         re.M,
     )
     assert train.search(log), log
@@ -350,7 +351,7 @@ def test_optim_wrapper_dict_and_per_optimizer_schedulers(tmp_path):
         dict(fc=[dict(type="StepLR", step_size=1, gamma=0.5)])
     )
     assert list(schedulers) == ["fc"] and len(schedulers["fc"]) == 1
-    with pytest.raises(ValueError, match="each item mush be an optimizer object"):
+    with pytest.raises(ValueError, match="each item must be an optimizer wrapper"):
         runner.build_optim_wrapper(dict(fc=dict(lr=0.1)))
 
 
@@ -392,3 +393,27 @@ def test_randomness_seed_deterministic_and_drawn_seeds(tmp_path):
     assert resumed.seed == drawn.seed
     with pytest.raises(TypeError, match="randomness seed must be an int or None"):
         build(tmp_path, randomness=dict(seed="7"))
+
+
+def test_runners_registry_builds_a_runner(tmp_path):
+    from fastopt.registry import RUNNERS
+
+    runner = RUNNERS.build(toys.make_cfg(tmp_path, **NO_VAL))
+    assert isinstance(runner, Runner) and runner.work_dir == str(tmp_path)
+
+
+def test_registry_locations_find_runner_layer_types_in_a_fresh_interpreter():
+    import subprocess
+
+    code = (
+        "from fastopt.registry import HOOKS, LOOPS, RUNNERS, DATA_SAMPLERS, VISBACKENDS, LOG_PROCESSORS\n"
+        "names = [(HOOKS, 'EMAHook'), (LOOPS, 'IterBasedTrainLoop'), (RUNNERS, 'Runner'),\n"
+        "         (DATA_SAMPLERS, 'InfiniteSampler'), (VISBACKENDS, 'TensorboardVisBackend'),\n"
+        "         (LOG_PROCESSORS, 'LogProcessor')]\n"
+        "missing = [n for r, n in names if r.get(n) is None]\n"
+        "assert not missing, missing\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr

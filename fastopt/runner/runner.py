@@ -196,7 +196,6 @@ class Runner:
             raise TypeError(f"cfg should be a Config, a dict or None, but got {type(cfg).__name__}")
 
         self._check_group(
-            "train",
             train_dataloader=train_dataloader,
             train_cfg=train_cfg,
             optim_wrapper=optim_wrapper,
@@ -213,13 +212,12 @@ class Runner:
         self.param_schedulers: Any = param_scheduler
 
         self._check_group(
-            "val", val_dataloader=val_dataloader, val_cfg=val_cfg, val_evaluator=val_evaluator
+            val_dataloader=val_dataloader, val_cfg=val_cfg, val_evaluator=val_evaluator
         )
         self._val_dataloader = val_dataloader
         self._val_loop: Any = val_cfg
         self._val_evaluator = val_evaluator
         self._check_group(
-            "test",
             test_dataloader=test_dataloader,
             test_cfg=test_cfg,
             test_evaluator=test_evaluator,
@@ -467,7 +465,8 @@ class Runner:
 
     # ---------------------------------------------------------------- environment
     @staticmethod
-    def _check_group(phase: str, **items: Any) -> None:
+    def _check_group(**items: Any) -> None:
+        """A phase needs its dataloader, loop config and optimizer/evaluator together."""
         given = [v is not None for v in items.values()]
         if any(given) and not all(given):
             shown = ", ".join(f"{k}={v!r}" for k, v in items.items())
@@ -695,7 +694,7 @@ class Runner:
         for name, optim in cfg.items():
             if not isinstance(optim, OptimWrapper):
                 raise ValueError(
-                    'each item mush be an optimizer object when "type" and "constructor" are not '
+                    'each item must be an optimizer wrapper when "type" and "constructor" are not '
                     f"in optimizer, but got {name}={optim}"
                 )
             wrappers[name] = optim
