@@ -7,6 +7,7 @@ appear above it.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from typing import Any, TextIO
@@ -58,6 +59,8 @@ class ProgressDisplay:
                 redirect_stderr=True,
             )
             self._progress.start()
+            # an exception may end the run before the last bar finishes: restore the cursor
+            atexit.register(self.close)
         if key in self._tasks:
             self._progress.remove_task(self._tasks.pop(key))
         self._tasks[key] = self._progress.add_task(description, total=total, completed=completed)
@@ -75,6 +78,7 @@ class ProgressDisplay:
         if not self._tasks and self._progress is not None:
             self._progress.stop()
             self._progress = None
+            atexit.unregister(self.close)
 
     def close(self) -> None:
         """Remove every bar."""
