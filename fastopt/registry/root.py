@@ -23,11 +23,13 @@ RUNNER_CONSTRUCTORS = Registry("runner constructor", scope="fastopt", locations=
 LOOPS = Registry("loop", scope="fastopt", locations=["fastopt.loops"])
 HOOKS = Registry("hook", scope="fastopt", locations=["fastopt.hooks"])
 STRATEGIES = Registry("strategy", scope="fastopt")
-DATASETS = Registry("dataset", scope="fastopt")
-DATA_SAMPLERS = Registry("data sampler", scope="fastopt", locations=_RUNTIME)
+DATASETS = Registry("dataset", scope="fastopt", locations=["fastopt.dataset"])
+DATA_SAMPLERS = Registry("data sampler", scope="fastopt", locations=["fastopt.dataset"])
 TRANSFORMS = Registry("transform", scope="fastopt")
-MODELS = Registry("model", build_func=build_model_from_cfg, scope="fastopt")
-MODEL_WRAPPERS = Registry("model_wrapper", scope="fastopt")
+MODELS = Registry(
+    "model", build_func=build_model_from_cfg, scope="fastopt", locations=["fastopt.model"]
+)
+MODEL_WRAPPERS = Registry("model_wrapper", scope="fastopt", locations=["fastopt.model"])
 WEIGHT_INITIALIZERS = Registry("weight initializer", scope="fastopt")
 # fastopt.optim registers the fused optimizers; torch_optimizers adds every torch.optim class
 # and the LARS alias.
@@ -47,14 +49,14 @@ PARAM_SCHEDULERS = Registry(
     scope="fastopt",
     locations=["fastopt.scheduler"],
 )
-METRICS = Registry("metric", scope="fastopt")
-EVALUATOR = Registry("evaluator", scope="fastopt")
+METRICS = Registry("metric", scope="fastopt", locations=["fastopt.evaluator"])
+EVALUATOR = Registry("evaluator", scope="fastopt", locations=["fastopt.evaluator"])
 TASK_UTILS = Registry("task util", scope="fastopt")
-VISUALIZERS = Registry("visualizer", scope="fastopt", locations=_RUNTIME)
-VISBACKENDS = Registry("vis_backend", scope="fastopt", locations=_RUNTIME)
+VISUALIZERS = Registry("visualizer", scope="fastopt", locations=["fastopt.visualization"])
+VISBACKENDS = Registry("vis_backend", scope="fastopt", locations=["fastopt.visualization"])
 LOG_PROCESSORS = Registry("log_processor", scope="fastopt", locations=_RUNTIME)
 INFERENCERS = Registry("inferencer", scope="fastopt")
-FUNCTIONS = Registry("function", scope="fastopt")
+FUNCTIONS = Registry("function", scope="fastopt", locations=["fastopt.dataset"])
 
 ROOT_REGISTRIES: dict[str, Registry] = {
     name: value for name, value in globals().items() if isinstance(value, Registry)
