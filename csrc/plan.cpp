@@ -46,7 +46,8 @@ struct TensorAccess {
     const Names& n = names();
     PyObject* names_[4] = {n.grad, n.dtype, n.data_ptr, n.is_contiguous};
     for (int i = 0; i < 4; ++i) {
-      PyObject* d = PyDict_GetItemWithError(reinterpret_cast<PyTypeObject*>(base)->tp_dict, names_[i]);
+      PyObject* d =
+          PyDict_GetItemWithError(reinterpret_cast<PyTypeObject*>(base)->tp_dict, names_[i]);
       if (d == nullptr) return false;
       descr[i] = d;
     }
@@ -144,50 +145,34 @@ std::vector<std::string> keys_of() {
   return std::vector<std::string>(std::begin(Op::kHyperKeys), std::end(Op::kHyperKeys));
 }
 
-bool cpu_has(const char* feature) {
-  __builtin_cpu_init();
-  if (std::strcmp(feature, "avx512") == 0)
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  if (std::strcmp(feature, "avx2") == 0)
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
-  return true;
-}
-
-const char* choose_isa() {
-  const char* want = std::getenv("FASTOPT_CPU_ISA");
-  if (want != nullptr && *want != '\0') {
-    for (const char* isa : {"baseline", "avx2", "avx512"})
-      if (std::strcmp(want, isa) == 0) {
-        if (!cpu_has(isa))
-          throw std::runtime_error(std::string("FASTOPT_CPU_ISA=") + want +
-                                   " but this CPU does not support it");
-        return isa;
-      }
-    throw std::runtime_error(std::string("FASTOPT_CPU_ISA must be baseline, avx2 or avx512, got ") +
-                             want);
-  }
-  if (cpu_has("avx512")) return "avx512";
-  if (cpu_has("avx2")) return "avx2";
-  return "baseline";
+// The engine of this module for a device type. _C runs cpu tensors on the CPU engine and cuda
+// tensors on the CUDA engine (when built); _C_simt runs cpu tensors on the CUDA engine compiled
+// for the host emulation, so the CUDA kernels and launch plans execute without a GPU.
+std::unique_ptr<Engine> make_engine(const std::string& kind, const std::string& device_type,
+                                    int device_index, const std::vector<TensorEntry>& entries,
+                                    int64_t chunk_elems) {
+  const std::string engine = engine_for(device_type);
+  if (engine == "cpu") return make_cpu_engine(kind, entries, chunk_elems);
+#if FASTOPT_WITH_CUDA || FASTOPT_SIMT
+  if (engine == "cuda" || engine == "simt")
+    return make_cuda_engine(kind, entries, device_index, chunk_elems);
+#endif
+  throw std::invalid_argument("this build of fastopt has no engine for " + device_type +
+                              " tensors");
 }
 
 }  // namespace
 
-const char* cpu_isa() {
-  static const char* isa = choose_isa();
-  return isa;
-}
-
-const CpuKernels& cpu_kernels() {
-  static const CpuKernels k = [] {
-    const std::string isa = cpu_isa();
-    if (isa == "avx512") return cpu_avx512::kernels();
-    if (isa == "avx2") return cpu_avx2::kernels();
-    return cpu_baseline::kernels();
-  }();
-  return k;
+std::string engine_for(const std::string& device_type) {
+#if FASTOPT_SIMT
+  if (device_type == "cpu") return "simt";
+#else
+  if (device_type == "cpu") return "cpu";
+#if FASTOPT_WITH_CUDA
+  if (device_type == "cuda") return "cuda";
+#endif
+#endif
+  return "";
 }
 
 std::vector<std::string> hyper_keys(const std::string& kind) {
@@ -199,20 +184,28 @@ std::vector<std::string> hyper_keys(const std::string& kind) {
 
 Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::list params,
            std::vector<int64_t> entry_of_param, std::vector<int32_t> layouts,
-           std::vector<py::object> dense_strides, py::list entries, int64_t chunk_elems)
+           std::vector<py::object> dense_strides, py::list entries, int64_t chunk_elems,
+           py::object device)
     : kind_(std::move(kind)),
+      device_(device),
       owner_groups_(owner_groups),
       owner_state_(owner_state),
       params_(params),
       entry_of_param_(std::move(entry_of_param)),
       layouts_(std::move(layouts)),
-      dense_strides_(std::move(dense_strides)),
-      kernels_(cpu_kernels()) {
-  if (kind_ == Sgd::kName) step_ = kernels_.sgd;
-  if (kind_ == Adam::kName) step_ = kernels_.adam;
-  if (kind_ == Lars::kName) step_ = kernels_.lars;
-  if (step_ == nullptr) throw std::invalid_argument("unknown optimizer kind '" + kind_ + "'");
-  if (chunk_elems <= 0) throw std::invalid_argument("chunk_elems must be positive");
+      dense_strides_(std::move(dense_strides)) {
+  if (chunk_elems < 0) throw std::invalid_argument("chunk_elems must be positive");
+  std::string device_type = "cpu";
+  int device_index = -1;
+  if (!device_.is_none()) {
+    device_type = device_.attr("type").cast<std::string>();
+    py::object index = device_.attr("index");
+    device_index = index.is_none() ? -1 : index.cast<int>();
+  }
+  const std::string engine = engine_for(device_type);
+  device_engine_ = engine == "cuda" || engine == "simt";
+  if (engine == "cuda" && device_index < 0)
+    throw std::invalid_argument("Plan: a cuda device needs an index");
   const size_t n_params = size_t(py::len(params_));
   if (entry_of_param_.size() != n_params || layouts_.size() != n_params ||
       dense_strides_.size() != n_params)
@@ -232,6 +225,7 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
     }
     k.name = name;
     k.key = py::reinterpret_steal<py::str>(PyUnicode_InternFromString(name.c_str()));
+    if (k.name == "lr") lr_key_ = int(keys_.size());
     keys_.push_back(std::move(k));
   }
 
@@ -264,22 +258,22 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
     e.step = reinterpret_cast<float*>(t[9].cast<int64_t>());
     e.fresh = t[10].cast<int32_t>();
     grad_dtype_.push_back(py::reinterpret_borrow<py::object>(t[11]));  // expected grad dtype
-    const int64_t idx = int64_t(entries_.size());
-    for (int64_t b = 0; b < e.numel; b += chunk_elems)
-      chunks_.push_back(Chunk{idx, b, std::min(chunk_elems, e.numel - b)});
     total_elems_ += e.numel;
     entries_.push_back(e);
   }
 
   hyper_.assign(groups_.size() * keys_.size(), 0.0);
+  lr_device_.assign(groups_.size(), nullptr);
   std::string reason;
   if (!read_hypers(&reason)) throw std::invalid_argument(reason);
   structural_ = hyper_;
+  engine_ = make_engine(kind_, device_type, device_index, entries_, chunk_elems);
 }
 
 std::vector<std::string> Plan::hyper_names() const {
   std::vector<std::string> out;
-  for (const HyperKey& k : keys_) out.push_back(k.name + (k.index >= 0 ? "." + std::to_string(k.index) : ""));
+  for (const HyperKey& k : keys_)
+    out.push_back(k.name + (k.index >= 0 ? "." + std::to_string(k.index) : ""));
   return out;
 }
 
@@ -298,6 +292,16 @@ bool Plan::read_hypers(std::string* reason) {
         }
         *reason = "param group " + std::to_string(g) + " has no '" + key.name + "'";
         return false;
+      }
+      if (int(k) == lr_key_ && device_engine_) {
+        lr_device_[g] = nullptr;
+        if (!PyFloat_CheckExact(v) && !PyLong_CheckExact(v)) {
+          if (!read_device_lr(g, v, reason)) return false;
+          if (lr_device_[g] != nullptr) {
+            hyper_[g * nk + k] = 0.0;  // unused: the device reads the tensor
+            continue;
+          }
+        }
       }
       py::object item;
       if (key.index >= 0) {
@@ -319,6 +323,23 @@ bool Plan::read_hypers(std::string* reason) {
       hyper_[g * nk + k] = d;
     }
   }
+  return true;
+}
+
+// A tensor lr on the params' device is read by the device at run time (no host sync, and a
+// captured CUDA graph follows in-place updates of it); any other value is read as a number.
+bool Plan::read_device_lr(size_t group, PyObject* value, std::string* reason) {
+  py::handle v(value);
+  if (!py::hasattr(v, "data_ptr") || !py::hasattr(v, "device")) return true;
+  const py::object device = v.attr("device");
+  if (!device.equal(device_)) return true;
+  const std::string where = "param group " + std::to_string(group) + ": a tensor 'lr' ";
+  if (py::str(v.attr("dtype")).cast<std::string>() != "torch.float32" ||
+      v.attr("numel")().cast<int64_t>() != 1) {
+    *reason = where + "on the params' device must be a one-element float32 tensor";
+    return false;
+  }
+  lr_device_[group] = reinterpret_cast<const float*>(v.attr("data_ptr")().cast<int64_t>());
   return true;
 }
 
@@ -400,8 +421,7 @@ py::tuple Plan::refresh() {
   const size_t nk = keys_.size();
   for (size_t g = 0; g < groups_.size(); ++g)
     for (size_t k = 0; k < nk; ++k)
-      if (keys_[k].structural &&
-          (hyper_[g * nk + k] != 0.0) != (structural_[g * nk + k] != 0.0))
+      if (keys_[k].structural && (hyper_[g * nk + k] != 0.0) != (structural_[g * nk + k] != 0.0))
         return rebuild("'" + keys_[k].name + "' switched on or off");
   return py::make_tuple(int(Refresh::ok), std::string(), fixups);
 }
@@ -412,60 +432,41 @@ void Plan::set_grad(int64_t entry, int64_t ptr, bool active) {
   entries_[entry].active = active;
 }
 
-StepCall Plan::call(int num_threads, StepScalars scalars) const {
-  StepCall c;
-  c.entries = const_cast<TensorEntry*>(entries_.data());
-  c.n_entries = num_entries();
-  c.chunks = chunks_.data();
-  c.n_chunks = num_chunks();
-  c.total_elems = total_elems_;
-  c.hyper = hyper_.data();
-  c.hyper_stride = int64_t(keys_.size());
-  c.scalars = scalars;
-  c.num_threads = num_threads < 1 ? 1 : num_threads;
-  return c;
+StepInputs Plan::inputs(int num_threads, double op_scalar, void* stream) {
+  StepInputs in;
+  in.entries = entries_.data();
+  in.n_entries = num_entries();
+  in.hyper = hyper_.data();
+  in.hyper_stride = int64_t(keys_.size());
+  in.n_groups = int64_t(groups_.size());
+  in.lr_device = lr_device_.data();
+  in.op_scalar = op_scalar;
+  in.num_threads = num_threads < 1 ? 1 : num_threads;
+  in.stream = stream;
+  return in;
 }
 
-void Plan::run(int num_threads, double op_scalar, const GradPipeline& pipe) {
-  StepScalars scalars;
-  scalars.op_scalar = op_scalar;
+void Plan::run(int num_threads, double op_scalar, const GradPipeline& pipe, void* stream) {
+  const StepInputs in = inputs(num_threads, op_scalar, stream);
   py::gil_scoped_release release;
-  if (pipe.loss_scale != nullptr)  // as torch: scale.double().reciprocal().float()
-    scalars.inv_scale = float(1.0 / double(*pipe.loss_scale));
-  if (pipe.max_norm > 0.0 || pipe.norm_out != nullptr || pipe.found_inf != nullptr) {
-    const NormMeasure m{NormType(pipe.norm_type), pipe.norm_p};
-    std::vector<double> per_tensor(entries_.size());
-    kernels_.tensor_norms(call(num_threads, scalars), 1, scalars.inv_scale, m, per_tensor.data());
-    double total = 0.0;
-    for (double v : per_tensor) total = m.combine(total, v);
-    const float norm = float(m.finish(total));
-    const bool nonfinite = !std::isfinite(norm);
-    if (pipe.norm_out != nullptr) *pipe.norm_out = norm;
-    if (pipe.found_inf != nullptr) {
-      *pipe.found_inf = nonfinite ? 1.f : 0.f;
-      if (nonfinite) return;
-    }
-    if (pipe.max_norm > 0.0) {  // torch: clamp(max_norm / (norm + 1e-6), max=1) in float32
-      const float coef = float(pipe.max_norm) / (norm + 1e-6f);
-      scalars.clip_coef = (coef < 1.f || coef != coef) ? coef : 1.f;  // clamp propagates nan
-    }
-  }
-  step_(call(num_threads, scalars));
+  engine_->step(in, pipe);
 }
 
 std::vector<double> Plan::tensor_norms(int which, int norm_type, double p, float scale,
-                                       int num_threads) {
+                                       int num_threads, void* stream) {
   if (which != 0 && which != 1) throw std::invalid_argument("which must be 0 or 1");
   if (norm_type < 0 || norm_type > 3) throw std::invalid_argument("bad norm type");
-  StepScalars scalars;
-  scalars.inv_scale = scale;
-  const StepCall c = call(num_threads, scalars);
-  std::vector<double> out(entries_.size());
-  {
-    py::gil_scoped_release release;
-    kernels_.tensor_norms(c, which, scale, NormMeasure{NormType(norm_type), p}, out.data());
-  }
-  return out;
+  const StepInputs in = inputs(num_threads, 0.0, stream);
+  py::gil_scoped_release release;
+  return engine_->tensor_norms(in, which, NormMeasure{NormType(norm_type), p}, scale);
+}
+
+std::vector<LaunchRecord> Plan::launches(double op_scalar, const GradPipeline& pipe) {
+  return engine_->launches(inputs(1, op_scalar, nullptr), pipe);
+}
+
+void Plan::bind_workspace(int64_t ptr, void* stream) {
+  engine_->bind_workspace(reinterpret_cast<void*>(ptr), stream);
 }
 
 std::vector<int64_t> Plan::active_entries() const {

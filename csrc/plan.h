@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "core/table.h"
-#include "cpu/api.h"
+#include "engine.h"
 
 namespace fastopt {
 
@@ -40,9 +40,12 @@ enum class Refresh : int32_t { ok = 0, rebuild = 1 };
 
 class Plan {
  public:
+  // device: the params' torch.device (None: cpu); it selects the engine (see make_engine).
+  // chunk_elems 0: the engine's default chunk size.
   Plan(std::string kind, py::list owner_groups, py::object owner_state, py::list params,
        std::vector<int64_t> entry_of_param, std::vector<int32_t> layouts,
-       std::vector<py::object> dense_strides, py::list entries, int64_t chunk_elems);
+       std::vector<py::object> dense_strides, py::list entries, int64_t chunk_elems,
+       py::object device);
 
   // Re-reads grads and hyperparameters. Returns (status, reason, fixups): fixups are entries
   // whose grad Python must supply with set_grad (staged params, or grads of another layout).
@@ -51,25 +54,36 @@ class Plan {
   // One optimizer step over every entry with a grad, through the gradient pipeline: with a
   // loss scale the grads are unscaled; the total norm is reduced when clipping or reporting;
   // with found_inf set a non-finite grad turns the step into a no-op.
-  void run(int num_threads, double op_scalar, const GradPipeline& pipe);
+  // stream: the cudaStream_t a device engine launches on (ignored by the CPU engine).
+  void run(int num_threads, double op_scalar, const GradPipeline& pipe, void* stream);
   // Per-tensor norm measures (folded, see NormMeasure) of params (which=0) or grads (which=1).
-  std::vector<double> tensor_norms(int which, int norm_type, double p, float scale,
-                                   int num_threads);
+  // A device engine waits for the result (a host synchronisation: for diagnostics, not steps).
+  std::vector<double> tensor_norms(int which, int norm_type, double p, float scale, int num_threads,
+                                   void* stream);
+  // The kernel launches run() would make now (device engines; empty for the CPU engine).
+  std::vector<LaunchRecord> launches(double op_scalar, const GradPipeline& pipe);
+  // Device engines: scratch memory on the params' device, allocated by the caller once per plan.
+  int64_t workspace_bytes() const { return engine_->workspace_bytes(); }
+  void bind_workspace(int64_t ptr, void* stream);
 
   const std::string& kind() const { return kind_; }
+  const char* backend() const { return engine_->backend(); }
   int64_t num_entries() const { return int64_t(entries_.size()); }
-  int64_t num_chunks() const { return int64_t(chunks_.size()); }
+  int64_t num_chunks() const { return engine_->num_chunks(); }
   int64_t total_elems() const { return total_elems_; }
   std::vector<std::string> hyper_names() const;
   std::vector<double> hyper_table() const { return hyper_; }
   std::vector<int64_t> active_entries() const;
 
  private:
-  StepCall call(int num_threads, StepScalars scalars) const;
+  StepInputs inputs(int num_threads, double op_scalar, void* stream);
   bool read_hypers(std::string* reason);
+  bool read_device_lr(size_t group, PyObject* value, std::string* reason);
 
   std::string kind_;
-  void (*step_)(const StepCall&) = nullptr;
+  py::object device_;
+  bool device_engine_ = false;  // the engine runs on the params' device (not the host)
+  int lr_key_ = -1;             // index of the "lr" key
   std::vector<HyperKey> keys_;
   py::list owner_groups_;
   py::object owner_state_;
@@ -77,22 +91,21 @@ class Plan {
   std::vector<py::object> group_lists_;  // each group's 'params' list
   std::vector<Py_ssize_t> group_sizes_;
   py::list params_;
-  std::vector<int64_t> param_data_;  // data_ptr() at build time
+  std::vector<int64_t> param_data_;     // data_ptr() at build time
   std::vector<py::object> grad_dtype_;  // per entry: the dtype its grads must have
   std::vector<int64_t> entry_of_param_;
   std::vector<int32_t> layouts_;
   std::vector<py::object> dense_strides_;
   std::vector<TensorEntry> entries_;
-  std::vector<Chunk> chunks_;
-  std::vector<double> hyper_;         // [groups][keys]
-  std::vector<double> structural_;    // truthiness of structural keys at build time
+  std::vector<double> hyper_;            // [groups][keys]
+  std::vector<const float*> lr_device_;  // per group: device scalar lr (tensor lr), or nullptr
+  std::vector<double> structural_;       // truthiness of structural keys at build time
   int64_t total_elems_ = 0;
-  CpuKernels kernels_;
+  std::unique_ptr<Engine> engine_;
 };
 
-// The kernels of the best instruction set this CPU supports (FASTOPT_CPU_ISA overrides).
-const CpuKernels& cpu_kernels();
-const char* cpu_isa();
 std::vector<std::string> hyper_keys(const std::string& kind);
+// The engine this module runs a device type's tensors on ("cpu", "cuda", "simt"), or "".
+std::string engine_for(const std::string& device_type);
 
 }  // namespace fastopt

@@ -4,6 +4,10 @@ This is the slow path, run when the table is first needed and whenever something
 changes (see ``csrc/plan.h``): it validates every param, creates missing states the way torch
 does, and hands the engine raw pointers. The per-step refresh (grad pointers, hyperparameters)
 happens in C++ without Python bytecode.
+
+The params' device picks the engine (``_C.engine_for``): the CPU engine, or the CUDA engine for
+cuda tensors (and, in ``fastopt._C_simt``, for cpu tensors under the host emulation). A device
+engine keeps step counts and a workspace on the params' device, so a step never synchronises.
 """
 
 from __future__ import annotations
@@ -53,6 +57,12 @@ class Plan:
     entry_params: list[torch.Tensor]
     staged: list[_Staged] = field(default_factory=list)
     temporaries: list[torch.Tensor] = field(default_factory=list)
+    device: torch.device | None = None
+    workspace: torch.Tensor | None = None  # device engines: scratch memory, one per plan
+
+    def stream(self) -> int:
+        """The cudaStream_t to launch on: torch's current stream of the params' device."""
+        return _current_stream(self.device)
 
     def is_current(self, optimizer: FusedOptimizer) -> bool:
         return self.param_groups is optimizer.param_groups and self.state is optimizer.state
@@ -90,6 +100,12 @@ class Plan:
             if s.param.grad is not None:
                 s.param.copy_(s.param_buf)
         self.temporaries.clear()
+
+
+def _current_stream(device: torch.device | None) -> int:
+    if device is not None and device.type == "cuda":
+        return torch.cuda.current_stream(device).cuda_stream
+    return 0
 
 
 def is_non_overlapping_and_dense(t: torch.Tensor) -> bool:
@@ -167,10 +183,16 @@ def build_plan(opt: FusedOptimizer) -> Plan:
                 raise RuntimeError(
                     f"{where}: all params must be on one device, found {device} and {p.device}"
                 )
-            if p.device.type != "cpu":
+            if C.engine_for(p.device.type) is None:
                 raise RuntimeError(
                     f"{where}: this build of fastopt has no engine for {p.device.type} tensors "
-                    f"(built: {', '.join(C.build_info()['backends'])})"
+                    f"(built: {', '.join(C.build_info()['backends']) or 'none'}; `fastopt info` "
+                    "shows what was built)"
+                )
+            if group.get("capturable") and C.engine_for(p.device.type) == "cpu":
+                raise RuntimeError(
+                    f"{where}: capturable=True needs params on a CUDA device (a step captured "
+                    "in a CUDA graph)"
                 )
             grad = p.grad
             if grad is not None:
@@ -212,7 +234,9 @@ def build_plan(opt: FusedOptimizer) -> Plan:
             param_ptr = p.data_ptr()
             if layout == LAYOUT_STAGED:
                 buf = p.detach().contiguous()
-                gbuf = torch.empty(p.shape, dtype=grad.dtype if grad is not None else p.dtype)
+                gbuf = torch.empty(
+                    p.shape, dtype=grad.dtype if grad is not None else p.dtype, device=p.device
+                )
                 staged.append(_Staged(len(entries), p, buf, gbuf))
                 param_ptr = buf.data_ptr()
 
@@ -244,9 +268,11 @@ def build_plan(opt: FusedOptimizer) -> Plan:
 
     # torch keeps one 0-dim float32 'step' tensor per param; ours are views of one buffer the
     # engine increments in place, so state_dict() shows torch's layout with no per-step copies.
+    # A device engine counts on the params' device (no host sync, and a step captured in a CUDA
+    # graph counts on replay), as torch's capturable and fused optimizers do.
     steps = None
     if step_values:
-        steps = torch.tensor(step_values, dtype=torch.float32)
+        steps = torch.tensor(step_values, dtype=torch.float32, device=device)
         for i, state in enumerate(step_owners):
             state["step"] = steps[i]
     base = steps.data_ptr() if steps is not None else 0
@@ -262,5 +288,19 @@ def build_plan(opt: FusedOptimizer) -> Plan:
         layouts,
         strides,
         [tuple(e) for e in entries],
+        device=device,
     )
-    return Plan(engine, opt.param_groups, opt.state, steps, entry_params, staged)
+    workspace = None
+    if engine.workspace_bytes:
+        workspace = torch.zeros(engine.workspace_bytes, dtype=torch.uint8, device=device)
+        engine.bind_workspace(workspace.data_ptr(), _current_stream(device))
+    return Plan(
+        engine,
+        opt.param_groups,
+        opt.state,
+        steps,
+        entry_params,
+        staged,
+        device=device,
+        workspace=workspace,
+    )

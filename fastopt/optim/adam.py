@@ -18,6 +18,10 @@ class FusedAdam(FusedOptimizer):
 
     State per param: ``step``, ``exp_avg``, ``exp_avg_sq`` (+ ``max_exp_avg_sq`` with amsgrad),
     as torch.
+
+    On a GPU the step counts live on the device and a tensor ``lr`` on the params' device is read
+    there, so a step can be captured in a CUDA graph and replayed; ``capturable=True`` (torch's
+    flag) asks for that and is refused for CPU params.
     """
 
     _kind = "adam"
@@ -33,6 +37,7 @@ class FusedAdam(FusedOptimizer):
         amsgrad: bool = False,
         *,
         maximize: bool = False,
+        capturable: bool = False,
         decoupled_weight_decay: bool = False,
         state_dtype: StateDtype = torch.float32,
     ) -> None:
@@ -55,7 +60,7 @@ class FusedAdam(FusedOptimizer):
             maximize=maximize,
             # torch's keys, so a state dict loads into torch.optim.Adam(W) unchanged
             foreach=None,
-            capturable=False,
+            capturable=capturable,
             differentiable=False,
             fused=None,
             decoupled_weight_decay=decoupled_weight_decay,
@@ -82,6 +87,7 @@ class FusedAdamW(FusedAdam):
         amsgrad: bool = False,
         *,
         maximize: bool = False,
+        capturable: bool = False,
         state_dtype: StateDtype = torch.float32,
     ) -> None:
         super().__init__(
@@ -92,6 +98,7 @@ class FusedAdamW(FusedAdam):
             weight_decay=weight_decay,
             amsgrad=amsgrad,
             maximize=maximize,
+            capturable=capturable,
             decoupled_weight_decay=True,
             state_dtype=state_dtype,
         )

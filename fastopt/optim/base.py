@@ -119,7 +119,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             norm_out: float32 tensor that receives the pre-clip total norm of the unscaled grads.
 
         All tensors are 0-dim or one-element float32 on the params' device; nothing here
-        synchronises with the host.
+        synchronises with the host (on a GPU every step of the pipeline runs on the device, on
+        torch's current stream).
         """
         norm_kind, p = _norm_kind(norm_type)
         if max_norm is not None and max_norm <= 0:
@@ -136,17 +137,28 @@ class FusedOptimizer(torch.optim.Optimizer):
                     f"fused_step: {name} must be a one-element float32 tensor, got {t.dtype} {tuple(t.shape)}"
                 )
         self._run(
-            loss_scale=loss_scale.data_ptr() if loss_scale is not None else 0,
+            loss_scale=loss_scale,
             max_norm=float(max_norm or 0.0),
             norm_type=norm_kind,
             norm_p=p,
-            norm_out=norm_out.data_ptr() if norm_out is not None else 0,
-            found_inf=found_inf.data_ptr() if found_inf is not None else 0,
+            norm_out=norm_out,
+            found_inf=found_inf,
         )
 
     def _run(self, **pipeline: Any) -> None:
         plan = self._current_plan()
-        plan.engine.run(torch.get_num_threads(), self._op_scalar(), **pipeline)
+        for name in ("loss_scale", "norm_out", "found_inf"):
+            t = pipeline.pop(name, None)
+            if t is None:
+                continue
+            if plan.device is not None and t.device != plan.device:
+                raise ValueError(
+                    f"fused_step: {name} is on {t.device}, the params on {plan.device}"
+                )
+            pipeline[name] = t.data_ptr()
+        plan.engine.run(
+            torch.get_num_threads(), self._op_scalar(), stream=plan.stream(), **pipeline
+        )
         if plan.staged or plan.temporaries:
             with torch.no_grad():
                 plan.finish()

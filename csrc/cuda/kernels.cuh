@@ -1,0 +1,446 @@
+// The kernels of the CUDA engine and their launch parameters. Compiled by nvcc for the GPU and,
+// unchanged, by the host compiler under the emulation of simt/ (fastopt._C_simt).
+//
+// Launch plans follow torch's MultiTensorApply: every tensor is cut into fixed-size chunks and
+// one block handles one chunk. The tensors of a launch are described in its kernel parameters
+// (CUDA 12.1+ allows 32 KB), so a step needs no host-to-device copy: block b belongs to the
+// tensor t with block_start[t] <= b < block_start[t + 1] (a binary search), and offsets are
+// 64-bit, so a tensor may have more than 2^31 elements. Whether a chunk uses 16-byte accesses is
+// decided per chunk from its pointers' alignment; the rest use a scalar path.
+//
+// Per-step values computed on the device live in a workspace (see engine.cuh): prepared
+// per-tensor arguments, first-step flags, per-chunk norm partials and the pipeline's scalars.
+// Every reduction is a fixed tree (no float atomics), so results are deterministic.
+#pragma once
+
+#include <cstdint>
+#include <utility>
+
+#include "../core/norms.h"
+#include "../core/table.h"
+#include "runtime.h"
+
+#define FASTOPT_DEVICE __device__ __forceinline__
+
+namespace fastopt {
+namespace cuda {
+
+constexpr int kBlockThreads = 512;    // chunk kernels and the pipeline kernel
+constexpr int kTensorThreads = 256;   // kernels with one block per tensor
+constexpr int kPrepareThreads = 128;  // prepare without norms: one thread per tensor
+constexpr int kWarp = 32;
+constexpr int kIlp = 4;  // elements in flight per thread on the scalar path
+// Kernel parameter space since CUDA 12.1 on Volta and newer; launch structs leave room for the
+// kernels' other parameters.
+constexpr int kParamBytes = 32764;
+constexpr int kStructBytes = kParamBytes - 256;
+constexpr int64_t kDefaultChunkElems = int64_t(1) << 16;
+constexpr int64_t kMaxChunkElems = int64_t(1) << 30;  // chunk-local indices are int
+constexpr int64_t kMaxGridBlocks = 0x7fffffff;
+
+// Pipeline values of one step, written by pipeline_kernel, read by the later kernels.
+struct PipelineState {
+  float inv_scale;
+  float clip_coef;
+  int32_t skip;  // a grad was inf/nan and found_inf was requested: the step is a no-op
+  int32_t pad;
+};
+
+// The factor a norm kernel applies to its values before folding them.
+struct ScaleSource {
+  float value;
+  const float* loss_scale;        // else 1 / *loss_scale (the pipeline's unscale), or
+  const PipelineState* pipeline;  // else inv_scale * clip_coef of this step
+  FASTOPT_HD float resolve() const {
+    if (pipeline != nullptr) return pipeline->inv_scale * pipeline->clip_coef;
+    if (loss_scale != nullptr) return float(1.0 / double(*loss_scale));  // as the CPU engine
+    return value;
+  }
+};
+
+// Blocks of a chunk-grid launch.
+template <int N>
+struct ChunkGrid {
+  int32_t n;  // tensors
+  int32_t chunk_elems;
+  int32_t block_start[N + 1];
+  int32_t chunk_base[N];  // index of the tensor's first chunk among the step's active chunks
+  int64_t numel[N];
+};
+
+template <int N, int S>
+struct UpdateLaunch {
+  ChunkGrid<N> grid;
+  void* param[N];
+  const void* grad[N];
+  void* state[S][N];
+  int32_t slot[N];  // entry index: prepared arguments
+};
+
+template <int N>
+struct NormLaunch {
+  ChunkGrid<N> grid;
+  const void* x[N];
+  NormMeasure measure;
+  ScaleSource scale;
+  double* partials;  // [step chunk]
+};
+
+template <int N, int K>
+struct PrepareLaunch {
+  int32_t n;
+  double hyper[N][K];  // rows: the groups of this launch's tensors
+  const float* lr[N];  // per row: a device lr replacing hyper[row][kLr], or nullptr
+  float* step[N];
+  int32_t row[N];
+  int32_t slot[N];
+  int32_t chunk_base[N];  // norm partials of the tensor (optimizers that need norms)
+  int32_t chunks[N];
+};
+
+template <int N>
+struct CombineLaunch {
+  int32_t n;
+  int32_t chunk_base[N];
+  int32_t chunks[N];
+  int32_t out[N];
+};
+
+struct PipelineArgs {
+  const double* partials;
+  int64_t n_chunks;
+  NormMeasure measure;
+  int32_t reduce;
+  const float* loss_scale;
+  double max_norm;
+  float* norm_out;
+  float* found_inf;
+  PipelineState* state;
+};
+
+// Launch capacities: as many tensors as the parameter space holds.
+template <int S>
+constexpr int kUpdateTensors = (kStructBytes - 64) / (4 + 4 + 8 + 8 + 8 + 8 * S + 4);
+constexpr int kNormTensors = (kStructBytes - 128) / (4 + 4 + 8 + 8);
+template <int K>
+constexpr int kPrepareTensors = (kStructBytes - 64) / (8 * K + 8 + 8 + 4 * 4);
+constexpr int kCombineTensors = (kStructBytes - 64) / (4 * 3);
+
+FASTOPT_HD bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
+
+FASTOPT_HD int64_t min64(int64_t a, int64_t b) {
+  return a < b ? a : b;
+}
+
+FASTOPT_HD bool finite(float x) {
+  return (float_bits(x) & 0x7f800000u) != 0x7f800000u;
+}
+
+// The tensor of block b: the last t with block_start[t] <= b (tensors without chunks are never
+// in a chunk grid).
+FASTOPT_HD int find_tensor(const int32_t* block_start, int n, int32_t b) {
+  int lo = 0, hi = n - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (block_start[mid] <= b)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return lo;
+}
+
+// The position of a block in its launch: tensor, chunk of the tensor, first element, size.
+struct ChunkPos {
+  int t;
+  int chunk;
+  int64_t begin;
+  int n;
+};
+template <int N>
+FASTOPT_DEVICE ChunkPos chunk_pos(const ChunkGrid<N>& g) {
+  ChunkPos c;
+  c.t = find_tensor(g.block_start, g.n, int32_t(blockIdx.x));
+  c.chunk = int(blockIdx.x) - g.block_start[c.t];
+  c.begin = int64_t(c.chunk) * g.chunk_elems;
+  c.n = int(min64(g.chunk_elems, g.numel[c.t] - c.begin));
+  return c;
+}
+
+// 16 bytes of elements: one vector load or store.
+template <class T>
+struct alignas(16) Unit {
+  T v[16 / sizeof(T)];
+};
+
+// Elements per vector step of the update: 16 bytes of the narrowest type.
+template <class P, class G, class S>
+constexpr int vec_elems() {
+  return sizeof(P) == 2 || sizeof(G) == 2 || sizeof(S) == 2 ? 8 : 4;
+}
+
+// A chunk takes the vector path when every pointer it touches is 16-byte aligned (null
+// pointers, of states a tensor does not have, count as aligned). Shared with the host's launch
+// records, so tests can check which path each chunk takes.
+FASTOPT_HD bool chunk_vectorizable(const void* p, const void* g, const void* s0, const void* s1,
+                                   const void* s2) {
+  return aligned16(p) && aligned16(g) && aligned16(s0) && aligned16(s1) && aligned16(s2);
+}
+
+template <int kVec, class T>
+FASTOPT_DEVICE void load_vec(const T* base, int i, float (&out)[kVec]) {
+  constexpr int kPer = 16 / sizeof(T);
+  const Unit<T>* u = reinterpret_cast<const Unit<T>*>(base) + int64_t(i) * (kVec / kPer);
+#pragma unroll
+  for (int k = 0; k < kVec / kPer; ++k) {
+    const Unit<T> x = u[k];
+#pragma unroll
+    for (int e = 0; e < kPer; ++e) out[k * kPer + e] = load(&x.v[e]);
+  }
+}
+
+template <int kVec, class T>
+FASTOPT_DEVICE void store_vec(T* base, int i, const float (&in)[kVec]) {
+  constexpr int kPer = 16 / sizeof(T);
+  Unit<T>* u = reinterpret_cast<Unit<T>*>(base) + int64_t(i) * (kVec / kPer);
+#pragma unroll
+  for (int k = 0; k < kVec / kPer; ++k) {
+    Unit<T> x;
+#pragma unroll
+    for (int e = 0; e < kPer; ++e) store(&x.v[e], in[k * kPer + e]);
+    u[k] = x;
+  }
+}
+
+// Reduces v over the block with the measure's combine (a fixed tree: warp shuffles, then the
+// warps' results in warp 0); the result is valid in thread 0. blockDim.x: a multiple of 32.
+FASTOPT_DEVICE double block_reduce(double v, const NormMeasure& m) {
+  __shared__ double warp_result[kBlockThreads / kWarp];
+  const int lane = int(threadIdx.x) % kWarp, warp = int(threadIdx.x) / kWarp;
+  const int warps = int(blockDim.x) / kWarp;
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset >>= 1)
+    v = m.combine(v, __shfl_down_sync(0xffffffffu, v, offset));
+  if (lane == 0) warp_result[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < warps ? warp_result[lane] : 0.0;
+#pragma unroll
+    for (int offset = kWarp / 2; offset > 0; offset >>= 1)
+      v = m.combine(v, __shfl_down_sync(0xffffffffu, v, offset));
+  }
+  __syncthreads();  // warp_result may be reused by the next call
+  return v;
+}
+
+// ---- update ----------------------------------------------------------------------------------
+
+template <class Op, class F, int... Vs>
+FASTOPT_DEVICE void with_variant(std::integer_sequence<int, Vs...>, int variant, F&& f) {
+  ((variant == Vs ? f(std::integral_constant<int, Vs>{}) : void()), ...);
+}
+
+// One chunk through the functor's variant V; a grad is read as (g * inv_scale) * clip_coef, as
+// in the CPU engine.
+template <class Op, int V, class P, class G, class S>
+FASTOPT_DEVICE void update_chunk(const typename Op::Args& a, P* __restrict__ p,
+                                 const G* __restrict__ g, S* __restrict__ s0, S* __restrict__ s1,
+                                 S* __restrict__ s2, int n, float inv_scale, float clip_coef) {
+  constexpr int kUsed = Op::states_used(V);
+  const int tid = int(threadIdx.x), threads = int(blockDim.x);
+  auto element = [&](int i) {
+    float pv = load(p + i);
+    const float gv = (load(g + i) * inv_scale) * clip_coef;
+    float s[kMaxStates] = {0.f, 0.f, 0.f};
+    if (kUsed & 1) s[0] = load(s0 + i);
+    if (kUsed & 2) s[1] = load(s1 + i);
+    if (kUsed & 4) s[2] = load(s2 + i);
+    Op::template update<V>(a, pv, gv, s);
+    store(p + i, pv);
+    if (kUsed & 1) store(s0 + i, s[0]);
+    if (kUsed & 2) store(s1 + i, s[1]);
+    if (kUsed & 4) store(s2 + i, s[2]);
+  };
+  if (chunk_vectorizable(p, g, s0, s1, s2)) {
+    constexpr int kVec = vec_elems<P, G, S>();
+    const int vectors = n / kVec;
+    for (int i = tid; i < vectors; i += threads) {
+      float pv[kVec], gv[kVec], sv[kMaxStates][kVec];
+      load_vec<kVec>(p, i, pv);
+      load_vec<kVec>(g, i, gv);
+      if (kUsed & 1) load_vec<kVec>(s0, i, sv[0]);
+      if (kUsed & 2) load_vec<kVec>(s1, i, sv[1]);
+      if (kUsed & 4) load_vec<kVec>(s2, i, sv[2]);
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) {
+        float s[kMaxStates] = {kUsed & 1 ? sv[0][j] : 0.f, kUsed & 2 ? sv[1][j] : 0.f,
+                               kUsed & 4 ? sv[2][j] : 0.f};
+        Op::template update<V>(a, pv[j], (gv[j] * inv_scale) * clip_coef, s);
+#pragma unroll
+        for (int k = 0; k < kMaxStates; ++k) sv[k][j] = s[k];
+      }
+      store_vec<kVec>(p, i, pv);
+      if (kUsed & 1) store_vec<kVec>(s0, i, sv[0]);
+      if (kUsed & 2) store_vec<kVec>(s1, i, sv[1]);
+      if (kUsed & 4) store_vec<kVec>(s2, i, sv[2]);
+    }
+    for (int i = vectors * kVec + tid; i < n; i += threads) element(i);  // tail < kVec
+    return;
+  }
+  for (int base = 0; base < n; base += threads * kIlp) {
+    float pv[kIlp], gv[kIlp], sv[kIlp][kMaxStates];
+#pragma unroll
+    for (int j = 0; j < kIlp; ++j) {
+      const int i = base + tid + j * threads;
+      sv[j][0] = sv[j][1] = sv[j][2] = 0.f;
+      if (i < n) {
+        pv[j] = load(p + i);
+        gv[j] = (load(g + i) * inv_scale) * clip_coef;
+        if (kUsed & 1) sv[j][0] = load(s0 + i);
+        if (kUsed & 2) sv[j][1] = load(s1 + i);
+        if (kUsed & 4) sv[j][2] = load(s2 + i);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kIlp; ++j) {
+      const int i = base + tid + j * threads;
+      if (i < n) {
+        Op::template update<V>(a, pv[j], gv[j], sv[j]);
+        store(p + i, pv[j]);
+        if (kUsed & 1) store(s0 + i, sv[j][0]);
+        if (kUsed & 2) store(s1 + i, sv[j][1]);
+        if (kUsed & 4) store(s2 + i, sv[j][2]);
+      }
+    }
+  }
+}
+
+template <class Op, class P, class G, class S, int N>
+__global__ void __launch_bounds__(kBlockThreads)
+    update_kernel(FASTOPT_KERNEL_ARG(UpdateLaunch<N, Op::kStates>) L, const typename Op::Args* args,
+                  const PipelineState* pipe) {
+  float inv_scale = 1.f, clip_coef = 1.f;
+  if (pipe != nullptr) {
+    if (pipe->skip) return;
+    inv_scale = pipe->inv_scale;
+    clip_coef = pipe->clip_coef;
+  }
+  const ChunkPos c = chunk_pos(L.grid);
+  const typename Op::Args a = args[L.slot[c.t]];
+  P* p = static_cast<P*>(L.param[c.t]) + c.begin;
+  const G* g = static_cast<const G*>(L.grad[c.t]) + c.begin;
+  // the chunk of each state buffer; nullptr for a state the optimizer or tensor does not have
+  // (the clamped index keeps the dead branch in bounds)
+  auto state = [&](int k) -> S* {
+    void* base = k < Op::kStates ? L.state[k < Op::kStates ? k : 0][c.t] : nullptr;
+    return base != nullptr ? static_cast<S*>(base) + c.begin : nullptr;
+  };
+  S* const s0 = state(0);
+  S* const s1 = state(1);
+  S* const s2 = state(2);
+  with_variant<Op>(typename Op::Variants{}, a.variant, [&](auto v) {
+    update_chunk<Op, decltype(v)::value>(a, p, g, s0, s1, s2, c.n, inv_scale, clip_coef);
+  });
+}
+
+// ---- norms -----------------------------------------------------------------------------------
+
+// This thread's share of a chunk, folded in a fixed order.
+template <NormType kType, class T>
+FASTOPT_DEVICE double fold_chunk(const T* __restrict__ x, int n, float scale, double p) {
+  const NormMeasure m{kType, p};
+  const int tid = int(threadIdx.x), threads = int(blockDim.x);
+  double acc = 0.0;
+  int i = tid;
+  if (aligned16(x)) {
+    constexpr int kPer = 16 / sizeof(T);
+    const int vectors = n / kPer;
+    for (int v = tid; v < vectors; v += threads) {
+      float xs[kPer];
+      load_vec<kPer>(x, v, xs);
+#pragma unroll
+      for (int e = 0; e < kPer; ++e) acc = m.combine(acc, m.fold(double(xs[e] * scale)));
+    }
+    i = vectors * kPer + tid;
+  }
+#pragma unroll 4
+  for (; i < n; i += threads) acc = m.combine(acc, m.fold(double(load(x + i) * scale)));
+  return acc;
+}
+
+// partials[chunk] = the folded measure of the chunk's values * scale.
+template <class T, int N>
+__global__ void __launch_bounds__(kBlockThreads)
+    norm_partials_kernel(FASTOPT_KERNEL_ARG(NormLaunch<N>) L) {
+  const ChunkPos c = chunk_pos(L.grid);
+  const float scale = L.scale.resolve();
+  const T* x = static_cast<const T*>(L.x[c.t]) + c.begin;
+  double acc = 0.0;
+  switch (L.measure.type) {
+    case NormType::l2: acc = fold_chunk<NormType::l2>(x, c.n, scale, 2.0); break;
+    case NormType::l1: acc = fold_chunk<NormType::l1>(x, c.n, scale, 1.0); break;
+    case NormType::inf: acc = fold_chunk<NormType::inf>(x, c.n, scale, 0.0); break;
+    case NormType::p: acc = fold_chunk<NormType::p>(x, c.n, scale, L.measure.p); break;
+  }
+  acc = block_reduce(acc, L.measure);
+  if (threadIdx.x == 0) L.partials[int64_t(L.grid.chunk_base[c.t]) + c.chunk] = acc;
+}
+
+// Combines a tensor's chunk partials (one block per tensor).
+template <int N>
+__global__ void __launch_bounds__(kTensorThreads)
+    combine_kernel(FASTOPT_KERNEL_ARG(CombineLaunch<N>) L, const double* partials, NormMeasure m,
+                   double* out) {
+  const int t = int(blockIdx.x);
+  double acc = 0.0;
+  for (int i = int(threadIdx.x); i < L.chunks[t]; i += int(blockDim.x))
+    acc = m.combine(acc, partials[int64_t(L.chunk_base[t]) + i]);
+  acc = block_reduce(acc, m);
+  if (threadIdx.x == 0) out[L.out[t]] = acc;
+}
+
+// ---- gradient pipeline and per-tensor preparation --------------------------------------------
+
+// Per tensor: counts the step, combines the norms the optimizer needs (LARS: one block per
+// tensor) and stores the functor's prepared arguments for the update kernel.
+template <class Op, int N>
+__global__ void __launch_bounds__(kTensorThreads)
+    prepare_kernel(FASTOPT_KERNEL_ARG(PrepareLaunch<N, Op::kNumHyper>) L, typename Op::Args* args,
+                   int32_t* fresh, const double* param_partials, const double* grad_partials,
+                   const PipelineState* pipe, double op_scalar) {
+  if (pipe != nullptr && pipe->skip) return;
+  int t;
+  TensorNorms norms{0.0, 0.0};
+  if constexpr (Op::kNeedsNorms) {
+    t = int(blockIdx.x);
+    const NormMeasure l2{NormType::l2, 2.0};
+    double ps = 0.0, gs = 0.0;
+    const int64_t base = L.chunk_base[t];
+    for (int i = int(threadIdx.x); i < L.chunks[t]; i += int(blockDim.x)) {
+      ps += param_partials[base + i];
+      gs += grad_partials[base + i];
+    }
+    ps = block_reduce(ps, l2);
+    gs = block_reduce(gs, l2);
+    if (threadIdx.x != 0) return;
+    norms = TensorNorms{sqrt(ps), sqrt(gs)};
+  } else {
+    t = int(blockIdx.x * blockDim.x + threadIdx.x);
+    if (t >= L.n) return;
+  }
+  const int row = L.row[t];
+  double h[Op::kNumHyper];
+#pragma unroll
+  for (int k = 0; k < Op::kNumHyper; ++k) h[k] = L.hyper[row][k];
+  if (L.lr[row] != nullptr) h[Op::kLr] = double(*L.lr[row]);
+  double step = 0.0;
+  if constexpr (Op::kHasStep) step = double(*L.step[t] += 1.f);
+  const int slot = L.slot[t];
+  args[slot] = Op::prepare(h, step, norms, fresh[slot], op_scalar);
+  fresh[slot] = 0;
+}
+
+}  // namespace cuda
+}  // namespace fastopt
