@@ -4,6 +4,7 @@ reference of the same byte count measured in the same run."""
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +86,14 @@ class Comparison:
         }
 
 
+def _load_1m() -> float | None:
+    """The 1-minute load average when a comparison ends: how busy the machine was."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def params_step_bytes(optim: str, params: Params, extra_grad_reads: int = 0) -> int:
     """Bytes one step of ``optim`` moves over ``params`` (see :func:`step_bytes`)."""
     p = params.tensors[0]
@@ -122,7 +131,7 @@ def compare(
         bytes=nbytes,
         reference_bytes=ref_bytes,
         reference_label=ref_label,
-        info=dict(info or {}),
+        info={**(info or {}), "load_average_1m": _load_1m()},
         errors={**(errors or {}), **errs},
     )
 
