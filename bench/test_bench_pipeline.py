@@ -53,4 +53,5 @@ def test_pipeline(
     nbytes = params_step_bytes(optim, params, extra_grad_reads=1)
     benchmark.extra_info.update(bytes=nbytes, tensors=params.n_tensors)
     benchmark(run)
-    benchmark.extra_info["gbps"] = nbytes / benchmark.stats.stats.median / 1e9
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        benchmark.extra_info["gbps"] = nbytes / benchmark.stats.stats.median / 1e9
