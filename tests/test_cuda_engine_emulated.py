@@ -468,3 +468,4 @@ def test_engines_by_device_type():
     assert CPU.engine_for("cpu") == "cpu"
     assert CPU.engine_for("cuda") == ("cuda" if "cuda" in CPU.build_info()["backends"] else None)
     assert CPU.Plan is not SIMT.Plan
+    assert "simt" in fastopt._ext.build_info()["backends"]
