@@ -13,6 +13,9 @@ from collections.abc import Sequence
 
 # command name -> module; keep in the order ``fastopt --help`` should list them
 COMMANDS: dict[str, str] = {
+    "train": "fastopt.commands.train",
+    "test": "fastopt.commands.test",
+    "plot": "fastopt.commands.plot",
     "info": "fastopt.commands.info",
     "bench": "fastopt.commands.bench",
     "plot-schedule": "fastopt.commands.plot_schedule",

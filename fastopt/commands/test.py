@@ -1,0 +1,103 @@
+"""``fastopt test``: evaluate a checkpoint on a config's test set (MMEngine ``tools/test.py``).
+
+``fastopt test CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options K=V ...] [--launcher ...]``.
+The checkpoint must hold every weight of the config's model, with the same shapes; a config
+without ``test_dataloader``/``test_evaluator`` is tested on its validation set. The log goes
+to a new ``<work_dir>/<timestamp>/`` dir; nothing else in the work dir is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+from .train import (
+    CommandError,
+    add_common_arguments,
+    build_runner,
+    check_checkpoint_fits,
+    check_launcher,
+    check_writable_dir,
+    default_work_dir,
+    format_metrics,
+    load_config,
+    read_checkpoint,
+    report_error,
+    shown_path,
+)
+
+HELP = "evaluate a checkpoint on a config's test set (or its validation set)"
+
+_TEST_KEYS = ("test_dataloader", "test_cfg", "test_evaluator")
+_VAL_KEYS = ("val_dataloader", "val_cfg", "val_evaluator")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="config file (.py, .json or .yaml)")
+    parser.add_argument("checkpoint", help="checkpoint file (e.g. work_dirs/<name>/epoch_12.pth)")
+    add_common_arguments(parser)
+
+
+def use_test_set(cfg: Any) -> str:
+    """Make sure ``cfg`` has a test loop; fall back to the validation set. Returns which."""
+    if all(cfg.get(k) is not None for k in _TEST_KEYS):
+        return "test"
+    if all(cfg.get(k) is not None for k in _VAL_KEYS):
+        for test_key, val_key in zip(_TEST_KEYS, _VAL_KEYS):
+            cfg[test_key] = cfg[val_key]
+        return "val"
+    raise CommandError(
+        "the config has neither test_dataloader, test_cfg and test_evaluator nor "
+        "val_dataloader, val_cfg and val_evaluator: nothing to test on"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _test(args)
+    except Exception as e:
+        if args.debug:
+            raise
+        return report_error("test", e)
+
+
+def _test(args: argparse.Namespace) -> int:
+    if args.launcher == "pytorch" and "LOCAL_RANK" not in os.environ:
+        os.environ["LOCAL_RANK"] = str(args.local_rank)
+    check_launcher(args.launcher)
+    cfg = load_config(args.config, args.cfg_options)
+    cfg["work_dir"] = args.work_dir or cfg.get("work_dir") or default_work_dir(args.config)
+    cfg["launcher"] = args.launcher
+    cfg["load_from"], cfg["resume"] = args.checkpoint, False
+    split = use_test_set(cfg)
+    checkpoint = read_checkpoint(args.checkpoint)
+    check_writable_dir(cfg["work_dir"])
+
+    start = time.perf_counter()
+    runner = build_runner(cfg, dump_config=False)
+    try:
+        from fastopt.model import unwrap_model
+
+        for warning in check_checkpoint_fits(
+            args.checkpoint, checkpoint, unwrap_model(runner.model), "test"
+        ):
+            runner.logger.warning(warning)
+        del checkpoint
+        metrics = runner.test()
+        elapsed = time.perf_counter() - start
+        if runner.rank == 0:
+            shown = format_metrics(metrics) or "(the evaluator returned no numbers)"
+            where = "test set" if split == "test" else "validation set (the config has no test set)"
+            print(
+                f"fastopt test: {shown_path(args.checkpoint)} on the {where} in {elapsed:.1f} s\n"
+                f"  {shown}\n"
+                f"  log: {shown_path(os.path.join(runner.log_dir, runner.timestamp + '.log'))}",
+                flush=True,
+            )
+    finally:
+        runner.close()
+    sys.stdout.flush()
+    return 0
