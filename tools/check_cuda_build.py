@@ -180,6 +180,11 @@ def main() -> int:
     if args.log:
         with open(args.log, errors="replace") as f:
             log = f.read()
+        # a pip log: only fastopt's own build (other packages' output is not ours to judge)
+        start = log.find("Building wheel for fastopt")
+        end = log.find("Created wheel for fastopt", start)
+        if start >= 0:
+            log = log[start : end if end >= 0 else len(log)]
     else:
         log = build(args.build_dir, args.archs, args.jobs)
         problems += check_module(args.build_dir)

@@ -97,8 +97,10 @@ class CpuEngine final : public Engine {
         *pipe.found_inf = nonfinite ? 1.f : 0.f;
         if (nonfinite) return;
       }
-      if (pipe.max_norm > 0.0)  // torch: clamp(max_norm / (norm + 1e-6), max=1) in float32
-        scalars.clip_coef = std::fmin(float(pipe.max_norm) / (norm + 1e-6f), 1.f);
+      if (pipe.max_norm > 0.0) {  // torch: clamp(max_norm / (norm + 1e-6), max=1) in float32
+        const float coef = float(pipe.max_norm) / (norm + 1e-6f);
+        scalars.clip_coef = (coef < 1.f || coef != coef) ? coef : 1.f;  // clamp propagates nan
+      }
     }
     step_(call(in, scalars));
   }

@@ -132,8 +132,9 @@ __global__ void __launch_bounds__(kBlockThreads) pipeline_kernel(PipelineArgs a)
     *a.found_inf = nonfinite ? 1.f : 0.f;
     skip = nonfinite;
   }
-  // torch: clamp(max_norm / (norm + 1e-6), max=1) in float32
-  const float clip = a.max_norm > 0.0 ? fminf(float(a.max_norm) / (norm + 1e-6f), 1.f) : 1.f;
+  // torch: clamp(max_norm / (norm + 1e-6), max=1) in float32; clamp propagates nan
+  const float coef = float(a.max_norm) / (norm + 1e-6f);
+  const float clip = a.max_norm > 0.0 && (coef < 1.f || coef != coef) ? coef : 1.f;
   *a.state = PipelineState{inv_scale, clip, skip, 0};
 }
 
