@@ -401,6 +401,24 @@ def test_non_finite_grads_skip_the_step_on_the_device(name, bad):
         compare(results[SIMT][1][key], value, exact=name != "FusedLARS")
 
 
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+def test_clipping_by_a_non_finite_norm_without_found_inf(bad):
+    """As torch's clamp: an inf norm zeroes the grads (inf * 0 = nan where the inf was), a nan
+    norm makes every grad nan."""
+    results = []
+    for module in (SIMT, CPU):
+        with engine(module):
+            p = torch.nn.Parameter(torch.arange(6.0))
+            opt = fastopt.FusedSGD([p], lr=0.1)
+            p.grad = torch.ones(6)
+            p.grad[2] = bad
+            opt.fused_step(max_norm=1.0)
+        results.append(p.detach())
+    assert torch.equal(results[0].isnan(), results[1].isnan())
+    assert results[0].isnan().sum().item() == (1 if bad == math.inf else 6)
+    assert torch.equal(results[0].nan_to_num(), results[1].nan_to_num())
+
+
 def test_tensor_norms_match_the_cpu_engine():
     norms = []
     for module in (SIMT, CPU):
