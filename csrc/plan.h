@@ -5,6 +5,9 @@
 // (pointer, dtype, layout), each group's hyperparameters, and whether anything structural
 // changed (param_groups or state replaced, a param moved, a new param got a grad, amsgrad or
 // momentum switched on) — in which case Python rebuilds the table.
+//
+// The steps run on the Engine of the params' device (engine.h): the CPU engine, or the CUDA
+// engine, which fastopt._C_simt runs on cpu tensors under the host emulation.
 #pragma once
 
 #include <Python.h>

@@ -7,8 +7,8 @@ of ``pip install -v . -C cmake.define.FASTOPT_CUDA_PTXAS_VERBOSE=ON``), then:
 
 * fails on any warning of nvcc, ptxas or the host compiler in the build output;
 * fails on any kernel with spill stores or loads, for any architecture;
-* fails when an architecture that was asked for has no kernels, or (own build) when the module
-  does not load or does not report the CUDA backend;
+* fails when an architecture that was asked for has no kernels, or when the module (built here,
+  or with ``--log`` the installed fastopt._C) does not load or does not report the CUDA backend;
 * prints registers, stack and shared memory per kernel and the build time.
 
 Usage:
@@ -20,6 +20,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import os
 import re
@@ -148,17 +149,20 @@ def build(build_dir: str, archs: str, jobs: int) -> str:
     return log
 
 
-def check_module(build_dir: str) -> list[str]:
-    """The built module loads without a GPU and reports the CUDA backend."""
-    found = [f for f in os.listdir(build_dir) if f.startswith("_C.") and f.endswith(".so")]
-    if not found:
-        return ["the built module _C*.so was not found"]
-    spec = importlib.util.spec_from_file_location("_C", os.path.join(build_dir, found[0]))
-    module = importlib.util.module_from_spec(spec)
+def check_module(build_dir: str | None) -> list[str]:
+    """The built (or, with --log, the installed) module loads without a GPU and reports CUDA."""
     try:
-        spec.loader.exec_module(module)
+        if build_dir is None:
+            module = importlib.import_module("fastopt._C")
+        else:
+            found = [f for f in os.listdir(build_dir) if f.startswith("_C.") and f.endswith(".so")]
+            if not found:
+                return ["the built module _C*.so was not found"]
+            spec = importlib.util.spec_from_file_location("_C", os.path.join(build_dir, found[0]))
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
     except ImportError as exc:
-        return [f"the built module does not load: {exc}"]
+        return [f"the module does not load: {exc}"]
     info = module.build_info()
     print(f"module: backends {info['backends']}, CUDA {info.get('cuda_runtime')}, "
           f"architectures {info.get('cuda_archs')}")  # fmt: skip
@@ -174,6 +178,9 @@ def main() -> int:
     parser.add_argument("--archs", default=DEFAULT_ARCHS, help="CMAKE_CUDA_ARCHITECTURES list")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--verbose", action="store_true", help="list every kernel")
+    parser.add_argument(
+        "--no-import", action="store_true", help="with --log: do not check the installed fastopt._C"
+    )
     args = parser.parse_args()
 
     problems: list[str] = []
@@ -185,6 +192,8 @@ def main() -> int:
         end = log.find("Created wheel for fastopt", start)
         if start >= 0:
             log = log[start : end if end >= 0 else len(log)]
+        if not args.no_import:
+            problems += check_module(None)
     else:
         log = build(args.build_dir, args.archs, args.jobs)
         problems += check_module(args.build_dir)
