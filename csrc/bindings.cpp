@@ -79,7 +79,8 @@ std::vector<py::dict> launch_records(const std::vector<fastopt::LaunchRecord>& r
 }
 
 fastopt::GradPipeline pipeline(int64_t loss_scale, double max_norm, int norm_type, double norm_p,
-                               int64_t norm_out, int64_t found_inf) {
+                               int64_t norm_out, int64_t found_inf, int64_t total_out = 0,
+                               int64_t total_in = 0) {
   fastopt::GradPipeline pipe;
   pipe.loss_scale = reinterpret_cast<const float*>(loss_scale);
   pipe.max_norm = max_norm;
@@ -87,6 +88,8 @@ fastopt::GradPipeline pipeline(int64_t loss_scale, double max_norm, int norm_typ
   pipe.norm_p = norm_p;
   pipe.norm_out = reinterpret_cast<float*>(norm_out);
   pipe.found_inf = reinterpret_cast<float*>(found_inf);
+  pipe.total_out = reinterpret_cast<double*>(total_out);
+  pipe.total_in = reinterpret_cast<const double*>(total_in);
   return pipe;
 }
 
@@ -154,16 +157,20 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
       .def(
           "run",
           [](Plan& plan, int num_threads, double op_scalar, int64_t loss_scale, double max_norm,
-             int norm_type, double norm_p, int64_t norm_out, int64_t found_inf, int64_t stream) {
+             int norm_type, double norm_p, int64_t norm_out, int64_t found_inf, int64_t stream,
+             int64_t total_out, int64_t total_in) {
             plan.run(num_threads, op_scalar,
-                     pipeline(loss_scale, max_norm, norm_type, norm_p, norm_out, found_inf),
+                     pipeline(loss_scale, max_norm, norm_type, norm_p, norm_out, found_inf,
+                              total_out, total_in),
                      reinterpret_cast<void*>(stream));
           },
           py::arg("num_threads"), py::arg("op_scalar") = 0.0, py::arg("loss_scale") = 0,
           py::arg("max_norm") = 0.0, py::arg("norm_type") = 0, py::arg("norm_p") = 2.0,
           py::arg("norm_out") = 0, py::arg("found_inf") = 0, py::arg("stream") = 0,
+          py::arg("total_out") = 0, py::arg("total_in") = 0,
           "One step; the pipeline arguments are data pointers of float32 scalars (0: unused), "
-          "stream a cudaStream_t (device engines)")
+          "stream a cudaStream_t (device engines). total_out / total_in (float64): the two "
+          "phases of a norm reduced over processes")
       .def(
           "launches",
           [](Plan& plan, double op_scalar, int64_t loss_scale, double max_norm, int norm_type,

@@ -234,3 +234,36 @@ def test_amp_wrapper_takes_the_fused_path():
     for p, x in zip(params, xs):
         assert torch.equal(p.grad, x * 2.0**10)
     assert wrapper.optimizer._plan is not None
+
+
+@pytest.mark.parametrize("norm_type", [2.0, math.inf])
+def test_two_phase_pipeline_equals_one_phase(tmp_path, norm_type):
+    """process_group: reduction pass, all-reduce, update pass (here a group of one)."""
+    import torch.distributed as dist
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        results = []
+        for group in (None, dist.group.WORLD):
+            params = _params()
+            opt = fastopt.FusedAdamW(params, lr=1e-2)
+            norm, found = torch.zeros(()), torch.zeros(())
+            for step in (1, 7, 2):  # step 7 carries an inf: skipped
+                for p, x in zip(params, _inputs(step)):
+                    p.grad = x * 4.0
+                opt.fused_step(
+                    max_norm=1.0,
+                    norm_type=norm_type,
+                    loss_scale=torch.tensor(4.0),
+                    found_inf=found,
+                    norm_out=norm,
+                    process_group=group,
+                )
+            results.append(([p.detach().clone() for p in params], float(norm), float(found)))
+        (a, na, fa), (b, nb, fb) = results
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)
+        assert na == nb and fa == fb == 0.0
+    finally:
+        dist.destroy_process_group()

@@ -51,6 +51,11 @@ struct GradPipeline {
   double norm_p = 2.0;
   float* norm_out = nullptr;          // receives the pre-clip total norm of the unscaled grads
   float* found_inf = nullptr;         // receives 1 when a grad is inf/nan (the step is skipped)
+  // Two phases for grads sharded over processes (ZeRO): total_out receives this process's
+  // folded (unfinished, see NormMeasure) total and nothing is updated; after an all-reduce,
+  // total_in supplies every process's total in place of the local reduction. float64 scalars.
+  double* total_out = nullptr;
+  const double* total_in = nullptr;
 };
 
 }  // namespace fastopt

@@ -84,12 +84,21 @@ class CpuEngine final : public Engine {
     scalars.op_scalar = in.op_scalar;
     if (pipe.loss_scale != nullptr)  // as torch: scale.double().reciprocal().float()
       scalars.inv_scale = float(1.0 / double(*pipe.loss_scale));
-    if (pipe.max_norm > 0.0 || pipe.norm_out != nullptr || pipe.found_inf != nullptr) {
+    if (pipe.max_norm > 0.0 || pipe.norm_out != nullptr || pipe.found_inf != nullptr ||
+        pipe.total_out != nullptr) {
       const NormMeasure m{NormType(pipe.norm_type), pipe.norm_p};
-      std::vector<double> per_tensor(size_t(in.n_entries));
-      kernels_.tensor_norms(call(in, scalars), 1, scalars.inv_scale, m, per_tensor.data());
       double total = 0.0;
-      for (double v : per_tensor) total = m.combine(total, v);
+      if (pipe.total_in != nullptr) {
+        total = *pipe.total_in;
+      } else {
+        std::vector<double> per_tensor(size_t(in.n_entries));
+        kernels_.tensor_norms(call(in, scalars), 1, scalars.inv_scale, m, per_tensor.data());
+        for (double v : per_tensor) total = m.combine(total, v);
+      }
+      if (pipe.total_out != nullptr) {
+        *pipe.total_out = total;
+        return;
+      }
       const float norm = float(m.finish(total));
       const bool nonfinite = !std::isfinite(norm);
       if (pipe.norm_out != nullptr) *pipe.norm_out = norm;

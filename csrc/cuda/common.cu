@@ -115,15 +115,23 @@ DeviceGuard::~DeviceGuard() {
 // the update reads (the CPU engine's pipeline, on the device).
 __global__ void __launch_bounds__(kBlockThreads) pipeline_kernel(PipelineArgs a) {
   const float inv_scale = a.loss_scale != nullptr ? float(1.0 / double(*a.loss_scale)) : 1.f;
-  if (!a.reduce) {
+  if (!a.reduce && a.total_in == nullptr) {
     if (threadIdx.x == 0) *a.state = PipelineState{inv_scale, 1.f, 0, 0};
     return;
   }
   double acc = 0.0;
-  for (int64_t i = threadIdx.x; i < a.n_chunks; i += blockDim.x)
-    acc = a.measure.combine(acc, a.partials[i]);
-  acc = block_reduce(acc, a.measure);
+  if (a.total_in != nullptr) {
+    acc = *a.total_in;
+  } else {
+    for (int64_t i = threadIdx.x; i < a.n_chunks; i += blockDim.x)
+      acc = a.measure.combine(acc, a.partials[i]);
+    acc = block_reduce(acc, a.measure);
+  }
   if (threadIdx.x != 0) return;
+  if (a.total_out != nullptr) {
+    *a.total_out = acc;
+    return;
+  }
   const float norm = float(a.measure.finish(acc));
   const bool nonfinite = !finite(norm);
   if (a.norm_out != nullptr) *a.norm_out = norm;

@@ -395,9 +395,10 @@ class CudaEngine final : public Engine {
 
   void run(const StepInputs& in, const GradPipeline& pipe, Launcher& launcher) {
     const int64_t step_chunks = collect_active(in);
-    const bool reduce =
+    const bool finish =
         pipe.max_norm > 0.0 || pipe.norm_out != nullptr || pipe.found_inf != nullptr;
-    const bool use_pipeline = reduce || pipe.loss_scale != nullptr;
+    const bool reduce = (finish || pipe.total_out != nullptr) && pipe.total_in == nullptr;
+    const bool use_pipeline = reduce || pipe.total_in != nullptr || pipe.loss_scale != nullptr;
     const PipelineState* state = use_pipeline ? pipeline_state() : nullptr;
     const NormMeasure measure{NormType(pipe.norm_type), pipe.norm_p};
     if (reduce)
@@ -405,8 +406,10 @@ class CudaEngine final : public Engine {
     if (use_pipeline)
       launch_pipeline(
           PipelineArgs{partials(0), step_chunks, measure, int32_t(reduce), pipe.loss_scale,
-                       pipe.max_norm, pipe.norm_out, pipe.found_inf, pipeline_state()},
+                       pipe.max_norm, pipe.norm_out, pipe.found_inf, pipeline_state(),
+                       pipe.total_in, pipe.total_out},
           launcher);
+    if (pipe.total_out != nullptr) return;  // the reduction phase only
     if (Op::kNeedsNorms) {
       const NormMeasure l2{NormType::l2, 2.0};
       norms(in, launcher, 0, ScaleSource{1.f, nullptr, nullptr}, l2, partials(0));

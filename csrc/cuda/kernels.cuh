@@ -116,6 +116,8 @@ struct PipelineArgs {
   float* norm_out;
   float* found_inf;
   PipelineState* state;
+  const double* total_in;  // every process's folded total, instead of the partials
+  double* total_out;       // only reduce: this process's folded total goes here
 };
 
 // Launch capacities: as many tensors as the parameter space holds.

@@ -89,12 +89,21 @@ class FusedOptimizer(torch.optim.Optimizer):
                     build_plan(self)  # raises the error naming the param at fault
         return plan
 
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+    def step(  # type: ignore[override]
+        self, closure: Callable[[], float] | None = None, **pipeline: Any
+    ) -> float | None:
+        """One optimizer step; keyword arguments, if any, are :meth:`fused_step`'s.
+
+        (Wrappers such as ``ZeroRedundancyOptimizer`` forward their ``step`` keywords here.)
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._run()
+        if pipeline:
+            self.fused_step(**pipeline)
+        else:
+            self._run()
         return loss
 
     def fused_step(
@@ -105,6 +114,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         loss_scale: torch.Tensor | None = None,
         found_inf: torch.Tensor | None = None,
         norm_out: torch.Tensor | None = None,
+        process_group: Any = None,
     ) -> None:
         """One step through the fused gradient pipeline: one reduction pass, one update pass.
 
@@ -117,6 +127,10 @@ class FusedOptimizer(torch.optim.Optimizer):
             found_inf: float32 tensor that receives 1.0 when a grad is inf/nan; the step is
                 then skipped (GradScaler semantics). Without it non-finite grads are applied.
             norm_out: float32 tensor that receives the pre-clip total norm of the unscaled grads.
+            process_group: a ``torch.distributed`` group whose processes each hold a shard of
+                the params (``ZeroRedundancyOptimizer``): the norm (and so the clip factor and
+                the inf/nan verdict) is that of all shards' grads, all-reduced between the
+                engine's reduction pass and its update pass.
 
         All tensors are 0-dim or one-element float32 on the params' device; nothing here
         synchronises with the host (on a GPU every step of the pipeline runs on the device, on
@@ -136,7 +150,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                 raise TypeError(
                     f"fused_step: {name} must be a one-element float32 tensor, got {t.dtype} {tuple(t.shape)}"
                 )
-        self._run(
+        pipeline = dict(
             loss_scale=loss_scale,
             max_norm=float(max_norm or 0.0),
             norm_type=norm_kind,
@@ -144,6 +158,26 @@ class FusedOptimizer(torch.optim.Optimizer):
             norm_out=norm_out,
             found_inf=found_inf,
         )
+        if process_group is not None and (
+            max_norm or norm_out is not None or found_inf is not None
+        ):
+            self._run_sharded(process_group, norm_kind == 2, pipeline)
+        else:
+            self._run(**pipeline)
+
+    def _run_sharded(self, group: Any, max_reduce: bool, pipeline: dict[str, Any]) -> None:
+        """Reduction pass, all-reduce of the folded total over ``group``, update pass."""
+        import torch.distributed as dist
+
+        plan = self._current_plan()
+        device = plan.device or torch.device("cpu")
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        self._run(**pipeline, total_out=total.data_ptr())
+        # folded totals combine by sum (norms 1, 2, p) or max (inf-norm); nan/inf propagate
+        dist.all_reduce(
+            total, op=dist.ReduceOp.MAX if max_reduce else dist.ReduceOp.SUM, group=group
+        )
+        self._run(**pipeline, total_in=total.data_ptr())
 
     def _run(self, **pipeline: Any) -> None:
         plan = self._current_plan()

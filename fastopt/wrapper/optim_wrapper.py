@@ -24,6 +24,19 @@ from fastopt.wrapper.grad_clip import GradClip
 logger = logging.getLogger(__name__)
 
 
+def _fused_target(optimizer: torch.optim.Optimizer) -> Any:
+    """The fastopt optimizer that runs the step: the optimizer itself, or the local optimizer
+    of a ``ZeroRedundancyOptimizer`` (each process holds a shard: norms are all-reduced)."""
+    from fastopt.optim.base import FusedOptimizer
+
+    if isinstance(optimizer, FusedOptimizer):
+        return optimizer
+    local = getattr(optimizer, "optim", None)
+    if isinstance(local, FusedOptimizer) and hasattr(optimizer, "process_group"):
+        return local
+    return None
+
+
 @OPTIM_WRAPPERS.register_module()
 class OptimWrapper:
     """Gradient accumulation and clipping around a ``torch.optim.Optimizer``.
@@ -109,11 +122,9 @@ class OptimWrapper:
             self._clip_and_step(**kwargs)
 
     def _use_fused_pipeline(self, step_kwargs: Mapping[str, Any]) -> bool:
-        from fastopt.optim.base import FusedOptimizer
-
         return (
             not step_kwargs
-            and isinstance(self.optimizer, FusedOptimizer)
+            and _fused_target(self.optimizer) is not None
             and (self.grad_clip is None or self.grad_clip.type == "norm")
         )
 
@@ -124,17 +135,21 @@ class OptimWrapper:
         clip = self.grad_clip
         norm = None
         if clip is not None:
-            device = self.optimizer.param_groups[0]["params"][0].device
+            device = _fused_target(self.optimizer).param_groups[0]["params"][0].device
             norm = torch.empty((), dtype=torch.float32, device=device)  # the hub keeps it
             if clip.error_if_nonfinite and found_inf is None:
                 found_inf = torch.zeros((), dtype=torch.float32, device=device)
-        self.optimizer.fused_step(
+        pipeline: dict[str, Any] = dict(
             max_norm=clip.max_norm if clip is not None else None,
             norm_type=clip.norm_type if clip is not None else 2.0,
             loss_scale=loss_scale,
             found_inf=found_inf,
             norm_out=norm,
         )
+        if _fused_target(self.optimizer) is self.optimizer:
+            self.optimizer.fused_step(**pipeline)
+        else:  # ZeRO: its step runs the local fused step, then syncs the updated shards
+            self.optimizer.step(**pipeline, process_group=self.optimizer.process_group)
         if clip is None:
             return
         if clip.error_if_nonfinite and not torch.isfinite(norm):  # the step was skipped
