@@ -22,6 +22,7 @@ from .train import (
     check_launcher,
     check_writable_dir,
     default_work_dir,
+    finish_distributed,
     format_metrics,
     load_config,
     read_checkpoint,
@@ -100,4 +101,5 @@ def _test(args: argparse.Namespace) -> int:
     finally:
         runner.close()
     sys.stdout.flush()
+    finish_distributed()
     return 0

@@ -141,22 +141,39 @@ def report_error(command: str, err: BaseException) -> int:
 
 
 def load_config(path: str, cfg_options: Mapping[str, Any] | None) -> Any:
-    """The config at ``path`` (``_base_`` merged, MMCV 1.x keys translated) with the overrides."""
-    from fastopt.config import Config
+    """The config at ``path`` (``_base_`` merged, MMCV 1.x keys translated) with the overrides.
+
+    An override whose top-level key is in the file as written (``optimizer.lr=0.1`` or
+    ``runner.max_epochs=3`` in an MMCV 1.x config) is applied before the MMCV 1.x keys are
+    translated, any other (``train_cfg.max_epochs=3``) after, so both vocabularies work.
+    """
+    from fastopt.config import Config, translate_legacy_config
 
     if not os.path.isfile(path):
         what = "is a directory, not a config file" if os.path.isdir(path) else "does not exist"
         raise CommandError(f"config file {path} {what}")
     try:
-        cfg = Config.fromfile(path)
+        cfg = Config.fromfile(path, translate_legacy=False)
     except SyntaxError as e:
         where = f"{e.filename or path}, line {e.lineno}" if e.lineno else (e.filename or path)
         raise CommandError(f"config file {where}: invalid syntax: {e.msg}") from e
     except Exception as e:
         raise CommandError(f"cannot load config file {path}: {error_line(e)}") from e
-    if cfg_options:
+    options = dict(cfg_options or {})
+    before = {k: v for k, v in options.items() if k.split(".")[0] in cfg}
+    after = {k: v for k, v in options.items() if k not in before}
+    try:
+        if before:
+            cfg.merge_from_dict(before)
+        translated = translate_legacy_config(cfg.to_dict(), cfg.filename)
+    except Exception as e:
+        where = "--cfg-options" if before else f"config file {path}"
+        raise CommandError(f"{where}: {error_line(e)}") from e
+    if translated != cfg.to_dict():
+        cfg = Config(translated, cfg_text=cfg.text, filename=cfg.filename)
+    if after:
         try:
-            cfg.merge_from_dict(dict(cfg_options))
+            cfg.merge_from_dict(after)
         except Exception as e:
             raise CommandError(f"--cfg-options: {error_line(e)}") from e
     return cfg
@@ -380,6 +397,16 @@ def check_launcher(launcher: str) -> None:
         )
 
 
+def finish_distributed() -> None:
+    """After a successful run: wait for every rank (rank 0 may still be writing the plot),
+    then tear the process group down (gloo aborts a process whose peer vanished)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def warn_unknown_keys(cfg: Mapping[str, Any]) -> None:
     """Warn about top-level keys that look like misspelt runner keys (``optim_wraper``)."""
     for key in cfg:
@@ -506,6 +533,7 @@ def _train(args: argparse.Namespace) -> int:
             summarize(runner, elapsed)
     finally:
         runner.close()
+    finish_distributed()
     return 0
 
 

@@ -138,12 +138,18 @@ class _Classifier(BaseModel):
         raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', but got {mode!r}")
 
 
-def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
+class ConvBN(nn.Module):
+    """Conv (no bias) + BatchNorm + ReLU; parameters ``conv.weight``, ``bn.weight``, ``bn.bias``
+    (MMCV's ``ConvModule`` names)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
 
 
 class DepthwiseSeparable(nn.Module):
@@ -151,8 +157,8 @@ class DepthwiseSeparable(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
         super().__init__()
-        self.depthwise = _conv_bn(cin, cin, 3, stride, groups=cin)
-        self.pointwise = _conv_bn(cin, cout, 1)
+        self.depthwise = ConvBN(cin, cin, 3, stride, groups=cin)
+        self.pointwise = ConvBN(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pointwise(self.depthwise(x))
@@ -171,9 +177,9 @@ class SmallCNN(_Classifier):
         label_smoothing: of the cross-entropy loss.
         data_preprocessor: default ``ClsDataPreprocessor`` without normalisation.
 
-    Parameter names: ``stem.*``, ``blocks.<i>.depthwise.*`` (grouped convs, for
-    ``dwconv_decay_mult``), ``blocks.<i>.pointwise.*``, ``head.*``; BN layers are index 1 of
-    each conv unit (``norm_decay_mult`` finds them by type).
+    Parameter names: ``stem.{conv,bn}.*``, ``blocks.<i>.depthwise.{conv,bn}.*`` (grouped
+    convs: ``dwconv_decay_mult``), ``blocks.<i>.pointwise.{conv,bn}.*``, ``head.{weight,bias}``;
+    so ``custom_keys`` such as ``'bn'``, ``'bias'`` or ``'head'`` select what they say.
     """
 
     def __init__(
@@ -192,7 +198,7 @@ class SmallCNN(_Classifier):
             raise ValueError(
                 f"strides needs one entry per block ({len(widths) - 1}), got {list(strides)}"
             )
-        self.stem = _conv_bn(in_channels, widths[0], 3)
+        self.stem = ConvBN(in_channels, widths[0], 3)
         self.blocks = nn.Sequential(
             *(
                 DepthwiseSeparable(cin, cout, stride)
@@ -222,6 +228,9 @@ class TinyViT(_Classifier):
         heads: attention heads per layer.
         mlp_ratio: hidden width of the MLP relative to ``dim``.
         dropout: dropout inside the encoder layers.
+        conv_stem: embed patches with stride-2 3x3 convs (conv + BN + ReLU, the last one a
+            plain conv) instead of one ``patch_size`` x ``patch_size`` conv; transformers
+            train much faster on small data with it (Xiao et al., 2021).
         label_smoothing: of the cross-entropy loss.
         data_preprocessor: default ``ClsDataPreprocessor`` without normalisation.
 
@@ -240,6 +249,7 @@ class TinyViT(_Classifier):
         heads: int = 4,
         mlp_ratio: float = 2.0,
         dropout: float = 0.0,
+        conv_stem: bool = True,
         label_smoothing: float = 0.0,
         data_preprocessor: dict | nn.Module | None = None,
         init_cfg: dict | list | None = None,
@@ -250,7 +260,20 @@ class TinyViT(_Classifier):
                 f"image_size {image_size} is not a multiple of patch_size {patch_size}"
             )
         tokens = (image_size // patch_size) ** 2
-        self.patch_embed = nn.Conv2d(in_channels, dim, patch_size, patch_size)
+        if conv_stem:
+            if patch_size not in (2, 4, 8):
+                raise ValueError(f"conv_stem needs patch_size 2, 4 or 8, got {patch_size}")
+            layers: list[nn.Module] = []
+            width, size = in_channels, patch_size
+            while size > 1:  # stride-2 3x3 convs until one token per patch
+                out = dim if size == 2 else max(dim // 2, 16)
+                layers.append(
+                    ConvBN(width, out, 3, 2) if size > 2 else nn.Conv2d(width, out, 3, 2, 1)
+                )
+                width, size = out, size // 2
+            self.patch_embed: nn.Module = nn.Sequential(*layers)
+        else:
+            self.patch_embed = nn.Conv2d(in_channels, dim, patch_size, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, tokens + 1, dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)

@@ -1,4 +1,5 @@
-"""Registers every ``torch.optim`` optimizer in OPTIMIZERS, and ``LARS`` for ``FusedLARS``.
+"""Registers every ``torch.optim`` optimizer in OPTIMIZERS, ``LARS`` for ``FusedLARS``, and
+``ZeroRedundancyOptimizer`` (MMEngine's config form, :mod:`fastopt.optim.zero_redundancy`).
 
 Imported lazily (it is one of OPTIMIZERS' locations) so that ``import fastopt.registry``
 does not import torch. Like MMEngine, torch's ``Adafactor`` is registered as
@@ -46,3 +47,5 @@ def register_lars_alias() -> bool:
 
 TORCH_OPTIMIZERS = register_torch_optimizers()
 register_lars_alias()
+# MMEngine registers its ZeroRedundancyOptimizer in OPTIMIZERS too (golden g2 list)
+import_if_exists("fastopt.optim.zero_redundancy")

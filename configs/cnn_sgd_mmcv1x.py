@@ -1,0 +1,28 @@
+# The default example written the MMCV 1.x way (mmcv.runner era configs): `optimizer`,
+# `optimizer_config`, `lr_config`, `runner`, `workflow`, `checkpoint_config`, `log_config`,
+# `evaluation`. fastopt translates each key to its MMEngine equivalent when it loads the file
+# (one LegacyConfigWarning per key says what became what). The data settings use the
+# MMEngine keys of `_base_/datasets/synthetic_shapes.py`: MMCV 1.x `data=dict(...)` is not
+# translated.
+#
+#   fastopt train configs/cnn_sgd_mmcv1x.py
+_base_ = ["_base_/models/small_cnn.py", "_base_/datasets/synthetic_shapes.py"]
+
+optimizer = dict(type="FusedSGD", lr=0.2, momentum=0.9, weight_decay=5e-4, nesterov=True)
+optimizer_config = dict(grad_clip=dict(max_norm=10.0, norm_type=2))
+lr_config = dict(
+    policy="CosineAnnealing",
+    min_lr=1e-4,
+    warmup="linear",
+    warmup_iters=63,  # one epoch of 4000 images in batches of 64
+    warmup_ratio=0.01,
+)
+runner = dict(type="EpochBasedRunner", max_epochs=12)
+workflow = [("train", 1)]
+checkpoint_config = dict(interval=1, max_keep_ckpts=2)
+log_config = dict(interval=20, hooks=[dict(type="TextLoggerHook")])
+evaluation = dict(interval=1, save_best="auto")
+dist_params = dict(backend="nccl")
+log_level = "INFO"
+load_from = None
+resume_from = None
