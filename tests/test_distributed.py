@@ -92,9 +92,16 @@ def _train(tmp: Path, name: str, optimizer: str, nproc: int) -> Path:
     proc = subprocess.run(
         cmd, cwd=tmp, env=_env(), capture_output=True, text=True, timeout=300, check=False
     )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert proc.returncode == 0, _failure(proc)
     assert "fastopt train: finished 2 epochs (16 iterations)" in proc.stdout
     return work
+
+
+def _failure(proc: subprocess.CompletedProcess) -> str:
+    """The error lines of a failed run (each rank prints one), not its whole log."""
+    lines = (proc.stdout + proc.stderr).splitlines()
+    errors = [li for li in lines if "error:" in li or "Error" in li]
+    return "\n".join(errors[-10:]) or "\n".join(lines[-30:])
 
 
 def _weights(work: Path) -> dict[str, torch.Tensor]:
@@ -188,6 +195,6 @@ def _resume_single(tmp: Path, checkpoint: Path) -> Path:
         timeout=300,
         check=False,
     )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert proc.returncode == 0, _failure(proc)
     assert os.path.isfile(work / "epoch_2.pth")
     return work
