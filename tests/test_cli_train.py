@@ -362,3 +362,17 @@ def test_errors_as_a_child_process(tmp_path):
     assert "Traceback (most recent call last)" in proc.stderr
     assert "SmallCN is not in the fastopt::model registry" in proc.stderr
     assert not (tmp_path / "work_dirs" / "cnn_sgd_cosine" / "cnn_sgd_cosine.py").exists()
+
+
+def test_resume_without_a_last_checkpoint_record_names_the_files(
+    run_dir, tmp_path, monkeypatch, capsys
+):
+    work = _copy_run(run_dir, tmp_path)
+    (work / "last_checkpoint").unlink()
+    before = _snapshot(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", str(CONFIG), "--resume"]) == 1
+    line = _error(capsys, "train")
+    assert "has no usable last_checkpoint record" in line and "epoch_2.pth" in line
+    assert "--resume PATH" in line
+    assert _snapshot(tmp_path) == before

@@ -483,6 +483,12 @@ def prepare(args: argparse.Namespace) -> tuple[Any, str | None, str]:
         from fastopt.runner.checkpoint import find_latest_checkpoint
 
         path = find_latest_checkpoint(work_dir)
+        found = [f for f in existing_checkpoints(work_dir) if f.endswith(".pth")]
+        if path is None and found:
+            raise CommandError(
+                f"--resume: {shown_path(work_dir)} has no usable last_checkpoint record but "
+                f"holds {', '.join(found[:4])}; name the one to continue: --resume PATH"
+            )
         if path is None and args.resume == "auto":
             print(
                 f"fastopt train: no checkpoint in {shown_path(work_dir)} to resume from; "
