@@ -25,6 +25,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 from collections.abc import Mapping
 from typing import Any
@@ -140,6 +141,12 @@ def report_error(command: str, err: BaseException) -> int:
     return 1
 
 
+def note(message: str) -> None:
+    """``fastopt: note: ...`` on stderr, from rank 0 only (under torchrun every rank runs)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"fastopt: note: {message}", file=sys.stderr)
+
+
 def load_config(path: str, cfg_options: Mapping[str, Any] | None) -> Any:
     """The config at ``path`` (``_base_`` merged, MMCV 1.x keys translated) with the overrides.
 
@@ -147,7 +154,7 @@ def load_config(path: str, cfg_options: Mapping[str, Any] | None) -> Any:
     ``runner.max_epochs=3`` in an MMCV 1.x config) is applied before the MMCV 1.x keys are
     translated, any other (``train_cfg.max_epochs=3``) after, so both vocabularies work.
     """
-    from fastopt.config import Config, translate_legacy_config
+    from fastopt.config import Config, LegacyConfigWarning, translate_legacy_config
 
     if not os.path.isfile(path):
         what = "is a directory, not a config file" if os.path.isdir(path) else "does not exist"
@@ -165,10 +172,17 @@ def load_config(path: str, cfg_options: Mapping[str, Any] | None) -> Any:
     try:
         if before:
             cfg.merge_from_dict(before)
-        translated = translate_legacy_config(cfg.to_dict(), cfg.filename)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", LegacyConfigWarning)
+            translated = translate_legacy_config(cfg.to_dict(), cfg.filename)
     except Exception as e:
         where = "--cfg-options" if before else f"config file {path}"
         raise CommandError(f"{where}: {error_line(e)}") from e
+    for w in caught:  # one line per translated key, not Python's two-line warning format
+        if issubclass(w.category, LegacyConfigWarning):
+            note(str(w.message))
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     if translated != cfg.to_dict():
         cfg = Config(translated, cfg_text=cfg.text, filename=cfg.filename)
     if after:
@@ -414,11 +428,7 @@ def warn_unknown_keys(cfg: Mapping[str, Any]) -> None:
             continue
         close = difflib.get_close_matches(key, RUNNER_KEYS, n=1, cutoff=0.85)
         if close and close[0] not in cfg:
-            print(
-                f"fastopt: warning: config key {key!r} is not used by the runner; did you mean "
-                f"{close[0]!r}?",
-                file=sys.stderr,
-            )
+            note(f"config key {key!r} is not used by the runner; did you mean {close[0]!r}?")
 
 
 # --------------------------------------------------------------------------- the command
@@ -449,7 +459,7 @@ def enable_amp(cfg: Any) -> None:
         raise CommandError("--amp needs an optim_wrapper dict in the config")
     kind = wrapper.get("type", "OptimWrapper")
     if kind == "AmpOptimWrapper":
-        print("fastopt train: AMP is already enabled in the config", file=sys.stderr)
+        note("AMP is already enabled in the config (optim_wrapper type AmpOptimWrapper)")
         return
     if kind != "OptimWrapper":
         raise CommandError(
@@ -490,11 +500,7 @@ def prepare(args: argparse.Namespace) -> tuple[Any, str | None, str]:
                 f"holds {', '.join(found[:4])}; name the one to continue: --resume PATH"
             )
         if path is None and args.resume == "auto":
-            print(
-                f"fastopt train: no checkpoint in {shown_path(work_dir)} to resume from; "
-                "training from scratch",
-                file=sys.stderr,
-            )
+            note(f"no checkpoint in {shown_path(work_dir)} to resume from; training from scratch")
         return cfg, path, "resume"
     if not resume:
         found = existing_checkpoints(work_dir)
