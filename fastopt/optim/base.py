@@ -170,7 +170,12 @@ class FusedOptimizer(torch.optim.Optimizer):
         import torch.distributed as dist
 
         plan = self._current_plan()
-        device = plan.device or torch.device("cpu")
+        device = plan.device
+        if device is None:  # this shard is empty: NCCL still needs the buffer on the GPU
+            nccl = dist.get_backend(group) == "nccl"
+            device = (
+                torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+            )
         total = torch.zeros((), dtype=torch.float64, device=device)
         self._run(**pipeline, total_out=total.data_ptr())
         # folded totals combine by sum (norms 1, 2, p) or max (inf-norm); nan/inf propagate

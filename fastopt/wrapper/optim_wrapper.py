@@ -135,7 +135,8 @@ class OptimWrapper:
         clip = self.grad_clip
         norm = None
         if clip is not None:
-            device = _fused_target(self.optimizer).param_groups[0]["params"][0].device
+            # any param: with one group per param, a ZeRO shard's first groups may be empty
+            device = next(p for g in self.optimizer.param_groups for p in g["params"]).device
             norm = torch.empty((), dtype=torch.float32, device=device)  # the hub keeps it
             if clip.error_if_nonfinite and found_inf is None:
                 found_inf = torch.zeros((), dtype=torch.float32, device=device)
