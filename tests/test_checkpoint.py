@@ -230,6 +230,27 @@ def test_killing_the_process_while_it_writes_keeps_the_previous_checkpoint(tmp_p
 
 
 # ----------------------------------------------------------------------------- retention
+@pytest.mark.parametrize("save_best", ["auto", "acc"])
+def test_save_best_removes_the_previous_best_after_a_resume(tmp_path, save_best):
+    """The best path restored on resume is found again even when 'auto' names the metric."""
+    hook = dict(type="CheckpointHook", interval=1, save_best=save_best, max_keep_ckpts=1)
+    build(
+        tmp_path,
+        train_cfg=dict(by_epoch=True, max_epochs=2),
+        val_evaluator=dict(type="RunnerToyAccuracy", scores=[0.5, 0.6, 0.7]),
+        default_hooks=dict(checkpoint=hook),
+    ).train()
+    assert "best_acc_epoch_2.pth" in ckpt_names(tmp_path)
+    build(
+        tmp_path,
+        train_cfg=dict(by_epoch=True, max_epochs=3),
+        resume=True,
+        val_evaluator=dict(type="RunnerToyAccuracy", scores=[0.7]),
+        default_hooks=dict(checkpoint=hook),
+    ).train()
+    assert [n for n in ckpt_names(tmp_path) if n.startswith("best_")] == ["best_acc_epoch_3.pth"]
+
+
 def test_max_keep_ckpts_keeps_the_newest_and_survives_resume(tmp_path):
     runner = build(
         tmp_path,

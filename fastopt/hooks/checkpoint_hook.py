@@ -329,7 +329,8 @@ class CheckpointHook(Hook):
                 continue
             updated = True
             hub.update_info(self._best_score_info_key(key), float(score))
-            previous = self.best_ckpt_paths.get(key)
+            # a resumed 'auto' run restored its path before the metric name was known
+            previous = self.best_ckpt_paths.get(key) or hub.get_info(self._best_ckpt_info_key(key))
             if previous and self._remove(previous):
                 runner.logger.info(f"The previous best checkpoint {previous} is removed")
             best_name = f"best_{key}_{filename}".replace("/", "_")
