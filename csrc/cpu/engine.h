@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../core/adam.h"
+#include "../core/element.h"
 #include "../core/lars.h"
 #include "../core/norms.h"
 #include "../core/sgd.h"
@@ -66,21 +67,9 @@ template <class Op, int V, class P, class G, class S>
 void update_span(const typename Op::Args& args, P* __restrict p, const G* __restrict g,
                  S* __restrict s0, S* __restrict s1, S* __restrict s2, int64_t n,
                  float inv_scale, float clip_coef) {
-  constexpr int kUsed = Op::states_used(V);
   const typename Op::Args a = args;  // a local copy cannot alias the stores below
-  for (int64_t i = 0; i < n; ++i) {
-    float pv = load(p + i);
-    const float gv = (load(g + i) * inv_scale) * clip_coef;
-    float s[kMaxStates] = {0.f, 0.f, 0.f};
-    if (kUsed & 1) s[0] = load(s0 + i);
-    if (kUsed & 2) s[1] = load(s1 + i);
-    if (kUsed & 4) s[2] = load(s2 + i);
-    Op::template update<V>(a, pv, gv, s);
-    store(p + i, pv);
-    if (kUsed & 1) store(s0 + i, s[0]);
-    if (kUsed & 2) store(s1 + i, s[1]);
-    if (kUsed & 4) store(s2 + i, s[2]);
-  }
+  for (int64_t i = 0; i < n; ++i)
+    update_element<Op, V>(a, p, g, s0, s1, s2, i, inv_scale, clip_coef);
 }
 
 // Runs the instantiation of update_span for the entry's runtime variant.

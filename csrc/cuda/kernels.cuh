@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <utility>
 
+#include "../core/element.h"
 #include "../core/norms.h"
 #include "../core/table.h"
 #include "runtime.h"
@@ -253,17 +254,7 @@ FASTOPT_DEVICE void update_chunk(const typename Op::Args& a, P* __restrict__ p,
   constexpr int kUsed = Op::states_used(V);
   const int tid = int(threadIdx.x), threads = int(blockDim.x);
   auto element = [&](int i) {
-    float pv = load(p + i);
-    const float gv = (load(g + i) * inv_scale) * clip_coef;
-    float s[kMaxStates] = {0.f, 0.f, 0.f};
-    if (kUsed & 1) s[0] = load(s0 + i);
-    if (kUsed & 2) s[1] = load(s1 + i);
-    if (kUsed & 4) s[2] = load(s2 + i);
-    Op::template update<V>(a, pv, gv, s);
-    store(p + i, pv);
-    if (kUsed & 1) store(s0 + i, s[0]);
-    if (kUsed & 2) store(s1 + i, s[1]);
-    if (kUsed & 4) store(s2 + i, s[2]);
+    update_element<Op, V>(a, p, g, s0, s1, s2, i, inv_scale, clip_coef);
   };
   if (chunk_vectorizable(p, g, s0, s1, s2)) {
     constexpr int kVec = vec_elems<P, G, S>();

@@ -14,6 +14,20 @@ from fastopt.ops.plan import Plan, StateSpec, build_plan
 StateDtype = Union[torch.dtype, str]
 
 
+def check_momentum_args(
+    lr: float, momentum: float, dampening: float, weight_decay: float, nesterov: bool
+) -> None:
+    """torch.optim.SGD's argument checks, with its messages (shared by SGD and LARS)."""
+    if lr < 0.0:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    if momentum < 0.0:
+        raise ValueError(f"Invalid momentum value: {momentum}")
+    if weight_decay < 0.0:
+        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+
+
 def _norm_kind(norm_type: float | str) -> tuple[int, float]:
     """The engine's NormType code and exponent for a torch-style ``norm_type``."""
     p = float(norm_type)  # accepts 'inf'

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from fastopt.ops.plan import StateSpec
-from fastopt.optim.base import FusedOptimizer, StateDtype
+from fastopt.optim.base import FusedOptimizer, StateDtype, check_momentum_args
 from fastopt.registry import OPTIMIZERS
 
 
@@ -33,14 +33,7 @@ class FusedSGD(FusedOptimizer):
         maximize: bool = False,
         state_dtype: StateDtype = torch.float32,
     ) -> None:
-        if lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if momentum < 0.0:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        check_momentum_args(lr, momentum, dampening, weight_decay, nesterov)
         defaults = dict(
             lr=lr,
             momentum=momentum,
