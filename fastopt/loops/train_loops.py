@@ -78,6 +78,14 @@ class _TrainLoopBase(BaseLoop):
         """Completed iterations (the current iteration's 0-based index during it)."""
         return self._iter
 
+    @property
+    def max_epochs(self) -> int:
+        return self._max_epochs
+
+    @property
+    def max_iters(self) -> int:
+        return self._max_iters
+
     def _run_iter(self, idx: int, data_batch: Any) -> None:
         runner = self.runner
         runner.call_hook("before_train_iter", batch_idx=idx, data_batch=data_batch)
@@ -118,14 +126,6 @@ class EpochBasedTrainLoop(_TrainLoopBase):
         super().__init__(runner, dataloader, val_begin, val_interval, dynamic_intervals)
         self._max_epochs = _check_count("max_epochs", max_epochs)
         self._max_iters = self._max_epochs * len(self.dataloader)
-
-    @property
-    def max_epochs(self) -> int:
-        return self._max_epochs
-
-    @property
-    def max_iters(self) -> int:
-        return self._max_iters
 
     def run(self) -> Any:
         """Run the remaining epochs; returns the model."""
@@ -244,14 +244,6 @@ class IterBasedTrainLoop(_TrainLoopBase):
         self._max_iters = _check_count("max_iters", max_iters)
         self._max_epochs = 1
         self.dataloader_iterator = _InfiniteLoaderIterator(self.dataloader)
-
-    @property
-    def max_epochs(self) -> int:
-        return self._max_epochs
-
-    @property
-    def max_iters(self) -> int:
-        return self._max_iters
 
     def run(self) -> Any:
         """Run the remaining iterations; returns the model."""
