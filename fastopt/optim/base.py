@@ -191,15 +191,18 @@ class FusedOptimizer(torch.optim.Optimizer):
                 torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
             )
         total = torch.zeros((), dtype=torch.float64, device=device)
-        self._run(**pipeline, total_out=total.data_ptr())
+        # one refresh for both phases: the grads supplied for the first stay valid for the second
+        self._run(plan, finish=False, **pipeline, total_out=total.data_ptr())
         # folded totals combine by sum (norms 1, 2, p) or max (inf-norm); nan/inf propagate
         dist.all_reduce(
             total, op=dist.ReduceOp.MAX if max_reduce else dist.ReduceOp.SUM, group=group
         )
-        self._run(**pipeline, total_in=total.data_ptr())
+        self._run(plan, **pipeline, total_in=total.data_ptr())
 
-    def _run(self, **pipeline: Any) -> None:
-        plan = self._current_plan()
+    def _run(self, plan: Plan | None = None, finish: bool = True, **pipeline: Any) -> None:
+        """One engine call on the current plan (refreshed here unless one is given); finish()
+        copies staged params back and drops temporary grads once the update is done."""
+        plan = plan or self._current_plan()
         for name in ("loss_scale", "norm_out", "found_inf"):
             t = pipeline.pop(name, None)
             if t is None:
@@ -212,7 +215,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         plan.engine.run(
             torch.get_num_threads(), self._op_scalar(), stream=plan.stream(), **pipeline
         )
-        if plan.staged or plan.temporaries:
+        if finish and (plan.staged or plan.temporaries):
             with torch.no_grad():
                 plan.finish()
 
