@@ -190,11 +190,7 @@ class LoggerHook(Hook):
         data_batch: DATA_BATCH = None,
         outputs: Sequence | None = None,
     ) -> None:
-        if self._progress is not None:
-            self._progress.advance("val")
-        if self.every_n_inner_iters(batch_idx, self.interval):
-            _, log_str = runner.log_processor.get_log_after_iter(runner, batch_idx, "val")
-            runner.logger.info(log_str)
+        self._after_eval_iter(runner, batch_idx, "val")
 
     def after_test_iter(
         self,
@@ -203,10 +199,13 @@ class LoggerHook(Hook):
         data_batch: DATA_BATCH = None,
         outputs: Sequence | None = None,
     ) -> None:
+        self._after_eval_iter(runner, batch_idx, "test")
+
+    def _after_eval_iter(self, runner: Runner, batch_idx: int, mode: str) -> None:
         if self._progress is not None:
-            self._progress.advance("test")
+            self._progress.advance(mode)
         if self.every_n_inner_iters(batch_idx, self.interval):
-            _, log_str = runner.log_processor.get_log_after_iter(runner, batch_idx, "test")
+            _, log_str = runner.log_processor.get_log_after_iter(runner, batch_idx, mode)
             runner.logger.info(log_str)
 
     def after_val_epoch(self, runner: Runner, metrics: dict[str, Any] | None = None) -> None:
