@@ -21,13 +21,15 @@ struct Names {
   PyObject* dtype = PyUnicode_InternFromString("dtype");
   PyObject* is_contiguous = PyUnicode_InternFromString("is_contiguous");
   PyObject* stride = PyUnicode_InternFromString("stride");
+  PyObject* numel = PyUnicode_InternFromString("numel");
 };
 const Names& names() {
   static const Names n;
   return n;
 }
 
-// torch's own C implementations of Tensor.grad / .dtype / .data_ptr() / .is_contiguous(),
+// torch's own C implementations of Tensor.grad / .dtype / .data_ptr() / .is_contiguous() /
+// .numel(),
 // resolved once from torch._C.TensorBase and called directly: most of the cost of a Python-level
 // call is the lookup and call machinery around them, and the per-step refresh makes thousands.
 // A tensor type that overrides any of them (a subclass) goes through the normal lookup instead.
@@ -38,14 +40,16 @@ struct TensorAccess {
   void* dtype_closure = nullptr;
   PyCFunction data_ptr = nullptr;
   PyCFunctionWithKeywords is_contiguous = nullptr;
-  PyObject* descr[4] = {};  // grad, dtype, data_ptr, is_contiguous of TensorBase
+  PyMethodDef* numel = nullptr;  // called by its flags (METH_NOARGS or VARARGS|KEYWORDS)
+  static constexpr int kNames = 5;
+  PyObject* descr[kNames] = {};  // grad, dtype, data_ptr, is_contiguous, numel of TensorBase
   PyObject* empty = PyTuple_New(0);
   PyTypeObject* plain[8] = {};  // types checked to use TensorBase's accessors
 
   bool resolve(PyObject* base) {
     const Names& n = names();
-    PyObject* names_[4] = {n.grad, n.dtype, n.data_ptr, n.is_contiguous};
-    for (int i = 0; i < 4; ++i) {
+    PyObject* names_[kNames] = {n.grad, n.dtype, n.data_ptr, n.is_contiguous, n.numel};
+    for (int i = 0; i < kNames; ++i) {
       PyObject* d =
           PyDict_GetItemWithError(reinterpret_cast<PyTypeObject*>(base)->tp_dict, names_[i]);
       if (d == nullptr) return false;
@@ -54,7 +58,8 @@ struct TensorAccess {
     if (!PyObject_TypeCheck(descr[0], &PyGetSetDescr_Type) ||
         !PyObject_TypeCheck(descr[1], &PyGetSetDescr_Type) ||
         !PyObject_TypeCheck(descr[2], &PyMethodDescr_Type) ||
-        !PyObject_TypeCheck(descr[3], &PyMethodDescr_Type))
+        !PyObject_TypeCheck(descr[3], &PyMethodDescr_Type) ||
+        !PyObject_TypeCheck(descr[4], &PyMethodDescr_Type))
       return false;
     auto* g = reinterpret_cast<PyGetSetDescrObject*>(descr[0]);
     auto* t = reinterpret_cast<PyGetSetDescrObject*>(descr[1]);
@@ -63,6 +68,9 @@ struct TensorAccess {
     if ((dp->d_method->ml_flags & METH_NOARGS) == 0) return false;
     if ((ic->d_method->ml_flags & (METH_VARARGS | METH_KEYWORDS)) != (METH_VARARGS | METH_KEYWORDS))
       return false;
+    numel = reinterpret_cast<PyMethodDescrObject*>(descr[4])->d_method;
+    const int numel_flags = numel->ml_flags & (METH_NOARGS | METH_VARARGS | METH_KEYWORDS);
+    if (numel_flags != METH_NOARGS && numel_flags != (METH_VARARGS | METH_KEYWORDS)) return false;
     grad_get = g->d_getset->get;
     grad_closure = g->d_getset->closure;
     dtype_get = t->d_getset->get;
@@ -73,13 +81,13 @@ struct TensorAccess {
     return true;
   }
 
-  // Does this type resolve all four names to TensorBase's descriptors?
+  // Does this type resolve all the names to TensorBase's descriptors?
   bool is_plain(PyTypeObject* type) {
     for (PyTypeObject* t : plain)
       if (t == type) return true;
     const Names& n = names();
-    PyObject* names_[4] = {n.grad, n.dtype, n.data_ptr, n.is_contiguous};
-    for (int i = 0; i < 4; ++i)
+    PyObject* names_[kNames] = {n.grad, n.dtype, n.data_ptr, n.is_contiguous, n.numel};
+    for (int i = 0; i < kNames; ++i)
       if (_PyType_Lookup(type, names_[i]) != descr[i]) return false;
     for (PyTypeObject*& t : plain)
       if (t == nullptr) {
@@ -138,6 +146,20 @@ struct Reader {
   PyObject* contiguous(PyObject* t) {
     return fast(t) ? a->is_contiguous(t, a->empty, nullptr) : call0(t, names().is_contiguous);
   }
+  bool numel(PyObject* t, int64_t* out) {
+    PyObject* r;
+    if (!fast(t))
+      r = call0(t, names().numel);
+    else if (a->numel->ml_flags & METH_NOARGS)
+      r = a->numel->ml_meth(t, nullptr);
+    else
+      r = reinterpret_cast<PyCFunctionWithKeywords>(
+          reinterpret_cast<void (*)(void)>(a->numel->ml_meth))(t, a->empty, nullptr);
+    if (r == nullptr) return false;
+    *out = PyLong_AsLongLong(r);
+    Py_DECREF(r);
+    return !PyErr_Occurred();
+  }
 };
 
 template <class Op>
@@ -182,34 +204,12 @@ std::vector<std::string> hyper_keys(const std::string& kind) {
   throw std::invalid_argument("unknown optimizer kind '" + kind + "'");
 }
 
-Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::list params,
-           std::vector<int64_t> entry_of_param, std::vector<int32_t> layouts,
-           std::vector<py::object> dense_strides, py::list entries, int64_t chunk_elems,
-           py::object device)
-    : kind_(std::move(kind)),
-      device_(device),
-      owner_groups_(owner_groups),
-      owner_state_(owner_state),
-      params_(params),
-      entry_of_param_(std::move(entry_of_param)),
-      layouts_(std::move(layouts)),
-      dense_strides_(std::move(dense_strides)) {
-  if (chunk_elems < 0) throw std::invalid_argument("chunk_elems must be positive");
+Plan::Plan(std::string kind, py::list owner_groups, py::object device)
+    : kind_(std::move(kind)), device_(device), owner_groups_(owner_groups) {
   std::string device_type = "cpu";
-  int device_index = -1;
-  if (!device_.is_none()) {
-    device_type = device_.attr("type").cast<std::string>();
-    py::object index = device_.attr("index");
-    device_index = index.is_none() ? -1 : index.cast<int>();
-  }
+  if (!device_.is_none()) device_type = device_.attr("type").cast<std::string>();
   const std::string engine = engine_for(device_type);
   device_engine_ = engine == "cuda" || engine == "simt";
-  if (engine == "cuda" && device_index < 0)
-    throw std::invalid_argument("Plan: a cuda device needs an index");
-  const size_t n_params = size_t(py::len(params_));
-  if (entry_of_param_.size() != n_params || layouts_.size() != n_params ||
-      dense_strides_.size() != n_params)
-    throw std::invalid_argument("Plan: per-param lists must have one item per param");
 
   for (const std::string& spec : hyper_keys(kind_)) {
     HyperKey k;
@@ -230,11 +230,53 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
   }
 
   for (py::handle g : owner_groups_) {
+    if (!PyDict_Check(g.ptr()))
+      throw std::invalid_argument("param group " + std::to_string(groups_.size()) +
+                                  " is not a dict");
     groups_.push_back(py::reinterpret_borrow<py::object>(g));
     py::object lst = py::reinterpret_borrow<py::object>(g)[py::str("params")];
     group_sizes_.push_back(py::len(lst));
     group_lists_.push_back(lst);
   }
+  hyper_.assign(groups_.size() * keys_.size(), 0.0);
+  lr_device_.assign(groups_.size(), nullptr);
+}
+
+void Plan::check_hypers(const std::string& kind, py::list groups, py::object device) {
+  Plan probe(kind, groups, device);
+  std::string reason;
+  if (!probe.read_hypers(&reason)) {
+    if (PyErr_Occurred()) throw py::error_already_set();
+    throw std::invalid_argument(reason);
+  }
+}
+
+Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::list params,
+           std::vector<int64_t> entry_of_param, std::vector<int32_t> layouts,
+           std::vector<py::object> dense_strides, py::list entries, py::list held,
+           int64_t chunk_elems, py::object device, bool check_sizes)
+    : Plan(std::move(kind), owner_groups, device) {
+  check_sizes_ = check_sizes;
+  owner_state_ = owner_state;
+  params_ = params;
+  entry_of_param_ = std::move(entry_of_param);
+  layouts_ = std::move(layouts);
+  dense_strides_ = std::move(dense_strides);
+  held_ = held;
+  if (chunk_elems < 0) throw std::invalid_argument("chunk_elems must be positive");
+  std::string device_type = "cpu";
+  int device_index = -1;
+  if (!device_.is_none()) {
+    device_type = device_.attr("type").cast<std::string>();
+    py::object index = device_.attr("index");
+    device_index = index.is_none() ? -1 : index.cast<int>();
+  }
+  if (engine_for(device_type) == "cuda" && device_index < 0)
+    throw std::invalid_argument("Plan: a cuda device needs an index");
+  const size_t n_params = size_t(py::len(params_));
+  if (entry_of_param_.size() != n_params || layouts_.size() != n_params ||
+      dense_strides_.size() != n_params)
+    throw std::invalid_argument("Plan: per-param lists must have one item per param");
 
   for (py::handle p : params_) {
     int64_t ptr = 0;
@@ -242,15 +284,30 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
     param_data_.push_back(ptr);
   }
 
+  Reader read;
   for (py::handle item : entries) {
     py::tuple t = py::reinterpret_borrow<py::tuple>(item);
     if (py::len(t) != 12) throw std::invalid_argument("Plan: an entry has 12 fields");
     TensorEntry e{};
     e.param = reinterpret_cast<void*>(t[0].cast<int64_t>());
     e.grad = nullptr;
-    for (int k = 0; k < kMaxStates; ++k)
-      e.state[k] = reinterpret_cast<void*>(t[1 + k].cast<int64_t>());
     e.numel = t[4].cast<int64_t>();
+    // the state tensors themselves: held, and their pointers and sizes re-checked each step
+    // (an int is a raw address, unchecked: for tests of the engine's index arithmetic)
+    for (int k = 0; k < kMaxStates; ++k) {
+      py::object state = py::reinterpret_borrow<py::object>(t[1 + k]);
+      if (PyLong_Check(state.ptr())) {
+        e.state[k] = reinterpret_cast<void*>(state.cast<int64_t>());
+        state = py::none();
+      }
+      entry_states_.push_back(state);
+      if (state.is_none()) continue;
+      int64_t ptr = 0, numel = 0;
+      if (!read.ptr(state.ptr(), &ptr) || !read.numel(state.ptr(), &numel))
+        throw py::error_already_set();
+      if (numel != e.numel) throw std::invalid_argument("Plan: a state's size is not its param's");
+      e.state[k] = reinterpret_cast<void*>(ptr);
+    }
     e.param_dtype = DType(t[5].cast<int32_t>());
     e.grad_dtype = DType(t[6].cast<int32_t>());
     e.state_dtype = DType(t[7].cast<int32_t>());
@@ -262,12 +319,68 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
     entries_.push_back(e);
   }
 
-  hyper_.assign(groups_.size() * keys_.size(), 0.0);
-  lr_device_.assign(groups_.size(), nullptr);
+  // a grad of any other type than the one Python validated (a tensor subclass) forces a rebuild
+  py::object tensor_type = py::module_::import("torch").attr("Tensor");
+  grad_type_.assign(entries_.size(), tensor_type);
+  for (size_t i = 0; i < n_params; ++i) {
+    if (entry_of_param_[i] < 0) continue;
+    py::object grad = params_[i].attr("grad");
+    if (!grad.is_none()) grad_type_[size_t(entry_of_param_[i])] = py::type::of(grad);
+  }
+
   std::string reason;
   if (!read_hypers(&reason)) throw std::invalid_argument(reason);
   structural_ = hyper_;
+  snapshot_state();
   engine_ = make_engine(kind_, device_type, device_index, entries_, chunk_elems);
+}
+
+// optimizer.state as it is now: its items and, for each dict among its values, that dict's
+// items, in order and by identity. Holding them keeps them alive, so an address compared later
+// cannot have been reused by another object.
+void Plan::snapshot_state() {
+  state_items_.clear();
+  if (!PyDict_Check(owner_state_.ptr())) return;
+  Py_ssize_t pos = 0;
+  PyObject *key, *value;
+  while (PyDict_Next(owner_state_.ptr(), &pos, &key, &value)) {
+    state_items_.push_back(py::reinterpret_borrow<py::object>(key));
+    state_items_.push_back(py::reinterpret_borrow<py::object>(value));
+    if (!PyDict_Check(value)) continue;
+    Py_ssize_t inner = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(value, &inner, &k, &v)) {
+      state_items_.push_back(py::reinterpret_borrow<py::object>(k));
+      state_items_.push_back(py::reinterpret_borrow<py::object>(v));
+    }
+    state_items_.push_back(py::object());  // end of this dict (a null, never an item)
+  }
+}
+
+// Is optimizer.state still what snapshot_state() saw? Any edit (clear, del, a new dict, a state
+// tensor or step replaced, a key added) changes the sequence; no hashing, no Python code.
+bool Plan::state_unchanged() const {
+  PyObject* state = owner_state_.ptr();
+  if (!PyDict_Check(state)) return false;
+  size_t i = 0;
+  const size_t n = state_items_.size();
+  Py_ssize_t pos = 0;
+  PyObject *key, *value;
+  while (PyDict_Next(state, &pos, &key, &value)) {
+    if (i + 2 > n || state_items_[i].ptr() != key || state_items_[i + 1].ptr() != value)
+      return false;
+    i += 2;
+    if (!PyDict_Check(value)) continue;
+    Py_ssize_t inner = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(value, &inner, &k, &v)) {
+      if (i + 2 > n || state_items_[i].ptr() != k || state_items_[i + 1].ptr() != v) return false;
+      i += 2;
+    }
+    if (i >= n || state_items_[i].ptr() != nullptr) return false;
+    ++i;
+  }
+  return i == n;
 }
 
 std::vector<std::string> Plan::hyper_names() const {
@@ -365,6 +478,7 @@ py::tuple Plan::refresh() {
       if (PyList_GET_ITEM(lst, j) != PyList_GET_ITEM(params, flat))
         return rebuild("params of a group changed");
   }
+  if (!state_unchanged()) return rebuild("optimizer state edited");
 
   py::list fixups;
   Reader read;
@@ -383,9 +497,23 @@ py::tuple Plan::refresh() {
     int64_t pptr = 0;
     if (!read.ptr(p, &pptr)) return rebuild("param data_ptr failed");
     if (pptr != param_data_[i]) return rebuild("a param's storage changed");
+    int64_t numel = 0;
+    if (!read.numel(p, &numel)) return rebuild("param numel failed");
+    if (numel != e.numel && check_sizes_) return rebuild("a param's size changed");
+    for (int k = 0; k < kMaxStates; ++k) {
+      PyObject* state = entry_states_[size_t(entry) * kMaxStates + k].ptr();
+      if (state == Py_None) continue;
+      int64_t sptr = 0, snumel = 0;
+      if (!read.ptr(state, &sptr) || !read.numel(state, &snumel))
+        return rebuild("reading a state tensor failed");
+      if (sptr != reinterpret_cast<int64_t>(e.state[k]) || snumel != e.numel)
+        return rebuild("a state tensor's storage or size changed");
+    }
     e.active = grad != Py_None;
     e.grad = nullptr;
     if (!e.active) continue;
+    if (reinterpret_cast<PyObject*>(Py_TYPE(grad)) != grad_type_[entry].ptr())
+      return rebuild("a grad of another type");
     const Layout layout = Layout(layouts_[i]);
     if (layout == Layout::staged) {
       fixups.append(entry);
@@ -395,6 +523,9 @@ py::tuple Plan::refresh() {
     if (dtype == nullptr) return rebuild("grad dtype failed");
     Py_DECREF(dtype);  // torch dtypes are immortal singletons: identity is enough
     if (dtype != grad_dtype_[entry].ptr()) return rebuild("a grad's dtype changed");
+    int64_t gnumel = 0;
+    if (!read.numel(grad, &gnumel)) return rebuild("grad numel failed");
+    if (gnumel != e.numel && check_sizes_) return rebuild("a grad's size is not its param's");
     bool same_layout;
     if (layout == Layout::contiguous) {
       PyObject* r = read.contiguous(grad);
@@ -413,6 +544,7 @@ py::tuple Plan::refresh() {
     }
     int64_t gptr = 0;
     if (!read.ptr(grad, &gptr)) return rebuild("grad data_ptr failed (sparse?)");
+    if (gptr == 0 && e.numel > 0) return rebuild("a grad without storage");
     e.grad = reinterpret_cast<const void*>(gptr);
   }
 

@@ -2,9 +2,15 @@
 //
 // Python builds the table (states, pointers, dtypes) on the slow path. Every step, refresh()
 // re-reads what may change between steps without touching Python bytecode: each param's .grad
-// (pointer, dtype, layout), each group's hyperparameters, and whether anything structural
-// changed (param_groups or state replaced, a param moved, a new param got a grad, amsgrad or
-// momentum switched on) — in which case Python rebuilds the table.
+// (pointer, dtype, layout, size), each group's hyperparameters, and whether anything structural
+// changed (param_groups or state replaced, a param moved or changed size, a new param got a
+// grad, amsgrad or momentum switched on, optimizer.state edited, a state tensor moved or
+// changed size) — in which case Python rebuilds the table.
+//
+// Memory safety: the plan holds a reference to every tensor it has a raw pointer to (params,
+// state tensors, the step buffer, staged copies) and re-checks every pointer and element count
+// it will use before each step, so no edit through the public API between two steps can make
+// the engine touch freed memory or run past a tensor's end.
 //
 // The steps run on the Engine of the params' device (engine.h): the CPU engine, or the CUDA
 // engine, which fastopt._C_simt runs on cpu tensors under the host emulation.
@@ -47,12 +53,15 @@ class Plan {
   // chunk_elems 0: the engine's default chunk size.
   Plan(std::string kind, py::list owner_groups, py::object owner_state, py::list params,
        std::vector<int64_t> entry_of_param, std::vector<int32_t> layouts,
-       std::vector<py::object> dense_strides, py::list entries, int64_t chunk_elems,
-       py::object device);
+       std::vector<py::object> dense_strides, py::list entries, py::list held,
+       int64_t chunk_elems, py::object device, bool check_sizes);
 
   // Re-reads grads and hyperparameters. Returns (status, reason, fixups): fixups are entries
   // whose grad Python must supply with set_grad (staged params, or grads of another layout).
   py::tuple refresh();
+  // Groups' hyperparameters as the plan reads them; raises naming the group and key at fault.
+  // Python validates with it before it creates any state.
+  static void check_hypers(const std::string& kind, py::list groups, py::object device);
   void set_grad(int64_t entry, int64_t ptr, bool active);
   // One optimizer step over every entry with a grad, through the gradient pipeline: with a
   // loss scale the grads are unscaled; the total norm is reduced when clipping or reporting;
@@ -79,13 +88,18 @@ class Plan {
   std::vector<int64_t> active_entries() const;
 
  private:
+  // The groups, their hyperparameter keys and the device: what check_hypers needs.
+  Plan(std::string kind, py::list owner_groups, py::object device);
   StepInputs inputs(int num_threads, double op_scalar, void* stream);
   bool read_hypers(std::string* reason);
   bool read_device_lr(size_t group, PyObject* value, std::string* reason);
+  void snapshot_state();
+  bool state_unchanged() const;
 
   std::string kind_;
   py::object device_;
   bool device_engine_ = false;  // the engine runs on the params' device (not the host)
+  bool check_sizes_ = true;     // false only in tests that fabricate sizes (index arithmetic)
   int lr_key_ = -1;             // index of the "lr" key
   std::vector<HyperKey> keys_;
   py::list owner_groups_;
@@ -96,10 +110,14 @@ class Plan {
   py::list params_;
   std::vector<int64_t> param_data_;     // data_ptr() at build time
   std::vector<py::object> grad_dtype_;  // per entry: the dtype its grads must have
+  std::vector<py::object> grad_type_;   // per entry: the Python type its grads were validated as
   std::vector<int64_t> entry_of_param_;
   std::vector<int32_t> layouts_;
   std::vector<py::object> dense_strides_;
   std::vector<TensorEntry> entries_;
+  std::vector<py::object> entry_states_;  // [entries][kMaxStates]: the state tensors (or None)
+  std::vector<py::object> state_items_;   // optimizer.state's items and their dicts' items
+  py::list held_;                         // other tensors the entries point into
   std::vector<double> hyper_;            // [groups][keys]
   std::vector<const float*> lr_device_;  // per group: device scalar lr (tensor lr), or nullptr
   std::vector<double> structural_;       // truthiness of structural keys at build time

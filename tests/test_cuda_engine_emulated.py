@@ -288,7 +288,17 @@ def test_huge_tensor_chunk_arithmetic_with_small_data(case, hooks):
     fake = [t.data_ptr() - 4 * offset for t in [p.detach(), *states]] + [0] * (3 - len(states))
     entry = (fake[0], *fake[1:4], numel, 0, 0, 0, 0, steps.data_ptr(), 1, torch.float32)
     plan = SIMT.Plan(
-        opt._kind, opt.param_groups, {}, [p], [0], [0], [None], [entry], device=torch.device("cpu")
+        opt._kind,
+        opt.param_groups,
+        {},
+        [p],
+        [0],
+        [0],
+        [None],
+        [entry],
+        [],
+        device=torch.device("cpu"),
+        check_sizes=False,  # the entry claims 2^32 elements; only the real ones are run
     )
     workspace = torch.zeros(plan.workspace_bytes, dtype=torch.uint8)
     plan.bind_workspace(workspace.data_ptr())
@@ -318,7 +328,18 @@ def test_launch_records_of_huge_tensors(limits):
     params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(3)]
     opt = fastopt.FusedSGD(params, lr=0.1)
     entries = [(p.data_ptr(), 0, 0, 0, numel, 0, 0, 0, 0, 0, 0, torch.float32) for p in params]
-    plan = SIMT.Plan("sgd", opt.param_groups, {}, params, [0, 1, 2], [0] * 3, [None] * 3, entries)
+    plan = SIMT.Plan(
+        "sgd",
+        opt.param_groups,
+        {},
+        params,
+        [0, 1, 2],
+        [0] * 3,
+        [None] * 3,
+        entries,
+        [],
+        check_sizes=False,  # records only: the entries claim 3 * 2^31 elements
+    )
     for p in params:
         p.grad = torch.zeros(1)
     assert plan.refresh()[0] == 0

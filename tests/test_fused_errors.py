@@ -114,3 +114,83 @@ def test_missing_extension_gives_a_clear_error(tmp_path):
     assert out.returncode != 0
     assert "import ok" in out.stdout
     assert "fastopt._C is not available" in out.stderr and "pip install" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "cls,kw,error,match",
+    [
+        # torch's checks and messages
+        (
+            fastopt.FusedAdam,
+            dict(lr=torch.tensor([0.1, 0.2])),
+            ValueError,
+            "Tensor lr must be 1-element",
+        ),
+        (
+            fastopt.FusedSGD,
+            dict(lr=torch.tensor([0.1, 0.2])),
+            ValueError,
+            "Tensor lr must be 1-element",
+        ),
+        (
+            fastopt.FusedAdam,
+            dict(betas=(0.9, torch.tensor(0.99))),
+            ValueError,
+            "betas must be either both floats or both Tensors",
+        ),
+        (
+            fastopt.FusedAdamW,
+            dict(betas=(torch.tensor([0.9, 0.8]), torch.tensor(0.99))),
+            ValueError,
+            r"Tensor betas\[0\] must be 1-element",
+        ),
+        # where torch fails obscurely or not at all
+        (
+            fastopt.FusedAdam,
+            dict(lr="abc"),
+            TypeError,
+            "Invalid learning rate: 'abc' is not a number",
+        ),
+        (
+            fastopt.FusedSGD,
+            dict(lr="abc"),
+            TypeError,
+            "Invalid learning rate: 'abc' is not a number",
+        ),
+        (fastopt.FusedSGD, dict(lr=0.1, momentum="0.9"), TypeError, "Invalid momentum"),
+        (fastopt.FusedAdam, dict(eps=None), TypeError, "Invalid epsilon value: None"),
+        (fastopt.FusedAdam, dict(betas=(0.9, 0.99, 0.5)), ValueError, r"betas must be a pair"),
+        (fastopt.FusedAdam, dict(betas=0.9), ValueError, r"betas must be a pair"),
+        (fastopt.FusedLARS, dict(lr=0.1, eta="x"), TypeError, "Invalid LARS coefficient"),
+    ],
+)
+def test_hyperparameter_types(cls, kw, error, match):
+    with pytest.raises(error, match=match):
+        cls([torch.nn.Parameter(torch.randn(2))], **kw)
+
+
+def test_tensor_lr_and_betas_step_like_torch():
+    p, q = torch.nn.Parameter(torch.randn(5)), torch.nn.Parameter(torch.randn(5))
+    q.data.copy_(p.data)
+    kw = dict(lr=torch.tensor(0.1), betas=(torch.tensor(0.8), torch.tensor(0.9)))
+    fused, ref = fastopt.FusedAdam([p], **kw), torch.optim.Adam([q], **kw)
+    for _ in range(3):
+        g = torch.randn(5)
+        p.grad, q.grad = g.clone(), g.clone()
+        fused.step()
+        ref.step()
+    torch.testing.assert_close(p, q)
+
+
+def test_group_hyperparameter_edited_to_garbage_names_group_and_key():
+    p = torch.nn.Parameter(torch.randn(3))
+    opt = fastopt.FusedAdam([{"params": [torch.nn.Parameter(torch.randn(2))]}, {"params": [p]}])
+    p.grad = torch.randn(3)
+    opt.param_groups[1]["eps"] = "tiny"
+    with pytest.raises(ValueError, match="FusedAdam: param group 1: 'eps' is not a number"):
+        opt.step()
+    assert not opt.state
+    del opt.param_groups[1]["betas"]
+    opt.param_groups[1]["eps"] = 1e-8
+    with pytest.raises(ValueError, match="param group 1 has no 'betas'"):
+        opt.step()

@@ -141,3 +141,105 @@ def test_deepcopy_and_pickle():
         q = clone.param_groups[0]["params"][0]
         q.grad = torch.randn(4)
         clone.step()  # builds its own table
+
+
+# ---- state dicts of every vintage -------------------------------------------------------------
+
+OLD_KEYS = {
+    # keys torch added after 1.x: its __setstate__ fills them in when a state dict lacks them
+    "adam": (
+        "maximize",
+        "foreach",
+        "capturable",
+        "differentiable",
+        "fused",
+        "decoupled_weight_decay",
+    ),
+    "sgd": ("maximize", "foreach", "differentiable", "fused", "nesterov"),
+}
+
+
+@pytest.mark.parametrize(
+    "fused_cls,torch_cls,kw,old",
+    [
+        (fastopt.FusedAdam, torch.optim.Adam, dict(lr=0.1), "adam"),
+        (fastopt.FusedAdamW, torch.optim.AdamW, dict(lr=0.1), "adam"),
+        (fastopt.FusedSGD, torch.optim.SGD, dict(lr=0.1, momentum=0.9), "sgd"),
+    ],
+)
+def test_state_dict_from_an_older_torch_loads_and_steps(fused_cls, torch_cls, kw, old):
+    torch.manual_seed(0)
+    src = torch.nn.Parameter(torch.randn(6))
+    saver = torch_cls([src], **kw)
+    src.grad = torch.randn(6)
+    saver.step()
+    sd = copy.deepcopy(saver.state_dict())
+    for group in sd["param_groups"]:
+        for key in OLD_KEYS[old]:
+            group.pop(key, None)
+    p, q = (torch.nn.Parameter(src.detach().clone()) for _ in range(2))
+    fused, ref = fused_cls([p], **kw), torch_cls([q], **kw)
+    fused.load_state_dict(copy.deepcopy(sd))
+    ref.load_state_dict(copy.deepcopy(sd))
+    for key in OLD_KEYS[old]:
+        assert fused.param_groups[0][key] == ref.param_groups[0][key], key
+    for _ in range(3):
+        g = torch.randn(6)
+        p.grad, q.grad = g.clone(), g.clone()
+        fused.step()
+        ref.step()
+    torch.testing.assert_close(p, q)
+
+
+def test_adam_state_dict_loads_into_adamw_as_adamw():
+    """torch's AdamW forces decoupled_weight_decay=True on load; so does FusedAdamW."""
+    torch.manual_seed(0)
+    src = torch.nn.Parameter(torch.randn(8))
+    saver = torch.optim.Adam([src], lr=0.1, weight_decay=0.1)
+    src.grad = torch.randn(8)
+    saver.step()
+    sd = saver.state_dict()
+    assert sd["param_groups"][0]["decoupled_weight_decay"] is False
+    p, q = (torch.nn.Parameter(src.detach().clone()) for _ in range(2))
+    fused = fastopt.FusedAdamW([p], lr=0.1, weight_decay=0.1)
+    ref = torch.optim.AdamW([q], lr=0.1, weight_decay=0.1)
+    fused.load_state_dict(copy.deepcopy(sd))
+    ref.load_state_dict(copy.deepcopy(sd))
+    assert fused.param_groups[0]["decoupled_weight_decay"] is True
+    for _ in range(3):
+        g = torch.randn(8)
+        p.grad, q.grad = g.clone(), g.clone()
+        fused.step()
+        ref.step()
+    torch.testing.assert_close(p, q)
+
+
+def test_load_state_dict_keeps_state_dtype_param():
+    p = torch.nn.Parameter(torch.randn(16, dtype=torch.bfloat16))
+    opt = fastopt.FusedAdamW([p], state_dtype="param")
+    p.grad = torch.randn(16, dtype=torch.bfloat16)
+    opt.step()
+    sd = copy.deepcopy(opt.state_dict())
+    opt.load_state_dict(sd)
+    assert opt.state_dtype == "param"
+    opt.step()
+    assert opt.state[p]["exp_avg"].dtype == torch.bfloat16
+    assert opt.state[p]["exp_avg_sq"].dtype == torch.bfloat16
+
+
+def test_load_state_dict_keeps_lars_eps():
+    p = torch.nn.Parameter(torch.randn(4))
+    opt = fastopt.FusedLARS([p], lr=0.1, momentum=0.9, eps=1e-3)
+    p.grad = torch.randn(4)
+    opt.step()
+    opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+    assert opt.eps == 1e-3
+
+
+def test_sgd_without_momentum_keeps_no_state_like_torch():
+    p, q = torch.nn.Parameter(torch.randn(4)), torch.nn.Parameter(torch.randn(4))
+    fused, ref = fastopt.FusedSGD([p], lr=0.1), torch.optim.SGD([q], lr=0.1)
+    p.grad, q.grad = torch.randn(4), torch.randn(4)
+    fused.step()
+    ref.step()
+    assert fused.state_dict()["state"] == ref.state_dict()["state"] == {}

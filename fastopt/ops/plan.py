@@ -34,6 +34,13 @@ class StateSpec:
     names: tuple[str, ...]
     # a buffer torch creates from the first grad (SGD's momentum_buffer): new ones start "fresh"
     fresh: str | None = None
+    # states a group flag may switch on mid-run (amsgrad's max_exp_avg_sq): they start at zero
+    # next to existing ones. Any other missing state next to existing ones is an error, as the
+    # KeyError torch.optim raises there.
+    late: tuple[str, ...] = ()
+
+    def required(self) -> tuple[str, ...]:
+        return tuple(n for n in self.names if n != self.fresh and n not in self.late)
 
 
 @dataclass
@@ -70,14 +77,15 @@ class Plan:
     def supply_grads(self, fixups: list[int]) -> bool:
         """Give the engine the grads it could not take as they are (staged or other layout).
 
-        Returns False when a grad cannot be used at all (sparse): a rebuild then reports it.
+        Returns False when a grad cannot be used at all (sparse, or not of its param's shape):
+        a rebuild then reports it.
         """
         staged = {s.entry: s for s in self.staged}
-        if any(
-            (g := self.entry_params[e].grad) is not None and g.layout != torch.strided
-            for e in fixups
-        ):
-            return False
+        for e in fixups:
+            p = self.entry_params[e]
+            g = p.grad
+            if g is not None and (g.layout != torch.strided or g.shape != p.shape):
+                return False
         for entry in fixups:
             param = self.entry_params[entry]
             grad = param.grad
@@ -134,45 +142,111 @@ def _where(opt: FusedOptimizer, gi: int, pi: int, p: torch.Tensor) -> str:
     )
 
 
-def _as_state(value: torch.Tensor, like: torch.Tensor, dtype: torch.dtype, layout: int):
-    """A state tensor with the given dtype laid out like the engine walks ``like``."""
-    if value.shape != like.shape:
-        raise ValueError(f"state of shape {tuple(value.shape)} for a param of {tuple(like.shape)}")
-    ok = value.dtype == dtype and value.device == like.device
-    if layout == LAYOUT_DENSE:
-        ok = ok and value.stride() == like.stride()
-    else:
-        ok = ok and value.is_contiguous()
-    if ok:
-        return value
-    out = (
-        torch.empty_like(like, dtype=dtype)
-        if layout == LAYOUT_DENSE
-        else torch.empty(like.shape, dtype=dtype, device=like.device)
+def _is_plain_tensor(t: torch.Tensor) -> bool:
+    """A tensor whose data is its own storage: torch.Tensor, nn.Parameter, or a subclass that
+    overrides neither __torch_function__ nor __torch_dispatch__. Wrapper subclasses (DTensor,
+    FakeTensor, lazy params) are not: their data pointer is not the values they stand for."""
+    cls = type(t)
+    if cls is torch.Tensor or cls is torch.nn.Parameter:
+        return True
+    if cls.__torch_dispatch__ is not torch.Tensor.__torch_dispatch__:
+        return False
+    fn = cls.__torch_function__
+    return fn is torch._C._disabled_torch_function_impl or (
+        getattr(fn, "__func__", None) is torch.Tensor.__torch_function__.__func__
     )
-    return out.copy_(value)
 
 
-def build_plan(opt: FusedOptimizer) -> Plan:
-    """Validate every param of every group and pack the table (creating missing states)."""
-    C = require_C()
-    spec = opt._state_spec_all()
-    params: list[torch.Tensor] = []
-    entry_of: list[int] = []
-    layouts: list[int] = []
-    strides: list[Any] = []
-    entries: list[tuple] = []
-    entry_params: list[torch.Tensor] = []
-    staged: list[_Staged] = []
-    step_values: list[float] = []
-    step_owners: list[dict] = []
+def _check_tensor(where: str, what: str, t: torch.Tensor) -> None:
+    if not _is_plain_tensor(t):
+        name = type(t).__name__
+        hint = (
+            " (FSDP2 / DTensor params are not supported yet: use torch.optim there)"
+            if name == "DTensor"
+            else ""
+        )
+        raise TypeError(
+            f"{where}: {what} is a {type(t).__module__}.{name}; fused optimizers update plain "
+            f"tensors and nn.Parameters whose data is their own storage{hint}"
+        )
+
+
+def _check_storage(where: str, what: str, t: torch.Tensor) -> None:
+    """The tensor's elements lie inside its storage (a storage resized under a live tensor
+    leaves them outside: torch's own ops then read freed memory)."""
+    if t.numel() == 0:
+        return
+    span = 1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride()))
+    need = (t.storage_offset() + span) * t.element_size()
+    have = t.untyped_storage().nbytes()
+    if have < need or t.data_ptr() == 0:
+        raise RuntimeError(
+            f"{where}: {what} needs {need} bytes of storage but its storage has {have} (was the "
+            "storage resized under it?)"
+        )
+
+
+def _state_tensor(where: str, name: str, value: Any, p: torch.Tensor) -> torch.Tensor | None:
+    """An existing state tensor, checked against its param (None: absent)."""
+    if value is None:
+        return None
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{where}: state '{name}' is a {type(value).__name__}, not a tensor")
+    _check_tensor(where, f"state '{name}'", value)
+    if value.shape != p.shape:
+        raise ValueError(
+            f"{where}: state '{name}' has shape {tuple(value.shape)}, its param {tuple(p.shape)}"
+        )
+    if not value.is_floating_point() or value.layout != torch.strided:
+        raise TypeError(f"{where}: state '{name}' is {value.dtype}, not a dense floating tensor")
+    _check_storage(where, f"state '{name}'", value)
+    return value
+
+
+def _overlapping(spans: list[tuple[int, int, str]]) -> tuple[str, str] | None:
+    """Two of (start, end, where) whose byte ranges overlap, if any."""
+    spans = sorted(s for s in spans if s[1] > s[0])
+    for a, b in zip(spans, spans[1:]):
+        if b[0] < a[1]:
+            return a[2], b[2]
+    return None
+
+
+@dataclass
+class _Item:
+    """One param of one group as validated: what packing needs."""
+
+    gi: int
+    p: torch.Tensor
+    where: str
+    layout: int
+    names: tuple[str, ...]
+    states: dict[str, torch.Tensor | None] | None  # None: no entry until it gets a grad
+
+
+def _validate(opt: FusedOptimizer, C: Any) -> tuple[list[_Item], torch.device | None]:
+    """Every check a step makes, before anything changes: a rejected step leaves the optimizer
+    (state, steps, params) exactly as it was."""
+    items: list[_Item] = []
     device: torch.device | None = None
-
+    seen: dict[int, str] = {}
+    spans: list[tuple[int, int, str]] = []
     for gi, group in enumerate(opt.param_groups):
-        names = opt._state_spec(group).names
+        spec = opt._state_spec(group)
         for pi, p in enumerate(group["params"]):
-            params.append(p)
             where = _where(opt, gi, pi, p)
+            if not isinstance(p, torch.Tensor):
+                raise TypeError(
+                    f"{type(opt).__name__}: param group {gi}, param {pi} is a "
+                    f"{type(p).__name__}, not a tensor"
+                )
+            _check_tensor(where, "the param", p)
+            if id(p) in seen:
+                raise ValueError(
+                    f"{where}: the same param appears twice (also {seen[id(p)]}); a fused step "
+                    "updates each param once"
+                )
+            seen[id(p)] = where
             if p.dtype not in DTYPE_CODES:
                 raise TypeError(
                     f"{where}: fused optimizers update float32, float16 and bfloat16 params"
@@ -189,6 +263,7 @@ def build_plan(opt: FusedOptimizer) -> Plan:
                     f"(built: {', '.join(C.build_info()['backends']) or 'none'}; `fastopt info` "
                     "shows what was built)"
                 )
+            _check_storage(where, "the param", p)
             if group.get("capturable") and C.engine_for(p.device.type) == "cpu":
                 raise RuntimeError(
                     f"{where}: capturable=True needs params on a CUDA device (a step captured "
@@ -196,6 +271,7 @@ def build_plan(opt: FusedOptimizer) -> Plan:
                 )
             grad = p.grad
             if grad is not None:
+                _check_tensor(where, "its grad", grad)
                 if grad.is_sparse or grad.layout != torch.strided:
                     raise RuntimeError(
                         f"{where}: sparse gradients are not supported by fused optimizers"
@@ -204,67 +280,147 @@ def build_plan(opt: FusedOptimizer) -> Plan:
                     raise TypeError(
                         f"{where}: grad dtype {grad.dtype} must be {p.dtype} or float32"
                     )
-            state = opt.state.get(p) or {}
-            has_states = all(isinstance(state.get(n), torch.Tensor) for n in names)
-            layout = _layout(p)
-            layouts.append(layout)
-            strides.append(tuple(p.stride()) if layout == LAYOUT_DENSE else None)
-            if grad is None and not has_states:
-                entry_of.append(-1)  # nothing to do until it has a grad (then: rebuild)
-                continue
-
-            state = opt.state[p]
-            state_dtype = opt._state_dtype_for(p)
-            fresh = 0
-            ptrs = [0, 0, 0]
-            for k, name in enumerate(names):
-                value = state.get(name)
-                if isinstance(value, torch.Tensor):
-                    value = _as_state(value, p, state_dtype, layout)
-                else:
-                    value = (
-                        torch.zeros_like(p, dtype=state_dtype)
-                        if layout == LAYOUT_DENSE
-                        else torch.zeros(p.shape, dtype=state_dtype, device=p.device)
+                if grad.shape != p.shape or grad.device != p.device:
+                    raise ValueError(
+                        f"{where}: grad of shape {tuple(grad.shape)} on {grad.device} for a "
+                        "param of that shape and device"
                     )
-                    fresh |= int(name == spec.fresh)
-                state[name] = value
-                ptrs[k] = value.data_ptr()
-
-            param_ptr = p.data_ptr()
-            if layout == LAYOUT_STAGED:
-                buf = p.detach().contiguous()
-                gbuf = torch.empty(
-                    p.shape, dtype=grad.dtype if grad is not None else p.dtype, device=p.device
-                )
-                staged.append(_Staged(len(entries), p, buf, gbuf))
-                param_ptr = buf.data_ptr()
-
-            step_ptr_index = -1
-            if opt._has_step:
-                step = state.get("step", 0.0)
-                step_values.append(float(step))
-                step_owners.append(state)
-                step_ptr_index = len(step_values) - 1
-            grad_dtype = (
-                grad.dtype if grad is not None else (getattr(p, "grad_dtype", None) or p.dtype)
-            )
-            entry_of.append(len(entries))
-            entries.append(
-                [
-                    param_ptr,
-                    *ptrs,
-                    p.numel(),
-                    DTYPE_CODES[p.dtype],
-                    DTYPE_CODES[grad_dtype],
-                    DTYPE_CODES[state_dtype],
+                _check_storage(where, "its grad", grad)
+            layout = _layout(p)
+            if layout != LAYOUT_STAGED and p.numel():
+                start = p.data_ptr()
+                spans.append((start, start + p.numel() * p.element_size(), where))
+            saved = opt.state.get(p)
+            saved = saved if isinstance(saved, dict) else {}
+            states = {n: _state_tensor(where, n, saved.get(n), p) for n in spec.names}
+            present = [n for n in spec.names if states[n] is not None]
+            if present or (opt._has_step and "step" in saved):
+                missing = [n for n in spec.required() if states[n] is None]
+                if missing:
+                    raise ValueError(
+                        f"{where}: its state has {sorted(saved)} but no '{missing[0]}' "
+                        "(torch.optim raises KeyError here); clear the param's whole state "
+                        "(optimizer.state[p].clear()) to restart it"
+                    )
+            if opt._has_step and "step" in saved:
+                step = saved["step"]
+                if isinstance(step, torch.Tensor) and step.numel() != 1:
+                    raise ValueError(f"{where}: state 'step' has {step.numel()} elements, not 1")
+                try:
+                    float(step)
+                except (TypeError, ValueError):
+                    raise TypeError(f"{where}: state 'step' is {step!r}, not a number") from None
+            has_states = bool(spec.names) and len(present) == len(spec.names)
+            items.append(
+                _Item(
                     gi,
-                    step_ptr_index,
-                    fresh,
-                    grad_dtype,
-                ]
+                    p,
+                    where,
+                    layout,
+                    spec.names,
+                    states if grad is not None or has_states else None,
+                )
             )
-            entry_params.append(p)
+    clash = _overlapping(spans)
+    if clash:
+        raise ValueError(
+            f"{clash[1]} shares memory with {clash[0]}; a fused step updates each param's "
+            "memory once"
+        )
+    try:
+        C.Plan.check_hypers(opt._kind, opt.param_groups, device)
+    except ValueError as e:
+        raise ValueError(f"{type(opt).__name__}: {e}") from None
+    return items, device
+
+
+def _new_state(like: torch.Tensor, dtype: torch.dtype, layout: int) -> torch.Tensor:
+    """A zero state laid out like the engine walks ``like``."""
+    if layout == LAYOUT_DENSE:
+        return torch.zeros_like(like, dtype=dtype)
+    return torch.zeros(like.shape, dtype=dtype, device=like.device)
+
+
+def _as_state(value: torch.Tensor, like: torch.Tensor, dtype: torch.dtype, layout: int):
+    """A (validated) state tensor with the given dtype, laid out like the engine walks ``like``."""
+    ok = value.dtype == dtype and value.device == like.device
+    if layout == LAYOUT_DENSE:
+        ok = ok and value.stride() == like.stride()
+    else:
+        ok = ok and value.is_contiguous()
+    return value if ok else _new_state(like, dtype, layout).copy_(value)
+
+
+def build_plan(opt: FusedOptimizer) -> Plan:
+    """Validate every param of every group, then create missing states and pack the table."""
+    C = require_C()
+    spec = opt._state_spec_all()
+    items, device = _validate(opt, C)
+
+    # nothing below raises for a bad input: states are created only once all of it is valid
+    params: list[torch.Tensor] = []
+    entry_of: list[int] = []
+    layouts: list[int] = []
+    strides: list[Any] = []
+    entries: list[list] = []
+    entry_params: list[torch.Tensor] = []
+    staged: list[_Staged] = []
+    step_values: list[float] = []
+    step_owners: list[dict] = []
+    for item in items:
+        p, layout = item.p, item.layout
+        params.append(p)
+        layouts.append(layout)
+        strides.append(tuple(p.stride()) if layout == LAYOUT_DENSE else None)
+        if item.states is None:
+            entry_of.append(-1)  # nothing to do until it has a grad (then: rebuild)
+            continue
+        grad = p.grad
+        state_dtype = opt._state_dtype_for(p)
+        state = opt.state[p] if item.names or opt._has_step else {}
+        fresh = 0
+        tensors: list[Any] = [None] * 3
+        for k, name in enumerate(item.names):
+            value = item.states[name]
+            if value is not None:
+                value = _as_state(value, p, state_dtype, layout)
+            else:
+                value = _new_state(p, state_dtype, layout)
+                fresh |= int(name == spec.fresh)
+            state[name] = value
+            tensors[k] = value
+
+        param_ptr = p.data_ptr()
+        if layout == LAYOUT_STAGED:
+            buf = p.detach().contiguous()
+            gbuf = torch.empty(
+                p.shape, dtype=grad.dtype if grad is not None else p.dtype, device=p.device
+            )
+            staged.append(_Staged(len(entries), p, buf, gbuf))
+            param_ptr = buf.data_ptr()
+
+        step_ptr_index = -1
+        if opt._has_step:
+            step_values.append(float(state.get("step", 0.0)))
+            step_owners.append(state)
+            step_ptr_index = len(step_values) - 1
+        grad_dtype = grad.dtype if grad is not None else (getattr(p, "grad_dtype", None) or p.dtype)
+        entry_of.append(len(entries))
+        entries.append(
+            [
+                param_ptr,
+                *tensors,
+                p.numel(),
+                DTYPE_CODES[p.dtype],
+                DTYPE_CODES[grad_dtype],
+                DTYPE_CODES[state_dtype],
+                item.gi,
+                step_ptr_index,
+                fresh,
+                grad_dtype,
+            ]
+        )
+        entry_params.append(p)
 
     # torch keeps one 0-dim float32 'step' tensor per param; ours are views of one buffer the
     # engine increments in place, so state_dict() shows torch's layout with no per-step copies.
@@ -279,6 +435,8 @@ def build_plan(opt: FusedOptimizer) -> Plan:
     for e in entries:
         e[9] = base + 4 * e[9] if e[9] >= 0 else 0
 
+    held = [t for t in (steps,) if t is not None]
+    held += [t for s in staged for t in (s.param_buf, s.grad_buf)]
     engine = C.Plan(
         opt._kind,
         opt.param_groups,
@@ -288,6 +446,7 @@ def build_plan(opt: FusedOptimizer) -> Plan:
         layouts,
         strides,
         [tuple(e) for e in entries],
+        held,
         device=device,
     )
     workspace = None

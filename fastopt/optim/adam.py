@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from fastopt.ops.plan import StateSpec
-from fastopt.optim.base import FusedOptimizer, StateDtype
+from fastopt.optim.base import FusedOptimizer, StateDtype, check_betas, check_lr, check_number
 from fastopt.registry import OPTIMIZERS
 
 
@@ -26,6 +26,15 @@ class FusedAdam(FusedOptimizer):
 
     _kind = "adam"
     _has_step = True
+    _load_defaults = dict(
+        amsgrad=False,
+        maximize=False,
+        foreach=None,
+        capturable=False,
+        differentiable=False,
+        decoupled_weight_decay=False,
+        fused=None,
+    )
 
     def __init__(
         self,
@@ -41,8 +50,10 @@ class FusedAdam(FusedOptimizer):
         decoupled_weight_decay: bool = False,
         state_dtype: StateDtype = torch.float32,
     ) -> None:
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
+        check_lr(lr)
+        check_betas(betas)
+        for name, value in (("epsilon value", eps), ("weight_decay value", weight_decay)):
+            check_number(name, value)
         if not 0.0 <= eps:
             raise ValueError(f"Invalid epsilon value: {eps}")
         if not 0.0 <= betas[0] < 1.0:
@@ -69,13 +80,15 @@ class FusedAdam(FusedOptimizer):
 
     def _state_spec(self, group: dict[str, Any]) -> StateSpec:
         if group["amsgrad"]:
-            return StateSpec(("exp_avg", "exp_avg_sq", "max_exp_avg_sq"))
+            return StateSpec(("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), late=("max_exp_avg_sq",))
         return StateSpec(("exp_avg", "exp_avg_sq"))
 
 
 @OPTIMIZERS.register_module()
 class FusedAdamW(FusedAdam):
     """AdamW (decoupled weight decay, default 1e-2), as ``torch.optim.AdamW``."""
+
+    _load_forced = dict(decoupled_weight_decay=True)  # an Adam state dict loads as AdamW
 
     def __init__(
         self,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+import numbers
+from collections.abc import Callable, Iterable, Sequence
 from itertools import chain
 from typing import Any, ClassVar, Union
 
@@ -14,12 +15,47 @@ from fastopt.ops.plan import Plan, StateSpec, build_plan
 StateDtype = Union[torch.dtype, str]
 
 
+def check_number(name: str, value: Any) -> None:
+    """A hyperparameter that must be a plain number (a bool or a str is a config mistake)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"Invalid {name}: {value!r} is not a number")
+
+
+def check_lr(lr: Any) -> None:
+    """torch's checks of ``lr`` (a number or a one-element tensor), with its messages."""
+    if isinstance(lr, torch.Tensor):
+        if lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+    else:
+        check_number("learning rate", lr)
+    if not 0.0 <= lr:
+        raise ValueError(f"Invalid learning rate: {lr}")
+
+
+def check_betas(betas: Any) -> None:
+    """A pair of numbers or of one-element tensors, never a mix (torch's rule); torch ignores a
+    third item, which is always a mistake in a config, so it is refused here."""
+    if isinstance(betas, (str, bytes)) or not isinstance(betas, Sequence) or len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    tensors = [isinstance(b, torch.Tensor) for b in betas]
+    if any(tensors) and not all(tensors):
+        raise ValueError("betas must be either both floats or both Tensors")
+    for i, b in enumerate(betas):
+        if isinstance(b, torch.Tensor):
+            if b.numel() != 1:
+                raise ValueError(f"Tensor betas[{i}] must be 1-element")
+        else:
+            check_number(f"beta parameter at index {i}", b)
+
+
 def check_momentum_args(
     lr: float, momentum: float, dampening: float, weight_decay: float, nesterov: bool
 ) -> None:
     """torch.optim.SGD's argument checks, with its messages (shared by SGD and LARS)."""
-    if lr < 0.0:
-        raise ValueError(f"Invalid learning rate: {lr}")
+    check_lr(lr)
+    for name, value in (("momentum", momentum), ("dampening", dampening)):
+        check_number(name, value)
+    check_number("weight_decay", weight_decay)
     if momentum < 0.0:
         raise ValueError(f"Invalid momentum value: {momentum}")
     if weight_decay < 0.0:
@@ -57,6 +93,10 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     _kind: ClassVar[str]
     _has_step: ClassVar[bool] = False
+    # group keys a state dict from an older torch may lack, with the values torch's own
+    # __setstate__ fills in; and keys the class forces on load (AdamW: decoupled decay)
+    _load_defaults: ClassVar[dict[str, Any]] = {}
+    _load_forced: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
@@ -70,6 +110,20 @@ class FusedOptimizer(torch.optim.Optimizer):
         self.state_dtype = state_dtype
         self._plan: Plan | None = None
         super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        index = len(getattr(self, "param_groups", ()))
+        seen: set[int] = set()
+        for i, p in enumerate(params):
+            if id(p) in seen:
+                raise ValueError(
+                    f"{type(self).__name__}: param group {index} lists param {i} twice (torch.optim "
+                    "warns and applies such a param twice); list each param once"
+                )
+            seen.add(id(p))
+        super().add_param_group({**param_group, "params": params})
 
     # --- what each optimizer defines -----------------------------------------------------
     def _state_spec(self, group: dict[str, Any]) -> StateSpec:
@@ -246,6 +300,12 @@ class FusedOptimizer(torch.optim.Optimizer):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("state_dtype", torch.float32)
+        # load_state_dict() comes here too, with only 'state' and 'param_groups': what the
+        # optimizer was built with stays (a pickle from an older fastopt gets the default)
+        state.setdefault("state_dtype", getattr(self, "state_dtype", torch.float32))
         super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in self._load_defaults.items():
+                group.setdefault(key, value)
+            group.update(self._load_forced)
         self._plan = None

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from fastopt.ops.plan import StateSpec
-from fastopt.optim.base import FusedOptimizer, StateDtype, check_momentum_args
+from fastopt.optim.base import FusedOptimizer, StateDtype, check_momentum_args, check_number
 from fastopt.registry import OPTIMIZERS
 
 
@@ -38,6 +38,8 @@ class FusedLARS(FusedOptimizer):
         state_dtype: StateDtype = torch.float32,
     ) -> None:
         check_momentum_args(lr, momentum, dampening, weight_decay, nesterov)
+        check_number("LARS coefficient value", eta)
+        check_number("eps", eps)
         if eta < 0.0:
             raise ValueError(f"Invalid LARS coefficient value: {eta}")
         defaults = dict(
@@ -68,5 +70,5 @@ class FusedLARS(FusedOptimizer):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("eps", 1e-8)
+        state.setdefault("eps", getattr(self, "eps", 1e-8))  # load_state_dict comes here too
         super().__setstate__(state)

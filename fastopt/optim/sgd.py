@@ -20,6 +20,9 @@ class FusedSGD(FusedOptimizer):
     """
 
     _kind = "sgd"
+    _load_defaults = dict(
+        nesterov=False, maximize=False, foreach=None, differentiable=False, fused=False
+    )
 
     def __init__(
         self,
