@@ -500,14 +500,15 @@ py::tuple Plan::refresh() {
     int64_t numel = 0;
     if (!read.numel(p, &numel)) return rebuild("param numel failed");
     if (numel != e.numel && check_sizes_) return rebuild("a param's size changed");
+    // A state tensor that is still in optimizer.state (state_unchanged) and still at its
+    // address is still in its storage: another storage at that address cannot exist while the
+    // tensor holds this one, and a smaller view or resize_ keeps the storage it had.
     for (int k = 0; k < kMaxStates; ++k) {
       PyObject* state = entry_states_[size_t(entry) * kMaxStates + k].ptr();
       if (state == Py_None) continue;
-      int64_t sptr = 0, snumel = 0;
-      if (!read.ptr(state, &sptr) || !read.numel(state, &snumel))
-        return rebuild("reading a state tensor failed");
-      if (sptr != reinterpret_cast<int64_t>(e.state[k]) || snumel != e.numel)
-        return rebuild("a state tensor's storage or size changed");
+      int64_t sptr = 0;
+      if (!read.ptr(state, &sptr)) return rebuild("reading a state tensor failed");
+      if (sptr != reinterpret_cast<int64_t>(e.state[k])) return rebuild("a state tensor moved");
     }
     e.active = grad != Py_None;
     e.grad = nullptr;
