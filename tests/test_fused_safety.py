@@ -247,6 +247,15 @@ def _bad_complex(extra):
     return p, None
 
 
+def _bad_grad_dtype(extra):
+    p = torch.nn.Parameter(torch.randn(4))
+    data = p.data
+    p.data = data.double()
+    p.grad = torch.randn(4, dtype=torch.float64)  # torch checks the grad against .data ...
+    p.data = data  # ... so a float64 grad of a float32 param takes a .data swap
+    return p, None
+
+
 def _bad_meta(extra):
     p = torch.nn.Parameter(torch.randn(4, device="meta"))
     p.grad = torch.randn(4, device="meta")
@@ -270,6 +279,7 @@ BAD = {
     "sparse grad": (_bad_sparse, RuntimeError, "sparse gradients"),
     "int param": (_bad_int, TypeError, "float32, float16 and bfloat16"),
     "complex param": (_bad_complex, TypeError, "float32, float16 and bfloat16"),
+    "grad of a wrong dtype": (_bad_grad_dtype, TypeError, "grad dtype torch.float64 must be"),
     "meta next to cpu": (_bad_meta, RuntimeError, "all params must be on one device"),
     "lr a string": (_bad_lr, ValueError, "param group 1: 'lr' is not a number"),
     "state of a wrong shape": (_bad_wrong_state, ValueError, r"param group 1, param 0 .*shape"),
