@@ -148,14 +148,16 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
   // module_local: _C and _C_simt both bind fastopt::Plan and may be loaded together
   py::class_<Plan>(m, "Plan", py::module_local())
       .def(py::init<std::string, py::list, py::object, py::list, std::vector<int64_t>,
-                    std::vector<int32_t>, std::vector<py::object>, py::list, py::list, int64_t,
-                    py::object, bool>(),
+                    std::vector<int32_t>, std::vector<py::object>, py::list, py::list,
+                    std::vector<int32_t>, int64_t, py::object, bool>(),
            py::arg("kind"), py::arg("owner_groups"), py::arg("owner_state"), py::arg("params"),
            py::arg("entry_of_param"), py::arg("layouts"), py::arg("dense_strides"),
-           py::arg("entries"), py::arg("held"), py::arg("chunk_elems") = 0,
+           py::arg("entries"), py::arg("held"), py::arg("sharded") = std::vector<int32_t>{},
+           py::arg("chunk_elems") = 0,
            py::arg("device") = py::none(), py::arg("check_sizes") = true,
            "entries: per tensor (param ptr, 3 state tensors or None, numel, dtype codes, group, "
-           "step ptr, fresh, grad dtype); held: other tensors the entries point into; check_sizes=False "
+           "step ptr, fresh, grad dtype); held: other tensors the entries point into; sharded: per "
+           "param, 1 for a DTensor (read through its local shard); check_sizes=False "
            "(tests of index arithmetic with fabricated sizes only) skips the per-step size checks")
       .def_static("check_hypers", &Plan::check_hypers, py::arg("kind"), py::arg("groups"),
                   py::arg("device") = py::none(),

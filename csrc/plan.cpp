@@ -22,6 +22,7 @@ struct Names {
   PyObject* is_contiguous = PyUnicode_InternFromString("is_contiguous");
   PyObject* stride = PyUnicode_InternFromString("stride");
   PyObject* numel = PyUnicode_InternFromString("numel");
+  PyObject* local = PyUnicode_InternFromString("_local_tensor");
 };
 const Names& names() {
   static const Names n;
@@ -254,9 +255,11 @@ void Plan::check_hypers(const std::string& kind, py::list groups, py::object dev
 Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::list params,
            std::vector<int64_t> entry_of_param, std::vector<int32_t> layouts,
            std::vector<py::object> dense_strides, py::list entries, py::list held,
-           int64_t chunk_elems, py::object device, bool check_sizes)
+           std::vector<int32_t> sharded, int64_t chunk_elems, py::object device, bool check_sizes)
     : Plan(std::move(kind), owner_groups, device) {
   check_sizes_ = check_sizes;
+  sharded_ = std::move(sharded);
+  tensor_type_ = py::module_::import("torch").attr("Tensor");
   owner_state_ = owner_state;
   params_ = params;
   entry_of_param_ = std::move(entry_of_param);
@@ -274,11 +277,14 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
   if (engine_for(device_type) == "cuda" && device_index < 0)
     throw std::invalid_argument("Plan: a cuda device needs an index");
   const size_t n_params = size_t(py::len(params_));
+  if (sharded_.empty()) sharded_.assign(n_params, 0);
   if (entry_of_param_.size() != n_params || layouts_.size() != n_params ||
-      dense_strides_.size() != n_params)
+      dense_strides_.size() != n_params || sharded_.size() != n_params)
     throw std::invalid_argument("Plan: per-param lists must have one item per param");
 
-  for (py::handle p : params_) {
+  for (size_t i = 0; i < n_params; ++i) {
+    py::object p = params_[i];
+    if (sharded_[i]) p = p.attr("_local_tensor");
     int64_t ptr = 0;
     if (!data_ptr(p.ptr(), &ptr)) throw py::error_already_set();
     param_data_.push_back(ptr);
@@ -320,8 +326,7 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
   }
 
   // a grad of any other type than the one Python validated (a tensor subclass) forces a rebuild
-  py::object tensor_type = py::module_::import("torch").attr("Tensor");
-  grad_type_.assign(entries_.size(), tensor_type);
+  grad_type_.assign(entries_.size(), tensor_type_);
   for (size_t i = 0; i < n_params; ++i) {
     if (entry_of_param_[i] < 0) continue;
     py::object grad = params_[i].attr("grad");
@@ -494,6 +499,13 @@ py::tuple Plan::refresh() {
       continue;
     }
     TensorEntry& e = entries_[entry];
+    py::object local_ref;
+    if (sharded_[i]) {  // FSDP2 may swap a DTensor's local shard: read it every step
+      local_ref = py::reinterpret_steal<py::object>(PyObject_GetAttr(p, n.local));
+      if (!local_ref || Py_TYPE(local_ref.ptr()) != reinterpret_cast<PyTypeObject*>(tensor_type_.ptr()))
+        return rebuild("a DTensor's local shard is not a plain tensor");
+      p = local_ref.ptr();
+    }
     int64_t pptr = 0;
     if (!read.ptr(p, &pptr)) return rebuild("param data_ptr failed");
     if (pptr != param_data_[i]) return rebuild("a param's storage changed");
@@ -515,6 +527,14 @@ py::tuple Plan::refresh() {
     if (!e.active) continue;
     if (reinterpret_cast<PyObject*>(Py_TYPE(grad)) != grad_type_[entry].ptr())
       return rebuild("a grad of another type");
+    py::object grad_local;
+    if (sharded_[i]) {
+      grad_local = py::reinterpret_steal<py::object>(PyObject_GetAttr(grad, n.local));
+      if (!grad_local ||
+          Py_TYPE(grad_local.ptr()) != reinterpret_cast<PyTypeObject*>(tensor_type_.ptr()))
+        return rebuild("a DTensor grad's local shard is not a plain tensor");
+      grad = grad_local.ptr();
+    }
     const Layout layout = Layout(layouts_[i]);
     if (layout == Layout::staged) {
       fixups.append(entry);

@@ -54,7 +54,7 @@ class Plan {
   Plan(std::string kind, py::list owner_groups, py::object owner_state, py::list params,
        std::vector<int64_t> entry_of_param, std::vector<int32_t> layouts,
        std::vector<py::object> dense_strides, py::list entries, py::list held,
-       int64_t chunk_elems, py::object device, bool check_sizes);
+       std::vector<int32_t> sharded, int64_t chunk_elems, py::object device, bool check_sizes);
 
   // Re-reads grads and hyperparameters. Returns (status, reason, fixups): fixups are entries
   // whose grad Python must supply with set_grad (staged params, or grads of another layout).
@@ -113,6 +113,9 @@ class Plan {
   std::vector<py::object> grad_type_;   // per entry: the Python type its grads were validated as
   std::vector<int64_t> entry_of_param_;
   std::vector<int32_t> layouts_;
+  // per param: a DTensor (FSDP2), read through its local shard (._local_tensor), grad likewise
+  std::vector<int32_t> sharded_;
+  py::object tensor_type_;  // torch.Tensor: the type a local shard must have
   std::vector<py::object> dense_strides_;
   std::vector<TensorEntry> entries_;
   std::vector<py::object> entry_states_;  // [entries][kMaxStates]: the state tensors (or None)

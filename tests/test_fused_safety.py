@@ -433,20 +433,33 @@ def test_meta_param_is_refused():
     assert not o.state
 
 
-def test_dtensor_param_is_refused_without_a_crash():
+def test_dtensor_params_are_stepped_or_refused_without_a_crash():
+    """Replicate and Shard DTensors step on their local shards (tests/test_fsdp2.py runs FSDP2
+    over 2 processes); a Partial placement (unreduced sums) is refused before anything changes."""
     script = textwrap.dedent(
         """
         import torch, torch.distributed as dist, fastopt
-        from torch.distributed.tensor import DTensor, Replicate, init_device_mesh
+        from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, init_device_mesh
         dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
         mesh = init_device_mesh("cpu", (1,))
-        p = torch.nn.Parameter(DTensor.from_local(torch.randn(8), mesh, [Replicate()]))
-        p.grad = DTensor.from_local(torch.randn(8), mesh, [Replicate()])
+        for placement in (Replicate(), Shard(0)):
+            data, grad = torch.randn(8), torch.randn(8)
+            p = torch.nn.Parameter(DTensor.from_local(data.clone(), mesh, [placement]))
+            q = torch.nn.Parameter(DTensor.from_local(data.clone(), mesh, [placement]))
+            fused, ref = fastopt.FusedAdamW([p], lr=0.1), torch.optim.AdamW([q], lr=0.1)
+            for _ in range(3):
+                p.grad = DTensor.from_local(grad.clone(), mesh, [placement])
+                q.grad = DTensor.from_local(grad.clone(), mesh, [placement])
+                fused.step(); ref.step()
+            torch.testing.assert_close(p.full_tensor(), q.full_tensor())
+            assert isinstance(fused.state[p]["exp_avg"], DTensor)
+        p = torch.nn.Parameter(DTensor.from_local(torch.randn(8), mesh, [Partial()]))
+        p.grad = DTensor.from_local(torch.randn(8), mesh, [Partial()])
         o = fastopt.FusedAdamW([p])
         try:
             o.step()
         except TypeError as e:
-            assert "DTensor" in str(e) and "param group 0, param 0" in str(e), e
+            assert "placement P(sum)" in str(e) and "param group 0, param 0" in str(e), e
             assert not o.state
             print("refused")
         dist.destroy_process_group()

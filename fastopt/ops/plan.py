@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from fastopt._ext import require_C
+from fastopt.ops import dtensor
 
 if TYPE_CHECKING:
     from fastopt.optim.base import FusedOptimizer
@@ -48,7 +49,8 @@ class _Staged:
     """A param that is not dense: stepped through contiguous copies."""
 
     entry: int
-    param: torch.Tensor
+    param: torch.Tensor  # the group's param (its .grad says whether it was stepped)
+    data: torch.Tensor  # its memory: the param, or a DTensor's local shard
     param_buf: torch.Tensor
     grad_buf: torch.Tensor
 
@@ -66,6 +68,9 @@ class Plan:
     temporaries: list[torch.Tensor] = field(default_factory=list)
     device: torch.device | None = None
     workspace: torch.Tensor | None = None  # device engines: scratch memory, one per plan
+    # DTensor params: the group whose all-reduce completes a norm over shards, or why none
+    reduction_group: Any = None
+    no_reduction_group: str | None = None
 
     def stream(self) -> int:
         """The cudaStream_t to launch on: torch's current stream of the params' device."""
@@ -82,13 +87,15 @@ class Plan:
         """
         staged = {s.entry: s for s in self.staged}
         for e in fixups:
-            p = self.entry_params[e]
-            g = p.grad
+            p = dtensor.local(self.entry_params[e])
+            g = self.entry_params[e].grad
+            g = None if g is None else dtensor.local(g)
             if g is not None and (g.layout != torch.strided or g.shape != p.shape):
                 return False
         for entry in fixups:
-            param = self.entry_params[entry]
-            grad = param.grad
+            param = dtensor.local(self.entry_params[entry])
+            grad = self.entry_params[entry].grad
+            grad = None if grad is None else dtensor.local(grad)
             if grad is None:
                 self.engine.set_grad(entry, 0, False)
                 continue
@@ -106,7 +113,7 @@ class Plan:
     def finish(self) -> None:
         for s in self.staged:
             if s.param.grad is not None:
-                s.param.copy_(s.param_buf)
+                s.data.copy_(s.param_buf)
         self.temporaries.clear()
 
 
@@ -160,14 +167,9 @@ def _is_plain_tensor(t: torch.Tensor) -> bool:
 def _check_tensor(where: str, what: str, t: torch.Tensor) -> None:
     if not _is_plain_tensor(t):
         name = type(t).__name__
-        hint = (
-            " (FSDP2 / DTensor params are not supported yet: use torch.optim there)"
-            if name == "DTensor"
-            else ""
-        )
         raise TypeError(
             f"{where}: {what} is a {type(t).__module__}.{name}; fused optimizers update plain "
-            f"tensors and nn.Parameters whose data is their own storage{hint}"
+            "tensors, nn.Parameters whose data is their own storage, and DTensors (FSDP2)"
         )
 
 
@@ -186,12 +188,17 @@ def _check_storage(where: str, what: str, t: torch.Tensor) -> None:
         )
 
 
-def _state_tensor(where: str, name: str, value: Any, p: torch.Tensor) -> torch.Tensor | None:
-    """An existing state tensor, checked against its param (None: absent)."""
+def _state_tensor(
+    where: str, name: str, value: Any, param: torch.Tensor, p: torch.Tensor
+) -> torch.Tensor | None:
+    """An existing state tensor of ``param`` (whose memory is ``p``), checked; None: absent."""
     if value is None:
         return None
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{where}: state '{name}' is a {type(value).__name__}, not a tensor")
+    if dtensor.is_dtensor(param):
+        dtensor.check_like(where, f"state '{name}'", value, param)
+        value = value._local_tensor
     _check_tensor(where, f"state '{name}'", value)
     if value.shape != p.shape:
         raise ValueError(
@@ -200,7 +207,7 @@ def _state_tensor(where: str, name: str, value: Any, p: torch.Tensor) -> torch.T
     if not value.is_floating_point() or value.layout != torch.strided:
         raise TypeError(f"{where}: state '{name}' is {value.dtype}, not a dense floating tensor")
     _check_storage(where, f"state '{name}'", value)
-    return value
+    return value  # the local shard of a DTensor state
 
 
 def _overlapping(spans: list[tuple[int, int, str]]) -> tuple[str, str] | None:
@@ -217,11 +224,13 @@ class _Item:
     """One param of one group as validated: what packing needs."""
 
     gi: int
-    p: torch.Tensor
+    param: torch.Tensor  # the group's param (a DTensor under FSDP2)
+    p: torch.Tensor  # the memory the engine updates: the param, or its local shard
     where: str
     layout: int
     names: tuple[str, ...]
     states: dict[str, torch.Tensor | None] | None  # None: no entry until it gets a grad
+    # existing states (local shards of DTensor states) by name
 
 
 def _validate(opt: FusedOptimizer, C: Any) -> tuple[list[_Item], torch.device | None]:
@@ -233,20 +242,36 @@ def _validate(opt: FusedOptimizer, C: Any) -> tuple[list[_Item], torch.device | 
     spans: list[tuple[int, int, str]] = []
     for gi, group in enumerate(opt.param_groups):
         spec = opt._state_spec(group)
-        for pi, p in enumerate(group["params"]):
-            where = _where(opt, gi, pi, p)
-            if not isinstance(p, torch.Tensor):
+        for pi, param in enumerate(group["params"]):
+            if not isinstance(param, torch.Tensor):
                 raise TypeError(
                     f"{type(opt).__name__}: param group {gi}, param {pi} is a "
-                    f"{type(p).__name__}, not a tensor"
+                    f"{type(param).__name__}, not a tensor"
                 )
-            _check_tensor(where, "the param", p)
-            if id(p) in seen:
+            where = _where(opt, gi, pi, param)
+            if id(param) in seen:
                 raise ValueError(
-                    f"{where}: the same param appears twice (also {seen[id(p)]}); a fused step "
-                    "updates each param once"
+                    f"{where}: the same param appears twice (also {seen[id(param)]}); a fused "
+                    "step updates each param once"
                 )
-            seen[id(p)] = where
+            seen[id(param)] = where
+            grad = param.grad
+            if dtensor.is_dtensor(param):
+                dtensor.check_param(where, param)
+                if opt._needs_tensor_norms and any(
+                    not pl.is_replicate() for pl in param.placements
+                ):
+                    raise NotImplementedError(
+                        f"{where}: {type(opt).__name__} needs each tensor's norm, which a "
+                        "sharded DTensor does not have locally; not supported under FSDP2 yet"
+                    )
+                if grad is not None:
+                    dtensor.check_like(where, "its grad", grad, param)
+                    grad = grad._local_tensor
+                p = param._local_tensor
+            else:
+                _check_tensor(where, "the param", param)
+                p = param
             if p.dtype not in DTYPE_CODES:
                 raise TypeError(
                     f"{where}: fused optimizers update float32, float16 and bfloat16 params"
@@ -269,7 +294,6 @@ def _validate(opt: FusedOptimizer, C: Any) -> tuple[list[_Item], torch.device | 
                     f"{where}: capturable=True needs params on a CUDA device (a step captured "
                     "in a CUDA graph)"
                 )
-            grad = p.grad
             if grad is not None:
                 _check_tensor(where, "its grad", grad)
                 if grad.is_sparse or grad.layout != torch.strided:
@@ -290,9 +314,9 @@ def _validate(opt: FusedOptimizer, C: Any) -> tuple[list[_Item], torch.device | 
             if layout != LAYOUT_STAGED and p.numel():
                 start = p.data_ptr()
                 spans.append((start, start + p.numel() * p.element_size(), where))
-            saved = opt.state.get(p)
+            saved = opt.state.get(param)
             saved = saved if isinstance(saved, dict) else {}
-            states = {n: _state_tensor(where, n, saved.get(n), p) for n in spec.names}
+            states = {n: _state_tensor(where, n, saved.get(n), param, p) for n in spec.names}
             present = [n for n in spec.names if states[n] is not None]
             if present or (opt._has_step and "step" in saved):
                 missing = [n for n in spec.required() if states[n] is None]
@@ -314,6 +338,7 @@ def _validate(opt: FusedOptimizer, C: Any) -> tuple[list[_Item], torch.device | 
             items.append(
                 _Item(
                     gi,
+                    param,
                     p,
                     where,
                     layout,
@@ -368,27 +393,29 @@ def build_plan(opt: FusedOptimizer) -> Plan:
     step_values: list[float] = []
     step_owners: list[dict] = []
     for item in items:
-        p, layout = item.p, item.layout
-        params.append(p)
+        param, p, layout = item.param, item.p, item.layout
+        params.append(param)
         layouts.append(layout)
         strides.append(tuple(p.stride()) if layout == LAYOUT_DENSE else None)
         if item.states is None:
             entry_of.append(-1)  # nothing to do until it has a grad (then: rebuild)
             continue
-        grad = p.grad
+        grad = None if param.grad is None else dtensor.local(param.grad)
         state_dtype = opt._state_dtype_for(p)
-        state = opt.state[p] if item.names or opt._has_step else {}
+        state = opt.state[param] if item.names or opt._has_step else {}
         fresh = 0
         tensors: list[Any] = [None] * 3
         for k, name in enumerate(item.names):
             value = item.states[name]
             if value is not None:
-                value = _as_state(value, p, state_dtype, layout)
+                shard = _as_state(value, p, state_dtype, layout)
+                if shard is not value:  # converted to the state dtype or the engine's layout
+                    state[name] = dtensor.like(param, shard) if param is not p else shard
             else:
-                value = _new_state(p, state_dtype, layout)
+                shard = _new_state(p, state_dtype, layout)
                 fresh |= int(name == spec.fresh)
-            state[name] = value
-            tensors[k] = value
+                state[name] = dtensor.like(param, shard) if param is not p else shard
+            tensors[k] = shard  # the engine's memory: the plan checks its address each step
 
         param_ptr = p.data_ptr()
         if layout == LAYOUT_STAGED:
@@ -396,7 +423,7 @@ def build_plan(opt: FusedOptimizer) -> Plan:
             gbuf = torch.empty(
                 p.shape, dtype=grad.dtype if grad is not None else p.dtype, device=p.device
             )
-            staged.append(_Staged(len(entries), p, buf, gbuf))
+            staged.append(_Staged(len(entries), param, p, buf, gbuf))
             param_ptr = buf.data_ptr()
 
         step_ptr_index = -1
@@ -404,7 +431,9 @@ def build_plan(opt: FusedOptimizer) -> Plan:
             step_values.append(float(state.get("step", 0.0)))
             step_owners.append(state)
             step_ptr_index = len(step_values) - 1
-        grad_dtype = grad.dtype if grad is not None else (getattr(p, "grad_dtype", None) or p.dtype)
+        grad_dtype = (
+            grad.dtype if grad is not None else (getattr(param, "grad_dtype", None) or p.dtype)
+        )
         entry_of.append(len(entries))
         entries.append(
             [
@@ -420,7 +449,7 @@ def build_plan(opt: FusedOptimizer) -> Plan:
                 grad_dtype,
             ]
         )
-        entry_params.append(p)
+        entry_params.append(param)
 
     # torch keeps one 0-dim float32 'step' tensor per param; ours are views of one buffer the
     # engine increments in place, so state_dict() shows torch's layout with no per-step copies.
@@ -447,8 +476,10 @@ def build_plan(opt: FusedOptimizer) -> Plan:
         strides,
         [tuple(e) for e in entries],
         held,
+        sharded=[int(dtensor.is_dtensor(p)) for p in params],
         device=device,
     )
+    group, why_not = dtensor.reduction_group(params)
     workspace = None
     if engine.workspace_bytes:
         workspace = torch.zeros(engine.workspace_bytes, dtype=torch.uint8, device=device)
@@ -462,4 +493,6 @@ def build_plan(opt: FusedOptimizer) -> Plan:
         staged,
         device=device,
         workspace=workspace,
+        reduction_group=group,
+        no_reduction_group=why_not,
     )

@@ -93,6 +93,7 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     _kind: ClassVar[str]
     _has_step: ClassVar[bool] = False
+    _needs_tensor_norms: ClassVar[bool] = False  # per-tensor norms in the update (LARS)
     # group keys a state dict from an older torch may lack, with the values torch's own
     # __setstate__ fills in; and keys the class forces on load (AdamW: decoupled decay)
     _load_defaults: ClassVar[dict[str, Any]] = {}
@@ -226,18 +227,27 @@ class FusedOptimizer(torch.optim.Optimizer):
             norm_out=norm_out,
             found_inf=found_inf,
         )
-        if process_group is not None and (
-            max_norm or norm_out is not None or found_inf is not None
-        ):
-            self._run_sharded(process_group, norm_kind == 2, pipeline)
+        reduces = bool(max_norm) or norm_out is not None or found_inf is not None
+        plan = self._current_plan()
+        if reduces and process_group is None and plan.no_reduction_group:
+            raise NotImplementedError(
+                f"{type(self).__name__}: a grad norm or inf/nan check over DTensor params "
+                f"needs one all-reduce over their shards, which {plan.no_reduction_group} do "
+                "not allow yet"
+            )
+        if reduces and process_group is None:
+            process_group = plan.reduction_group  # FSDP2: the shards' mesh
+        if reduces and process_group is not None:
+            self._run_sharded(process_group, norm_kind == 2, pipeline, plan)
         else:
-            self._run(**pipeline)
+            self._run(plan, **pipeline)
 
-    def _run_sharded(self, group: Any, max_reduce: bool, pipeline: dict[str, Any]) -> None:
+    def _run_sharded(
+        self, group: Any, max_reduce: bool, pipeline: dict[str, Any], plan: Plan
+    ) -> None:
         """Reduction pass, all-reduce of the folded total over ``group``, update pass."""
         import torch.distributed as dist
 
-        plan = self._current_plan()
         device = plan.device
         if device is None:  # this shard is empty: NCCL still needs the buffer on the GPU
             nccl = dist.get_backend(group) == "nccl"

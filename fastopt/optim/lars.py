@@ -23,6 +23,7 @@ class FusedLARS(FusedOptimizer):
     """
 
     _kind = "lars"
+    _needs_tensor_norms = True
 
     def __init__(
         self,

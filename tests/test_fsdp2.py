@@ -1,0 +1,186 @@
+"""Fused optimizers over FSDP2 (``fully_shard``) params: DTensor shards, 2 processes, gloo, CPU.
+
+One spawn runs every case (a fresh model per case) and saves the gathered params; the test
+compares them with one process training the unsharded model on the whole batch, and with
+torch.optim on the same FSDP2 model.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import fastopt
+
+STEPS = 5
+WORLD = 2
+BATCH = 8  # per process
+
+CASES = {
+    "adamw": (fastopt.FusedAdamW, torch.optim.AdamW, dict(lr=0.05, weight_decay=0.1), None),
+    "adamw-clip": (fastopt.FusedAdamW, torch.optim.AdamW, dict(lr=0.05), 0.5),
+    "sgd-momentum-clip": (
+        fastopt.FusedSGD,
+        torch.optim.SGD,
+        dict(lr=0.1, momentum=0.9, nesterov=True),
+        0.5,
+    ),
+    "adam-amsgrad": (fastopt.FusedAdam, torch.optim.Adam, dict(lr=0.05, amsgrad=True), None),
+}
+
+
+def _model():
+    torch.manual_seed(0)
+    # 7 rows do not split evenly over 2 processes; the 1-row bias leaves one shard empty
+    return torch.nn.Sequential(
+        torch.nn.Linear(6, 7), torch.nn.Tanh(), torch.nn.Linear(7, 5), torch.nn.Linear(5, 1)
+    )
+
+
+def _batch(step):
+    g = torch.Generator().manual_seed(100 + step)
+    return torch.randn(WORLD * BATCH, 6, generator=g), torch.randn(WORLD * BATCH, 1, generator=g)
+
+
+def _loss(model, x, y):
+    return torch.nn.functional.mse_loss(model(x), y)
+
+
+def _train(model, opt, clip, rank=None):
+    """STEPS steps; under FSDP2 each rank takes its half of the batch (grads are averaged)."""
+    for step in range(STEPS):
+        x, y = _batch(step)
+        if rank is not None:
+            x, y = x[rank * BATCH : (rank + 1) * BATCH], y[rank * BATCH : (rank + 1) * BATCH]
+        _loss(model, x, y).backward()
+        if clip is None:
+            opt.step()
+        elif isinstance(opt, fastopt.optim.base.FusedOptimizer):
+            opt.fused_step(max_norm=clip)
+        else:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+        opt.zero_grad()
+
+
+def _sharded_model():
+    from torch.distributed.fsdp import fully_shard
+
+    model = _model()
+    for layer in model:
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer)
+    fully_shard(model)
+    return model
+
+
+def _full(model):
+    return [p.full_tensor().detach().clone() for p in model.parameters()]
+
+
+def _worker(rank, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+        from torch.distributed.tensor import DTensor
+
+        results = {}
+        for name, (fused_cls, torch_cls, kw, clip) in CASES.items():
+            model = _sharded_model()
+            opt = fused_cls(model.parameters(), **kw)
+            _train(model, opt, clip, rank)
+            # states are DTensors laid out as their params, as torch.optim makes them
+            for p in model.parameters():
+                for key, value in opt.state[p].items():
+                    if key != "step":
+                        assert isinstance(value, DTensor) and value.placements == p.placements
+            osd = get_optimizer_state_dict(model, opt)
+            assert len(osd["state"]) == 6, osd["state"].keys()
+            ref_model = _sharded_model()
+            ref = torch_cls(ref_model.parameters(), **kw)
+            _train(ref_model, ref, clip, rank)
+            results[name] = (_full(model), _full(ref_model))
+
+        # the reported case: FusedAdamW(model.parameters()).step() after one backward
+        model = _sharded_model()
+        x, y = _batch(0)
+        _loss(
+            model, x[rank * BATCH : (rank + 1) * BATCH], y[rank * BATCH : (rank + 1) * BATCH]
+        ).backward()
+        fastopt.FusedAdamW(model.parameters()).step()
+        results["first-step"] = (_full(model), None)
+
+        # AMP: an inf in one rank's shard skips the step on every rank (one all-reduce)
+        model = _sharded_model()
+        x, y = _batch(0)
+        _loss(
+            model, x[rank * BATCH : (rank + 1) * BATCH], y[rank * BATCH : (rank + 1) * BATCH]
+        ).backward()
+        opt = fastopt.FusedAdamW(model.parameters(), lr=0.1)
+        if rank == 1:
+            next(model.parameters()).grad._local_tensor[0, 0] = float("inf")
+        before = _full(model)
+        found_inf = torch.zeros(())
+        opt.fused_step(loss_scale=torch.full((), 2.0), found_inf=found_inf, max_norm=1.0)
+        assert found_inf.item() == 1.0, (rank, found_inf)
+        assert all(torch.equal(a, b) for a, b in zip(before, _full(model)))
+
+        # LARS needs whole-tensor norms: refused clearly, nothing changed
+        model = _sharded_model()
+        _loss(model, *_batch(0)).backward()
+        before = _full(model)
+        lars = fastopt.FusedLARS(model.parameters(), lr=0.1)
+        try:
+            lars.step()
+            raise AssertionError("LARS over sharded DTensors ran")
+        except NotImplementedError as e:
+            assert "FusedLARS needs each tensor's norm" in str(e)
+        assert all(torch.equal(a, b) for a, b in zip(before, _full(model)))
+        assert not lars.state
+        if rank == 0:
+            torch.save(results, os.path.join(out_dir, "results.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def fsdp2_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fsdp2")
+    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
+    return torch.load(out / "results.pt", weights_only=True)
+
+
+@pytest.mark.dist
+@pytest.mark.parametrize("case", list(CASES))
+def test_fsdp2_equals_one_process_and_torch(fsdp2_results, case):
+    fused_cls, torch_cls, kw, clip = CASES[case]
+    model = _model()
+    opt = fused_cls(model.parameters(), **kw)
+    _train(model, opt, clip)
+    sharded, torch_sharded = fsdp2_results[case]
+    # the reduce-scatter averages the two halves' grads in another order than one process's
+    # backward sums the whole batch: equal to float32 rounding, not bitwise
+    for a, b, c in zip(sharded, model.parameters(), torch_sharded):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.dist
+def test_fsdp2_first_step_of_the_reported_case(fsdp2_results):
+    model = _model()
+    _loss(model, *_batch(0)).backward()
+    fastopt.FusedAdamW(model.parameters()).step()
+    for a, b in zip(fsdp2_results["first-step"][0], model.parameters()):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-6)
