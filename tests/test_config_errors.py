@@ -295,3 +295,17 @@ def test_scheduler_keyword_error_through_the_runner(tmp_path):
     msg = str(exc.value)
     assert "MultiStepLR" in msg and "unexpected keyword 'milestons'" in msg
     assert msg.endswith(f"(in config file {path}, key param_scheduler.0)")
+
+
+def test_optim_wrapper_keyword_error_through_the_runner(tmp_path):
+    path = tmp_path / "cfg.py"
+    optim_wrapper = dict(optimizer=dict(type="SGD", lr=0.1), clip_gard=dict(max_norm=1))
+    cfg = Config(
+        toys.make_cfg(tmp_path / "work", optim_wrapper=optim_wrapper), cfg_text="", filename=path
+    )
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(BuildArgumentError) as exc:
+        runner.train()
+    msg = str(exc.value)
+    assert msg.startswith("OptimWrapper (from the fastopt::optim_wrapper registry) got unexpected")
+    assert msg.endswith(f"(in config file {path}, key optim_wrapper)")

@@ -184,9 +184,9 @@ def mmengine_keys(cfg: Mapping[str, Any]) -> list[str]:
     return found
 
 
-# (config file, leftover keys) already reported: a config is often translated twice (on load
-# and again by Runner.from_cfg), and the note is about the file, not about each call
-_noted: set[tuple[str | None, tuple[str, ...]]] = set()
+# (config file, leftover keys) already reported: a config file is often translated twice (on
+# load and again by Runner.from_cfg), and the note is about the file, not about each call
+_noted: set[tuple[str, tuple[str, ...]]] = set()
 
 
 def _note_leftovers(cfg: Mapping[str, Any], markers: list[str], filename: str | None) -> None:
@@ -197,7 +197,8 @@ def _note_leftovers(cfg: Mapping[str, Any], markers: list[str], filename: str | 
     )
     if not leftovers or (filename, leftovers) in _noted:
         return
-    _noted.add((filename, leftovers))
+    if filename is not None:
+        _noted.add((filename, leftovers))
     origin = where(filename)
     msg = (
         f"MMCV 1.x keys left as they are, unused (as under MMEngine): "
