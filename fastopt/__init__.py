@@ -7,6 +7,7 @@ the compiled extension is missing (using a fused optimizer then raises a clear e
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from typing import Any
 
 __version__ = "0.1.0"
@@ -37,9 +38,17 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
+def _subpackages() -> list[str]:
+    """The public submodules (``registry``, ``config``, ...), found in the package itself."""
+    return [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+
+
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
+        # `fastopt.registry.OPTIMIZERS` after a plain `import fastopt`, as the README writes it
+        if name in _subpackages():
+            return importlib.import_module(f"{__name__}.{name}")
         raise AttributeError(f"module 'fastopt' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
@@ -47,4 +56,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | set(_subpackages()))

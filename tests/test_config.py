@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -362,3 +365,43 @@ def test_pretty_text_is_loadable_python(child):
     assert child.dump() == text
     cfg = Config(dict(t=torch.optim.SGD))
     assert cfg.pretty_text == "t = 'torch.optim.sgd.SGD'\n"
+
+
+# --------------------------------------------------------------------------- package attributes
+def test_subpackages_are_attributes_after_import_fastopt():
+    # the README's `@fastopt.registry.OPTIMIZERS.register_module()` after a plain `import fastopt`
+    code = (
+        "import fastopt\n"
+        "@fastopt.registry.OPTIMIZERS.register_module()\n"
+        "class MyOptimizer(fastopt.FusedSGD):\n"
+        "    pass\n"
+        "assert fastopt.registry.OPTIMIZERS.get('MyOptimizer') is MyOptimizer\n"
+        "assert fastopt.config.Config is fastopt.Config\n"
+        "assert {'registry', 'config', 'scheduler'} <= set(dir(fastopt))\n"
+        "try:\n"
+        "    fastopt.no_such_thing\n"
+        "except AttributeError as e:\n"
+        "    print(e)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(fastopt.__file__).parent.parent))
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout == "module 'fastopt' has no attribute 'no_such_thing'\n"
+
+
+def test_overridden_keys_are_remembered(child):
+    child.merge_from_dict(
+        {
+            "optim_wrapper.optimizer.lr": 0.5,
+            "model.backbone": dict(depth=18),
+            "param_scheduler.0.T_max": 3,
+        }
+    )
+    for cfg in (child, copy.deepcopy(child), pickle.loads(pickle.dumps(child)), child.copy()):
+        assert cfg.optim_wrapper.optimizer._overridden("lr")
+        assert not cfg.optim_wrapper.optimizer._overridden("type")
+        assert cfg.model._overridden("backbone") and cfg.model.backbone._overridden("depth")
+        assert not cfg.model.backbone._overridden("norm_cfg")
+        assert cfg.param_scheduler[0]._overridden("T_max")
+    assert not Config.fromfile(CONFIGS / "child.py").optim_wrapper.optimizer._overridden("lr")

@@ -12,6 +12,7 @@ from fastopt.config import (
     Config,
     ConfigDict,
     LegacyConfigError,
+    LegacyConfigNote,
     LegacyConfigWarning,
     translate_legacy_config,
 )
@@ -162,6 +163,32 @@ def test_mmengine_config_with_optimizer_variable_is_untouched(tmp_path):
     assert cfg.optim_wrapper.type == "OptimWrapper"
 
 
+def test_leftover_keys_of_an_mmengine_config_are_left_alone(tmp_path):
+    # once a config has MMEngine keys, MMCV 1.x keys in it are never translated (MMEngine
+    # ignores them): no clipping from optimizer_config, no second schedule, ...
+    text = (
+        "optimizer = dict(type='SGD', lr=0.1)\n"
+        "optim_wrapper = dict(optimizer=optimizer, clip_grad=dict(max_norm=2))\n"
+        "optimizer_config = dict(grad_clip=dict(max_norm=1))\n"
+        "param_scheduler = [dict(type='ConstantLR')]\n"
+        "lr_config = dict(policy='step', step=[1])\n"
+        "default_hooks = dict(checkpoint=dict(type='CheckpointHook'))\n"
+        "checkpoint_config = dict(interval=1)\n"
+        "cudnn_benchmark = True\n"
+    )
+    path = write(tmp_path, text)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cfg = Config.fromfile(path)
+    assert cfg == Config.fromfile(path, translate_legacy=False)
+    assert cfg.optimizer_config == {"grad_clip": {"max_norm": 1}} and cfg.cudnn_benchmark
+    assert [w.category for w in caught] == [LegacyConfigNote]
+    assert (
+        "`optimizer_config`, `lr_config`, `checkpoint_config`, `cudnn_benchmark`; the config is "
+        "an MMEngine config (it has `optim_wrapper`, `param_scheduler`, `default_hooks`)"
+    ) in str(caught[0].message)
+
+
 def test_translation_does_not_modify_input():
     original = {
         "optimizer": {"type": "SGD", "lr": 0.1, "paramwise_cfg": {"bias_lr_mult": 2.0}},
@@ -236,6 +263,92 @@ def test_fp16_optimizer_hook_defaults_and_cumulative_fp16(tmp_path):
     assert cfg.optim_wrapper.type == "AmpOptimWrapper" and cfg.optim_wrapper.loss_scale == "dynamic"
 
 
+def test_fp16_placeholder_takes_the_loss_scale_of_the_fp16_hook(tmp_path):
+    # mmseg 0.30's convnext fp16 configs: `fp16 = dict()` is a placeholder, the hook says how
+    # to scale; MMCV passed both to one Fp16OptimizerHook, whose default is a static 512
+    cases = [
+        (
+            "fp16 = dict()\n"
+            "optimizer_config = dict(type='Fp16OptimizerHook', loss_scale='dynamic')",
+            "dynamic",
+        ),
+        (
+            "fp16 = dict(loss_scale='dynamic')\noptimizer_config = dict(type='Fp16OptimizerHook')",
+            "dynamic",
+        ),
+        (
+            "fp16 = dict(loss_scale=256)\n"
+            "optimizer_config = dict(type='Fp16OptimizerHook', loss_scale=256.)",
+            256.0,
+        ),
+        ("fp16 = dict()\noptimizer_config = dict(grad_clip=None)", 512.0),
+        ("fp16 = dict()", 512.0),
+        ("optimizer_config = dict(type='Fp16OptimizerHook', distributed=False)", 512.0),
+    ]
+    for text, loss_scale in cases:
+        path = write(tmp_path, f"optimizer = dict(type='AdamW', lr=0.001)\n{text}\n")
+        cfg, messages = load(path)
+        assert cfg.optim_wrapper == {
+            "type": "AmpOptimWrapper",
+            "optimizer": {"type": "AdamW", "lr": 0.001},
+            "loss_scale": loss_scale,
+        }, text
+        assert "fp16" not in cfg and "optimizer_config" not in cfg
+    path = write(
+        tmp_path,
+        "optimizer = dict(type='AdamW', lr=0.001)\nfp16 = dict()\n"
+        "optimizer_config = dict(type='Fp16OptimizerHook', loss_scale='dynamic')\n",
+    )
+    _, messages = load(path)
+    assert any("`fp16` was translated" in m and "placeholder" in m for m in messages)
+
+
+def test_model_train_and_test_cfg_move_into_the_model(tmp_path):
+    # mmdet 2.x (before 2.12 and many user configs): the model's train_cfg / test_cfg at the
+    # top level, next to `runner`; mmdet passed them to the model
+    path = write(
+        tmp_path,
+        "model = dict(type='FasterRCNN', backbone=dict(type='ResNet'))\n"
+        "train_cfg = dict(rpn=dict(assigner=dict(type='MaxIoUAssigner')), rcnn=None)\n"
+        "test_cfg = dict(rpn=dict(nms_pre=1000), rcnn=dict(score_thr=0.05))\n"
+        "optimizer = dict(type='SGD', lr=0.02)\n"
+        "runner = dict(type='EpochBasedRunner', max_epochs=12)\n"
+        "evaluation = dict(interval=1, metric='bbox')\n",
+    )
+    cfg, messages = load(path)
+    assert cfg.model == {
+        "type": "FasterRCNN",
+        "backbone": {"type": "ResNet"},
+        "train_cfg": {"rpn": {"assigner": {"type": "MaxIoUAssigner"}}, "rcnn": None},
+        "test_cfg": {"rpn": {"nms_pre": 1000}, "rcnn": {"score_thr": 0.05}},
+    }
+    assert cfg.train_cfg == {"type": "EpochBasedTrainLoop", "max_epochs": 12, "val_interval": 1}
+    assert "test_cfg" not in cfg
+    assert any("`train_cfg` was translated to `model.train_cfg`" in m for m in messages)
+    assert any("`test_cfg` was translated to `model.test_cfg`" in m for m in messages)
+    # mmcls 0.x: no runner; the mixup train_cfg must not become the loop config
+    path = write(
+        tmp_path,
+        "model = dict(type='ImageClassifier')\n"
+        "train_cfg = dict(mixup=dict(alpha=0.2, num_classes=1000))\n"
+        "optimizer = dict(type='SGD', lr=0.1)\n"
+        "total_epochs = 100\n"
+        "evaluation = dict(interval=1, metric='accuracy')\n",
+    )
+    cfg, _ = load(path)
+    assert cfg.model.train_cfg == {"mixup": {"alpha": 0.2, "num_classes": 1000}}
+    assert cfg.train_cfg == {"type": "EpochBasedTrainLoop", "max_epochs": 100, "val_interval": 1}
+    # the same value in both places is fine; empty loop configs stay
+    path = write(
+        tmp_path,
+        "model = dict(type='M', test_cfg=dict(mode='whole'))\ntest_cfg = dict(mode='whole')\n"
+        "train_cfg = dict()\nrunner = dict(type='IterBasedRunner', max_iters=10)\n",
+    )
+    cfg, _ = load(path)
+    assert cfg.model == {"type": "M", "test_cfg": {"mode": "whole"}}
+    assert cfg.train_cfg == {"type": "IterBasedTrainLoop", "max_iters": 10}
+
+
 def test_none_values_and_constructor(tmp_path):
     path = write(
         tmp_path,
@@ -306,28 +419,27 @@ def test_none_values_and_constructor(tmp_path):
             "no translation for the logger hook 'PaviLoggerHook'",
         ),
         (
-            "lr_config = dict(policy='step', step=[1])\n"
-            "param_scheduler = [dict(type='ConstantLR')]\n",
-            "lr_config",
-            "also sets param_scheduler",
-        ),
-        (
             "lr_config = dict(policy='NoSuchPolicy')\n",
             "lr_config",
             "NoSuchPolicy",
         ),
         (
-            "optimizer = dict(type='SGD', lr=0.1)\n"
-            "optimizer_config = dict(grad_clip=dict(max_norm=1))\n"
-            "optim_wrapper = dict(optimizer=optimizer, clip_grad=dict(max_norm=2))\n",
-            "optimizer_config.grad_clip",
-            "also sets optim_wrapper.clip_grad",
+            "optimizer = dict(type='SGD', lr=0.1)\nfp16 = dict(loss_scale='dynamic')\n"
+            "optimizer_config = dict(type='Fp16OptimizerHook', loss_scale=512.)\n",
+            "optimizer_config / fp16",
+            "optimizer_config sets loss_scale=512.0 and fp16 sets loss_scale='dynamic'",
         ),
         (
-            "checkpoint_config = dict(interval=1)\n"
-            "default_hooks = dict(checkpoint=dict(type='CheckpointHook'))\n",
-            "checkpoint_config",
-            "also sets default_hooks.checkpoint",
+            "train_cfg = dict(rpn=dict(allowed_border=0))\nrunner = dict(type='EpochBasedRunner',"
+            " max_epochs=1)\n",
+            "train_cfg",
+            "no `model` dict to move it into",
+        ),
+        (
+            "model = dict(type='M', test_cfg=dict(rcnn=None))\n"
+            "test_cfg = dict(rcnn=dict(score_thr=0.05))\n",
+            "test_cfg",
+            "also sets model.test_cfg",
         ),
     ],
 )

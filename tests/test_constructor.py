@@ -325,13 +325,17 @@ def test_validation_errors():
     no_wd = dict(type="SGD", lr=0.1)
     with pytest.raises(
         ValueError,
-        match=r"base_wd should not be None: paramwise_cfg.custom_keys\['head'\] sets decay_mult",
+        match=r"base_wd should not be None: custom_keys\['head'\] sets decay_mult .* \(in key "
+        r"optim_wrapper.paramwise_cfg.custom_keys\['head'\]\)",
     ):
         DefaultOptimWrapperConstructor(
             dict(optimizer=no_wd), dict(custom_keys={"head": dict(decay_mult=0.0)})
         )
     for key in ("bias_decay_mult", "norm_decay_mult", "dwconv_decay_mult"):
-        with pytest.raises(ValueError, match=f"base_wd should not be None: paramwise_cfg.{key}"):
+        with pytest.raises(
+            ValueError,
+            match=f"base_wd should not be None: {key} .* key optim_wrapper.paramwise_cfg.{key}",
+        ):
             DefaultOptimWrapperConstructor(dict(optimizer=no_wd), {key: 0.0})
     DefaultOptimWrapperConstructor(
         dict(optimizer=no_wd), dict(flat_decay_mult=0.0, bias_lr_mult=2.0)
@@ -606,7 +610,8 @@ def test_infer_layer_depth_timm_convnext_swin():
     assert depth("backbone.stages.3.0.depthwise_conv.weight") == (6, 8)
     assert depth("backbone.norm3.weight") == (7, 8) and depth("head.fc.weight") == (7, 8)
     # ConvNeXt-B: stage 2 has 27 blocks -> 12 layers
-    big = [f"stages.2.{b}.x" for b in range(27)]
+    big = [f"stages.{s}.{b}.x" for s, n in enumerate((3, 3, 27, 3)) for b in range(n)]
+    big += [f"downsample_layers.{s}.0.weight" for s in range(4)]
     assert infer_get_layer_depth(big)("stages.2.26.x") == (3 + 26 // 3, 14)
     # Swin depths (2, 2, 6, 2)
     swin = [
@@ -645,3 +650,93 @@ def test_layer_decay_needs_a_depth():
         "weight_decay" in g and g["weight_decay"] == 0.01 for g in wrapper.optimizer.param_groups
     )  # AdamW default
     assert math.isclose(wrapper.optimizer.param_groups[0]["lr_scale"], 0.25)
+
+
+@pytest.mark.parametrize(
+    ("names", "fragment"),
+    [
+        (  # mmpretrain MixMIM: stages of blocks, no get_layer_depth
+            [
+                "backbone.patch_embed.projection.weight",
+                "backbone.absolute_pos_embed",
+                "backbone.layers.0.blocks.0.attn.qkv.weight",
+                "backbone.layers.0.blocks.1.attn.qkv.weight",
+                "backbone.layers.1.downsample.reduction.weight",
+                "backbone.layers.1.blocks.0.attn.qkv.weight",
+                "head.fc.weight",
+            ],
+            "'backbone.layers.0.blocks.0.attn.qkv.weight' has blocks nested in stages",
+        ),
+        (  # timm Swin
+            ["patch_embed.proj.weight", "layers.0.blocks.0.norm1.weight", "head.fc.weight"],
+            "'layers.0.blocks.0.norm1.weight' has blocks nested in stages",
+        ),
+        (  # mmpretrain PVT: layers.N is a list of (patch_embed, blocks, norm)
+            ["layers.0.0.projection.weight", "layers.0.1.0.attn.q.weight", "head.fc.weight"],
+            "'layers.0.0.projection.weight' has blocks nested in stages",
+        ),
+        (  # timm ConvNeXt: Swin-like block names, no patch_embed
+            ["stem.0.weight", "stages.0.blocks.0.conv_dw.weight", "stages.1.downsample.1.weight"],
+            "Swin-style blocks ('stages.0.blocks.0.conv_dw.weight') but no patch_embed",
+        ),
+        (  # ConvMixer: ConvNeXt-like block names, one stage, no downsample_layers
+            ["stem.0.weight", "stages.0.0.fn.0.weight", "stages.1.0.fn.0.weight"],
+            "not its layout: four stages (found [0, 1]) and downsample_layers",
+        ),
+        (  # a text transformer: ViT-like blocks, but the embedding is no ViT stem
+            ["embed_tokens.weight", "encoder.layers.0.self_attn.in_proj_weight", "lm_head.weight"],
+            "no ViT embedding (cls_token, dist_token, mask_token, pos_embed, reg_token, "
+            "patch_embed, embeddings) under 'encoder.'",
+        ),
+    ],
+)
+def test_layer_depth_is_not_inferred_from_another_layout(names, fragment):
+    with pytest.raises(NotImplementedError) as exc:
+        infer_get_layer_depth(names)
+    msg = str(exc.value)
+    assert msg.startswith("Layer-wise lr decay needs each parameter's depth, and it cannot be")
+    assert fragment in msg, msg
+    assert msg.endswith(
+        "Add a get_layer_depth(param_name) -> (layer_id, num_layers) method to the model, or "
+        "pass get_layer_depth to LearningRateDecayOptimWrapperConstructor."
+    )
+
+
+def test_vit_blocks_with_indexed_submodules_are_not_nested():
+    # mmpretrain's FFN is `ffn.layers.0.0`, HF's blocks are `encoder.layer.N`: still ViT blocks
+    names = [
+        "backbone.cls_token",
+        "backbone.patch_embed.projection.weight",
+        "backbone.layers.0.ffn.layers.0.0.weight",
+        "backbone.layers.1.ffn.layers.1.weight",
+        "head.layers.head.weight",
+    ]
+    depth = infer_get_layer_depth(names)
+    assert [depth(n) for n in names] == [(0, 4), (0, 4), (1, 4), (2, 4), (3, 4)]
+    # a bare backbone: the blocks are the leftmost `layers.N.`, not the FFN's `layers.0.`
+    bare = [n.removeprefix("backbone.") for n in names[:4]]
+    depth = infer_get_layer_depth(bare)
+    assert [depth(n) for n in bare] == [(0, 4), (0, 4), (1, 4), (2, 4)]
+    hf = ["vit.embeddings.cls_token", "vit.encoder.layer.0.output.dense.weight", "classifier.w"]
+    assert [infer_get_layer_depth(hf)(n) for n in hf] == [(0, 3), (1, 3), (2, 3)]
+
+
+def test_layer_decay_refuses_mixmim_names_through_the_constructor():
+    model = nn.Module()
+    model.backbone = nn.Module()
+    model.backbone.patch_embed = nn.Conv2d(3, 4, 2)
+    model.backbone.layers = nn.ModuleList(
+        nn.ModuleDict(dict(blocks=nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)])))
+        for _ in range(2)
+    )
+    cfg = dict(
+        constructor="LearningRateDecayOptimWrapperConstructor",
+        optimizer=dict(type="AdamW", lr=1e-3, weight_decay=0.05),
+        paramwise_cfg=dict(layer_decay_rate=0.7),
+    )
+    with pytest.raises(NotImplementedError, match="blocks nested in stages"):
+        build_optim_wrapper(model, cfg)
+    # with the model's own method it builds
+    model.get_layer_depth = lambda name: (0 if "patch_embed" in name else 1, 2)
+    wrapper = build_optim_wrapper(model, cfg)
+    assert {g["lr_scale"] for g in wrapper.optimizer.param_groups} == {0.7, 1.0}

@@ -2,7 +2,7 @@
 
 from .config import Config, import_modules_from_strings
 from .config_dict import ConfigDict
-from .errors import ConfigKeyError, LegacyConfigError, LegacyConfigWarning
+from .errors import ConfigKeyError, LegacyConfigError, LegacyConfigNote, LegacyConfigWarning
 from .legacy import translate_legacy_config
 from .options import DictAction, parse_cfg_options, parse_value
 
@@ -12,6 +12,7 @@ __all__ = [
     "ConfigKeyError",
     "DictAction",
     "LegacyConfigError",
+    "LegacyConfigNote",
     "LegacyConfigWarning",
     "import_modules_from_strings",
     "parse_cfg_options",

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
+import difflib
 import importlib
 import json
 import os
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from .config_dict import ConfigDict, to_plain
 from .errors import where
 from .loader import SUFFIXES, YamlDumper, file_to_dict
 from .merge import merge_a_into_b
+from .options import add_args
 from .pretty import format_config
 
 RESERVED_KEYS = ("filename", "text", "pretty_text", "env_variables")
@@ -45,6 +48,16 @@ def import_modules_from_strings(
             module = None
         modules.append(module)
     return modules[0] if single else modules
+
+
+def _mark_overridden(parent: Any, key: str, value: Any) -> None:
+    """Remember that an override set ``parent[key]`` (and each key of a dict ``value``)."""
+    if not isinstance(parent, ConfigDict):
+        return  # a list element: error messages name the list's key
+    parent._mark_overridden(key)
+    if isinstance(value, Mapping):
+        for sub_key, sub_value in value.items():
+            _mark_overridden(parent.get(key), sub_key, sub_value)
 
 
 class Config(MutableMapping):
@@ -186,7 +199,50 @@ class Config(MutableMapping):
         )
         merged = ConfigDict(merged)
         merged._set_source(self._filename)
+        for full_key, value in options.items():
+            *parents, last = full_key.split(".")
+            parent: Any = merged
+            for part in parents:
+                parent = parent[int(part)] if isinstance(parent, list) else parent[part]
+            _mark_overridden(parent, last, value)
         object.__setattr__(self, "_cfg_dict", merged)
+
+    # ---------------------------------------------------------------- tools
+    @staticmethod
+    def diff(cfg1: str | os.PathLike | Config, cfg2: str | os.PathLike | Config) -> str:
+        """A unified diff of two configs (or config files) as written by ``pretty_text``.
+
+        MMEngine's ``Config.diff``, as plain text; the ``---``/``+++`` lines name the files.
+        Empty when the configs are equal.
+        """
+        a, b = (c if isinstance(c, Config) else Config.fromfile(c) for c in (cfg1, cfg2))
+        lines = difflib.unified_diff(
+            a.pretty_text.split("\n"),
+            b.pretty_text.split("\n"),
+            fromfile=a.filename or "",
+            tofile=b.filename or "",
+            lineterm="",
+        )
+        text = "\n".join(lines)
+        return text + "\n" if text else ""
+
+    @staticmethod
+    def auto_argparser(
+        description: str | None = None, args: Sequence[str] | None = None
+    ) -> tuple[argparse.ArgumentParser, Config]:
+        """A parser with the config file and an option per config value, and the config.
+
+        As MMEngine's: the config file is the first positional argument of ``args``
+        (``sys.argv[1:]`` by default); every scalar ``a.b`` of it becomes ``--a.b`` (see
+        :func:`fastopt.config.options.add_args`).
+        """
+        partial = argparse.ArgumentParser(description=description, add_help=False)
+        partial.add_argument("config")
+        cfg = Config.fromfile(partial.parse_known_args(args)[0].config)
+        parser = argparse.ArgumentParser(description=description)
+        parser.add_argument("config", help="config file path")
+        add_args(parser, cfg)
+        return parser, cfg
 
     # ---------------------------------------------------------------- dump
     def dump(self, file: str | os.PathLike | None = None) -> str | None:

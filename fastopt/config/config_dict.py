@@ -11,32 +11,44 @@ from __future__ import annotations
 
 import copy
 import difflib
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-_SOURCE = "_fastopt_source_"  # instance attribute (not a key): (filename, key path)
+# instance attributes (not keys): (filename, key path), and the keys of this dict whose value
+# an override set (Config.merge_from_dict, i.e. --cfg-options)
+_SOURCE = "_fastopt_source_"
+_OVERRIDES = "_fastopt_overrides_"
+_ATTRIBUTES = (_SOURCE, _OVERRIDES)
 
 
 def to_config_value(value: Any) -> Any:
-    """Convert dicts (also inside lists and tuples) to ConfigDicts, recursively."""
-    if isinstance(value, ConfigDict):
-        return value
-    if isinstance(value, Mapping):
+    """Convert plain dicts (also inside lists and tuples) to ConfigDicts, recursively.
+
+    As MMEngine's ``ConfigDict._hook``: only ``dict`` and ``OrderedDict`` are converted; other
+    dict subclasses (``defaultdict``, a user's own) are kept as they are, with their contents.
+    A list subclass keeps its type; a tuple subclass (a namedtuple) is kept as it is.
+    """
+    if type(value) in (dict, OrderedDict):
         return ConfigDict(value)
     if isinstance(value, list):
-        return [to_config_value(v) for v in value]
-    if isinstance(value, tuple) and type(value) is tuple:
+        return type(value)(to_config_value(v) for v in value)
+    if type(value) is tuple:
         return tuple(to_config_value(v) for v in value)
     return value
 
 
 def to_plain(value: Any) -> Any:
-    """Convert ConfigDicts (also inside lists and tuples) to plain dicts, recursively."""
+    """Convert every dict (also inside lists and tuples) to a plain dict, recursively.
+
+    As MMEngine's ``to_dict``: dict subclasses become plain dicts too; a list subclass keeps
+    its type.
+    """
     if isinstance(value, Mapping):
         return {k: to_plain(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [to_plain(v) for v in value]
-    if isinstance(value, tuple) and type(value) is tuple:
+        return type(value)(to_plain(v) for v in value)
+    if type(value) is tuple:
         return tuple(to_plain(v) for v in value)
     return value
 
@@ -46,14 +58,14 @@ class ConfigDict(dict):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()
-        source = getattr(args[0], _SOURCE, None) if args else None
         for key, value in dict(*args, **kwargs).items():
             dict.__setitem__(self, key, to_config_value(value))
-        self.__dict__[_SOURCE] = source
+        for name in _ATTRIBUTES:
+            self.__dict__[name] = getattr(args[0], name, None) if args else None
 
     # ---------------------------------------------------------------- attribute access
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name == _SOURCE:
+        if name.startswith("__") or name in _ATTRIBUTES:
             raise AttributeError(name)
         try:
             return self[name]
@@ -61,7 +73,7 @@ class ConfigDict(dict):
             raise AttributeError(self._missing_message(name)) from None
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == _SOURCE:
+        if name in _ATTRIBUTES:
             self.__dict__[name] = value
         else:
             self[name] = value
@@ -104,7 +116,7 @@ class ConfigDict(dict):
         new = ConfigDict()
         for key, value in self.items():
             dict.__setitem__(new, key, value)
-        new.__dict__[_SOURCE] = self.__dict__.get(_SOURCE)
+        new.__dict__.update(self.__dict__)
         return new
 
     __copy__ = copy
@@ -114,11 +126,11 @@ class ConfigDict(dict):
         memo[id(self)] = new
         for key, value in self.items():
             dict.__setitem__(new, copy.deepcopy(key, memo), copy.deepcopy(value, memo))
-        new.__dict__[_SOURCE] = self.__dict__.get(_SOURCE)
+        new.__dict__.update(self.__dict__)
         return new
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        return (ConfigDict, (), {_SOURCE: self.__dict__.get(_SOURCE)}, None, iter(self.items()))
+        return (ConfigDict, (), dict(self.__dict__), None, iter(self.items()))
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -131,6 +143,13 @@ class ConfigDict(dict):
     def _key_source(self) -> tuple[str | None, str]:
         """(config file, key path) this dict was loaded from; read by registry errors."""
         return self.__dict__.get(_SOURCE) or (None, "")
+
+    def _overridden(self, key: Any) -> bool:
+        """Whether an override (``merge_from_dict``, ``--cfg-options``) set ``self[key]``."""
+        return key in (self.__dict__.get(_OVERRIDES) or ())
+
+    def _mark_overridden(self, key: Any) -> None:
+        self.__dict__[_OVERRIDES] = frozenset({*(self.__dict__.get(_OVERRIDES) or ()), key})
 
     def _origin(self) -> str:
         filename, path = self._key_source()

@@ -18,6 +18,10 @@ class LegacyConfigWarning(UserWarning):
     """An MMCV 1.x config key was translated to its MMEngine equivalent."""
 
 
+class LegacyConfigNote(LegacyConfigWarning):
+    """MMCV 1.x keys left in an MMEngine config were left as they are (MMEngine ignores them)."""
+
+
 def where(filename: str | None, key: str | None = None) -> str:
     """``"config file a.py, key optim_wrapper.clip_grad"`` (parts that are known)."""
     parts = []

@@ -19,12 +19,19 @@ MMCV 1.x                               becomes
 ``workflow``                           ``train_cfg.val_interval`` + ``val_cfg``
 ``resume_from``, ``dist_params``,      ``resume``/``load_from``, ``env_cfg``
 ``cudnn_benchmark``, ...
+top-level ``train_cfg`` / ``test_cfg``   ``model.train_cfg`` / ``model.test_cfg`` (the
+of a model (``rpn=``, ``mixup=``...)   model's settings: mmdet 2.x passed them to it)
 =====================================  =================================================
 
-A top-level ``optimizer`` next to an ``optim_wrapper`` is a helper variable of an MMEngine
-config and is left alone. Each translated key is reported once with a
-:class:`LegacyConfigWarning` naming the old and the new key; what cannot be translated (or
-contradicts a new-style key set in the same config) raises :class:`LegacyConfigError`.
+Only configs in the MMCV 1.x vocabulary are translated. A config with any key of
+:data:`MMENGINE_KEYS` (or a loop-style ``train_cfg``) is an MMEngine config: MMEngine ignores the
+MMCV 1.x keys left in it (``cudnn_benchmark`` next to ``env_cfg``, ``runner`` next to
+``train_cfg``, ``optimizer_config`` next to ``optim_wrapper``), so they are left exactly as
+they are, and reported once with a :class:`LegacyConfigNote`. A top-level ``optimizer`` next to
+an ``optim_wrapper`` is a helper variable of such configs and is not reported.
+
+Each translated key is reported once with a :class:`LegacyConfigWarning` naming the old and
+the new key; what cannot be translated raises :class:`LegacyConfigError`.
 """
 
 from __future__ import annotations
@@ -34,10 +41,62 @@ import numbers
 import os
 import sys
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 from .config_dict import ConfigDict, to_plain
-from .errors import LegacyConfigError, LegacyConfigWarning, where
+from .errors import LegacyConfigError, LegacyConfigNote, LegacyConfigWarning, where
+
+# The keys only MMEngine configs have (MMCV 1.x keys translate into most of them): a config
+# with one of them, or with a loop's train_cfg, is an MMEngine config and is not translated.
+# The data keys (train_dataloader, val_evaluator, val_cfg, ...) are not among them: MMCV 1.x
+# `data=dict(...)` has no translation, so configs with MMCV 1.x schedules use them too.
+MMENGINE_KEYS = (
+    "optim_wrapper",
+    "param_scheduler",
+    "default_hooks",
+    "env_cfg",
+    "log_processor",
+    "visualizer",
+    "resume",
+    "randomness",
+    "default_scope",
+)
+# The MMCV 1.x keys translated here (besides a model's top-level train_cfg / test_cfg)
+LEGACY_KEYS = (
+    "optimizer",
+    "optimizer_config",
+    "fp16",
+    "lr_config",
+    "momentum_config",
+    "runner",
+    "total_epochs",
+    "checkpoint_config",
+    "log_config",
+    "evaluation",
+    "workflow",
+    "resume_from",
+    "dist_params",
+    "cudnn_benchmark",
+    "mp_start_method",
+    "opencv_num_threads",
+)
+# A top-level train_cfg / test_cfg with one of these keys configures MMEngine's loop; without
+# them (`rpn=`, `rcnn=`, `mixup=`, ...) it is, in an MMCV 1.x config, the model's own config
+_TRAIN_LOOP_KEYS = frozenset(
+    {
+        "type",
+        "by_epoch",
+        "max_epochs",
+        "max_iters",
+        "val_begin",
+        "val_interval",
+        "dynamic_intervals",
+    }
+)
+_TEST_LOOP_KEYS = frozenset({"type", "fp16"})
+# keys of MMEngine's own that may sit in any dict; they carry no meaning of the MMCV 1.x key
+_MARKER_KEYS = frozenset({"_delete_", "_scope_"})
 
 # MMCV 1.x optimizer constructors with an equivalent here
 _CONSTRUCTORS = {
@@ -105,6 +164,53 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _is_loop_cfg(value: Any, loop_keys: frozenset[str]) -> bool:
+    return isinstance(value, Mapping) and not loop_keys.isdisjoint(value)
+
+
+def _is_model_cfg(value: Any, loop_keys: frozenset[str]) -> bool:
+    return (
+        isinstance(value, Mapping)
+        and bool(set(value) - _MARKER_KEYS)
+        and loop_keys.isdisjoint(value)
+    )
+
+
+def mmengine_keys(cfg: Mapping[str, Any]) -> list[str]:
+    """The keys that make ``cfg`` an MMEngine config; empty for an MMCV 1.x config."""
+    found = [key for key in MMENGINE_KEYS if key in cfg]
+    if _is_loop_cfg(cfg.get("train_cfg"), _TRAIN_LOOP_KEYS):
+        found.append("train_cfg")
+    return found
+
+
+# (config file, leftover keys) already reported: a config file is often translated twice (on
+# load and again by Runner.from_cfg), and the note is about the file, not about each call
+_noted: set[tuple[str, tuple[str, ...]]] = set()
+
+
+def _note_leftovers(cfg: Mapping[str, Any], markers: list[str], filename: str | None) -> None:
+    leftovers = tuple(
+        key
+        for key in LEGACY_KEYS
+        if key in cfg and not (key == "optimizer" and "optim_wrapper" in cfg)
+    )
+    if not leftovers or (filename, leftovers) in _noted:
+        return
+    if filename is not None:
+        _noted.add((filename, leftovers))
+    origin = where(filename)
+    msg = (
+        f"MMCV 1.x keys left as they are, unused (as under MMEngine): "
+        f"{', '.join(f'`{k}`' for k in leftovers)}; the config is an MMEngine config (it has "
+        f"{', '.join(f'`{k}`' for k in markers)}), so they are not translated. Remove them, "
+        "or move what they set into the MMEngine keys."
+    )
+    warnings.warn(
+        f"{origin}: {msg}" if origin else msg, LegacyConfigNote, stacklevel=_caller_stacklevel()
+    )
+
+
 class _Translator:
     def __init__(self, cfg: ConfigDict, filename: str | None) -> None:
         self.cfg = cfg
@@ -112,10 +218,7 @@ class _Translator:
         # MMCV's IterBasedRunner defaults by_epoch=False for lr_config, checkpoint_config and
         # the logger hooks (register_training_hooks); decided before `runner` is translated
         runner = cfg.get("runner")
-        train_cfg = cfg.get("train_cfg")
-        self.iter_based = (
-            isinstance(runner, dict) and runner.get("type") == "IterBasedRunner"
-        ) or (isinstance(train_cfg, dict) and train_cfg.get("type") == "IterBasedTrainLoop")
+        self.iter_based = isinstance(runner, dict) and runner.get("type") == "IterBasedRunner"
 
     # ---------------------------------------------------------------- helpers
     def report(self, old: str, new: str, note: str = "") -> None:
@@ -154,7 +257,7 @@ class _Translator:
         target[key] = value
 
     def unknown(self, key: str, names: Any, what: str) -> None:
-        names = sorted(names)
+        names = sorted(set(names) - _MARKER_KEYS)
         if names:
             raise self.error(key, f"cannot translate {', '.join(repr(n) for n in names)} ({what})")
 
@@ -196,16 +299,26 @@ class _Translator:
                     )
             cfg["optim_wrapper"] = wrapper
             self.report("optimizer", "optim_wrapper.optimizer", "; ".join(notes))
+        # MMCV 1.x keys that ask for mixed precision -> the loss scale each sets (None: not set)
+        amp: dict[str, Any] = {}
         if "optimizer_config" in cfg:
-            self._optimizer_config(self.take("optimizer_config"))
+            self._optimizer_config(self.take("optimizer_config"), amp)
         if "fp16" in cfg:
             fp16 = self.take("fp16")
+            note = ""
             if fp16 is not None:
                 if not isinstance(fp16, dict):
                     raise self.error("fp16", f"expected a dict, got {fp16!r}")
                 self.unknown("fp16", set(fp16) - {"loss_scale"}, "only loss_scale is supported")
-                self._amp("fp16", fp16.get("loss_scale", 512.0))
-            self.report("fp16", "optim_wrapper.type='AmpOptimWrapper', optim_wrapper.loss_scale")
+                self._wrapper("fp16")
+                amp["fp16"] = fp16.get("loss_scale")
+                if amp["fp16"] is None and amp.get("optimizer_config") is not None:
+                    note = "an empty placeholder: the loss scale is optimizer_config's"
+            self.report(
+                "fp16", "optim_wrapper.type='AmpOptimWrapper', optim_wrapper.loss_scale", note
+            )
+        if amp:
+            self._amp(amp)
 
     def _wrapper(self, old: str) -> ConfigDict:
         if "optim_wrapper" not in self.cfg:
@@ -214,7 +327,21 @@ class _Translator:
             )
         return self.section("optim_wrapper")
 
-    def _amp(self, old: str, loss_scale: Any) -> None:
+    def _amp(self, requests: dict[str, Any]) -> None:
+        """Make the wrapper an ``AmpOptimWrapper``.
+
+        ``requests`` maps each MMCV 1.x key asking for mixed precision (``optimizer_config``
+        with an fp16 hook, ``fp16``) to the loss scale it sets, None where it sets none: MMCV
+        passed both to one Fp16OptimizerHook, so ``fp16=dict()`` is a placeholder and
+        ``optimizer_config``'s ``loss_scale='dynamic'`` holds.
+        """
+        old = " / ".join(requests)
+        given = {key: value for key, value in requests.items() if value is not None}
+        values = list(given.values())
+        if any(value != values[0] for value in values[1:]):
+            both = " and ".join(f"{key} sets loss_scale={value!r}" for key, value in given.items())
+            raise self.error(old, f"{both}; keep one of them")
+        loss_scale = values[0] if values else 512.0  # MMCV's Fp16OptimizerHook default
         wrapper = self._wrapper(old)
         current = wrapper.get("type", "OptimWrapper")
         if current not in ("OptimWrapper", "AmpOptimWrapper"):
@@ -227,7 +354,7 @@ class _Translator:
             loss_scale = float(loss_scale)
         self.set_once("optim_wrapper", "loss_scale", loss_scale, old)
 
-    def _optimizer_config(self, oc: Any) -> None:
+    def _optimizer_config(self, oc: Any, amp: dict[str, Any]) -> None:
         if oc is None:
             self.report("optimizer_config", "optim_wrapper", "None: nothing to translate")
             return
@@ -243,7 +370,7 @@ class _Translator:
         accumulates, fp16 = _OPTIMIZER_HOOKS[hook]
         grad_clip = oc.pop("grad_clip", None)
         cumulative = oc.pop("cumulative_iters", 1) if accumulates else None
-        loss_scale = oc.pop("loss_scale", 512.0) if fp16 else None
+        loss_scale = oc.pop("loss_scale", None) if fp16 else None
         dropped = [
             k for k in ("coalesce", "bucket_size_mb", "distributed") if oc.pop(k, None) is not None
         ]
@@ -274,7 +401,8 @@ class _Translator:
             )
             new.append("optim_wrapper.accumulative_counts")
         if fp16:
-            self._amp("optimizer_config", loss_scale)
+            self._wrapper("optimizer_config")
+            amp["optimizer_config"] = loss_scale
             new.append("optim_wrapper.type='AmpOptimWrapper', optim_wrapper.loss_scale")
         note = f"ignored: {', '.join(dropped)} (DDP handles gradient all-reduce)" if dropped else ""
         self.report("optimizer_config", ", ".join(new) or "optim_wrapper", note)
@@ -292,8 +420,6 @@ class _Translator:
             for key in present:
                 self.report(key, "param_scheduler", "None: no schedule")
             return
-        if cfg.get("param_scheduler") is not None:
-            raise self.error(keys, "the config also sets param_scheduler; remove one of them")
         try:
             from fastopt.scheduler.legacy import translate_legacy_schedules
         except ModuleNotFoundError as e:
@@ -319,11 +445,6 @@ class _Translator:
             return
         ck = self.take("checkpoint_config")
         hooks = self.section("default_hooks")
-        if "checkpoint" in hooks:
-            raise self.error(
-                "checkpoint_config",
-                "the config also sets default_hooks.checkpoint; remove one of them",
-            )
         if ck is None:
             hooks["checkpoint"] = None
             self.report("checkpoint_config", "default_hooks.checkpoint", "None: no checkpoints")
@@ -347,8 +468,6 @@ class _Translator:
             return
         lc = self.take("log_config")
         hooks = self.section("default_hooks")
-        if "logger" in hooks:
-            raise self.error("log_config", "the config also sets default_hooks.logger; remove one")
         if lc is None:
             hooks["logger"] = None
             self.report("log_config", "default_hooks.logger", "None: no logging")
@@ -393,8 +512,6 @@ class _Translator:
                 )
         hooks["logger"] = logger
         if backends:
-            if self.cfg.get("visualizer") is not None:
-                raise self.error("log_config.hooks", "the config also sets visualizer; remove one")
             self.cfg["visualizer"] = {
                 "type": "Visualizer",
                 "vis_backends": [{"type": "LocalVisBackend"}, *backends],
@@ -437,13 +554,8 @@ class _Translator:
                 f"total_epochs={total_epochs} contradicts runner=dict(type={kind!r}, "
                 f"{length_key}={length})",
             )
-        if "train_cfg" in cfg and cfg["train_cfg"] is not None:
-            raise self.error(
-                old,
-                "the config also sets a top-level train_cfg (in MMCV 1.x configs that was a "
-                "model's training config: move it into `model`)",
-            )
-        cfg["train_cfg"] = {"type": loop, length_key: length}
+        # an empty train_cfg may be left; a model's one was moved into `model` (model_cfgs)
+        cfg["train_cfg"] = {"type": loop, length_key: length, **self.section("train_cfg")}
         self.report(old, f"train_cfg=dict(type='{loop}', {length_key}={length})")
 
     def _loop_is_iter_based(self) -> bool | None:
@@ -547,6 +659,32 @@ class _Translator:
         self._val_cfg()
         self.report("workflow", "train_cfg.val_interval, val_cfg")
 
+    def model_cfgs(self) -> None:
+        """A model's top-level ``train_cfg`` / ``test_cfg`` (mmdet 2.x) moves into ``model``.
+
+        MMEngine reads these keys as its loops' configs; mmdet 2.x passed them to the model
+        (asserting that the model did not set them too).
+        """
+        for key, loop_keys in (("train_cfg", _TRAIN_LOOP_KEYS), ("test_cfg", _TEST_LOOP_KEYS)):
+            if not _is_model_cfg(self.cfg.get(key), loop_keys):
+                continue
+            model = self.cfg.get("model")
+            if not isinstance(model, dict):
+                raise self.error(
+                    key,
+                    "has no loop keys, so it is a model's config (MMCV 1.x), but the config "
+                    "has no `model` dict to move it into",
+                )
+            value = self.take(key)
+            if model.get(key) is not None and to_plain(model[key]) != value:
+                raise self.error(key, f"the config also sets model.{key}; remove one of them")
+            model[key] = value
+            self.report(
+                key,
+                f"model.{key}",
+                f"a top-level {key} without loop keys is the model's in MMCV 1.x configs",
+            )
+
     # ---------------------------------------------------------------- runtime
     def runtime(self) -> None:
         cfg = self.cfg
@@ -579,6 +717,7 @@ class _Translator:
             self.report(old, new)
 
     def run(self) -> ConfigDict:
+        self.model_cfgs()  # first: train_cfg must be free for the loop keys below
         self.optim_wrapper()
         self.schedules()
         self.train_loop()
@@ -593,6 +732,13 @@ class _Translator:
 def translate_legacy_config(cfg: Any, filename: str | None = None) -> ConfigDict:
     """Return a copy of ``cfg`` with MMCV 1.x keys translated (``cfg`` is not modified).
 
-    ``filename`` only appears in warnings and errors.
+    An MMEngine config (one with a key of :data:`MMENGINE_KEYS` or a loop's ``train_cfg``)
+    comes back unchanged: its leftover MMCV 1.x keys are reported once with a
+    :class:`LegacyConfigNote`. ``filename`` only appears in warnings and errors.
     """
-    return _Translator(ConfigDict(copy.deepcopy(dict(cfg))), filename).run()
+    cfg = ConfigDict(copy.deepcopy(dict(cfg)))
+    markers = mmengine_keys(cfg)
+    if markers:
+        _note_leftovers(cfg, markers, filename)
+        return cfg
+    return _Translator(cfg, filename).run()

@@ -3,9 +3,10 @@
 Steps for each file, in MMEngine's order: text substitution of predefined variables
 (``{{ fileDirname }}`` ...), of environment variables (``{{$NAME:default}}``) and of base
 references (``{{_base_.a.b}}`` → a placeholder string); load the bases recursively (a key may
-be defined by only one base); evaluate the file (``.py``: executed with ``_base_`` bound to the
-merged bases; ``.json``/``.yaml``: parsed); replace the placeholders by the referenced (copied)
-base values; merge the file into its bases.
+be defined by only one base; the dicts a ``pkg::`` base brings get ``_scope_='pkg'``); evaluate
+the file (``.py``: executed with ``_base_`` bound to the merged bases; ``.json``/``.yaml``:
+parsed); replace the placeholders by the referenced (copied) base values; merge the file into
+its bases.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .errors import ConfigKeyError, where
 from .merge import merge_a_into_b
 
 BASE_KEY = "_base_"
+SCOPE_KEY = "_scope_"
 DEPRECATION_KEY = "_deprecation_"
 SUFFIXES = (".py", ".json", ".yaml", ".yml")
 
@@ -211,6 +213,26 @@ def resolve_base_path(base: str, filename: str) -> str:
     return str(path)
 
 
+def add_scope(cfg: Any, scope: str, has_scope: bool = True) -> Any:
+    """Give the dicts of a ``pkg::`` base MMEngine's ``_scope_='pkg'`` (so that their ``type``
+    names resolve in that package's registries).
+
+    As MMEngine's ``Config._dict_to_config_dict``: only the outermost dicts with a ``type`` get
+    it (not the dicts nested in them), and a ``_scope_`` already set is kept.
+    """
+    if isinstance(cfg, dict):
+        if has_scope and "type" in cfg:
+            has_scope = False
+            if cfg.get(SCOPE_KEY) is None:
+                cfg[SCOPE_KEY] = scope
+        for key, value in cfg.items():
+            cfg[key] = add_scope(value, scope, has_scope)
+    elif isinstance(cfg, (list, tuple)):
+        items = [add_scope(item, scope, has_scope) for item in cfg]
+        return items if isinstance(cfg, list) else tuple(items)
+    return cfg
+
+
 class _RemoveBaseAssign(ast.NodeTransformer):
     """Drop ``_base_ = ...`` so that ``_base_`` stays bound to the merged base dict."""
 
@@ -266,6 +288,8 @@ def file_to_dict(
         base_dict, base_text, base_env = file_to_dict(
             base_path, use_predefined_variables, use_environment_variables, (*_chain, filename)
         )
+        if "::" in base:
+            add_scope(base_dict, base.partition("::")[0])
         texts.append(base_text)
         env_variables.update(base_env)
         duplicate = base_cfg.keys() & base_dict.keys()

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 def parse_scalar(text: str) -> Any:
@@ -94,3 +97,35 @@ class DictAction(argparse.Action):
             except ValueError as e:
                 parser.error(f"{option_string or self.dest}: {e}")
         setattr(namespace, self.dest, options)
+
+
+def add_args(
+    parser: argparse.ArgumentParser, cfg: Mapping[str, Any], prefix: str = ""
+) -> argparse.ArgumentParser:
+    """Add an option ``--a.b`` for every scalar (or list of scalars) ``a.b`` of ``cfg``.
+
+    As MMEngine's ``add_args``: a str, int or float value gives an option of that type, a dict
+    its keys under ``a.``, a list or tuple of one scalar type ``nargs='+'``. A bool gives
+    ``--a.b`` / ``--no-a.b`` (MMEngine: ``store_true`` only). Options not given are None, so
+    ``{k: v for k, v in vars(args).items() if v is not None}`` holds just what was set. Other
+    values (None, empty or mixed lists, lists of dicts) get no option: MMEngine logs them (or
+    fails on an empty list); here they are logged.
+    """
+    for key, value in cfg.items():
+        name = f"--{prefix}{key}"
+        if isinstance(value, bool):  # before int: bool is an int
+            parser.add_argument(name, action=argparse.BooleanOptionalAction, default=None)
+        elif isinstance(value, (str, int, float)):
+            parser.add_argument(name, type=type(value))
+        elif isinstance(value, Mapping):
+            add_args(parser, value, f"{prefix}{key}.")
+        elif (
+            isinstance(value, (list, tuple))
+            and value
+            and type(value[0]) in (str, int, float)
+            and all(type(item) is type(value[0]) for item in value)
+        ):
+            parser.add_argument(name, type=type(value[0]), nargs="+")
+        else:
+            logger.info("cannot parse key %s%s of type %s", prefix, key, type(value))
+    return parser

@@ -8,13 +8,14 @@ defaults. fastopt's fused optimizers update all groups in one pass, so many grou
 from __future__ import annotations
 
 import copy
+import difflib
 import inspect
 import logging
 import os
 import sys
 import warnings
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -27,6 +28,15 @@ from fastopt.registry import (
     OPTIMIZERS,
     MissingTypeError,
     resolve_type,
+)
+
+from .arguments import (
+    OPTIMIZER_PATH,
+    PARAMWISE_PATH,
+    check_fixed_lengths,
+    is_number,
+    key_origin,
+    name_rejected_value,
 )
 
 logger = logging.getLogger(__name__)
@@ -83,10 +93,28 @@ class DefaultOptimWrapperConstructor:
     Frozen params (``requires_grad=False``) are left out, with a warning. Without a
     ``paramwise_cfg`` the optimizer gets ``model.parameters()`` as one group.
 
+    Another ``paramwise_cfg`` key is an error (MMEngine ignores it) naming the closest key. A
+    subclass reading more keys lists them in its own ``PARAMWISE_KEYS``; one that does not is
+    only warned about the keys it does not list.
+
     Args:
         optim_wrapper_cfg: the ``optim_wrapper`` config; must contain ``optimizer``.
         paramwise_cfg: the rules above, or None.
     """
+
+    # the paramwise_cfg keys this constructor reads
+    PARAMWISE_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "custom_keys",
+            "bias_lr_mult",
+            "bias_decay_mult",
+            "norm_decay_mult",
+            "dwconv_decay_mult",
+            "flat_decay_mult",
+            "dcn_offset_lr_mult",
+            "bypass_duplicate",
+        }
+    )
 
     def __init__(
         self, optim_wrapper_cfg: Mapping[str, Any], paramwise_cfg: Mapping[str, Any] | None = None
@@ -107,35 +135,77 @@ class DefaultOptimWrapperConstructor:
         self.base_wd = self.optimizer_cfg.get("weight_decay", None)
         self._validate_cfg()
 
+    def _paramwise_origin(self, key: str) -> str:
+        return key_origin(self.paramwise_cfg, key, PARAMWISE_PATH)
+
     def _validate_cfg(self) -> None:
         if not isinstance(self.paramwise_cfg, Mapping):
             raise TypeError(
                 f"paramwise_cfg should be None or a dict, but got {type(self.paramwise_cfg)}"
             )
+        self._check_paramwise_keys()
+        for name, value in self.paramwise_cfg.items():
+            scales = isinstance(name, str) and (
+                name.endswith("_mult") or name == "layer_decay_rate"
+            )
+            if scales and value is not None:
+                self._check_number(value, name, self._paramwise_origin(name))
         custom_keys = self.paramwise_cfg.get("custom_keys", None)
         if custom_keys is not None:
             if not isinstance(custom_keys, Mapping):
                 raise TypeError(
-                    f"If specified, custom_keys must be a dict, but got {type(custom_keys)}"
+                    f"If specified, custom_keys must be a dict, but got {type(custom_keys)} "
+                    f"(in {self._paramwise_origin('custom_keys')})"
                 )
             for key, options in custom_keys.items():
+                origin = self._paramwise_origin(f"custom_keys[{key!r}]")
                 if not isinstance(options, Mapping):
                     raise TypeError(
-                        f"paramwise_cfg.custom_keys[{key!r}] must be a dict such as "
-                        f"dict(lr_mult=0.1), but got {options!r}"
+                        f"custom_keys[{key!r}] must be a dict such as dict(lr_mult=0.1), but "
+                        f"got {options!r} (in {origin})"
                     )
+                for name in ("lr_mult", "decay_mult"):
+                    if name in options:
+                        self._check_number(options[name], name, f"{origin}.{name}")
                 if self.base_wd is None and "decay_mult" in options:
                     raise ValueError(
-                        "base_wd should not be None: paramwise_cfg.custom_keys"
-                        f"[{key!r}] sets decay_mult but the optimizer config has no weight_decay"
+                        f"base_wd should not be None: custom_keys[{key!r}] sets decay_mult but "
+                        f"the optimizer config has no weight_decay (in {origin})"
                     )
         if self.base_wd is None:
             for name in ("bias_decay_mult", "norm_decay_mult", "dwconv_decay_mult"):
                 if name in self.paramwise_cfg:
                     raise ValueError(
-                        f"base_wd should not be None: paramwise_cfg.{name} is set but the "
-                        "optimizer config has no weight_decay"
+                        f"base_wd should not be None: {name} is set but the optimizer config "
+                        f"has no weight_decay (in {self._paramwise_origin(name)})"
                     )
+
+    def _check_paramwise_keys(self) -> None:
+        known = self.PARAMWISE_KEYS
+        # a subclass that lists its keys gets errors; one that may read keys it does not list
+        # gets warnings
+        strict = "PARAMWISE_KEYS" in type(self).__dict__
+        for key in self.paramwise_cfg:
+            if key in known or key == "_delete_":  # MMEngine keeps `_delete_` with no base
+                continue
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            message = (
+                f"{key!r} is not a paramwise_cfg key of {type(self).__name__}"
+                + (f"; did you mean {close[0]!r}?" if close else "")
+                + f" It reads: {', '.join(sorted(known))} (in {self._paramwise_origin(key)})"
+            )
+            if strict:
+                raise ValueError(message)
+            warnings.warn(
+                message + f"; list the keys {type(self).__name__} reads in its PARAMWISE_KEYS",
+                UserWarning,
+                stacklevel=user_stacklevel(),
+            )
+
+    @staticmethod
+    def _check_number(value: Any, name: str, origin: str) -> None:
+        if not is_number(value):
+            raise TypeError(f"{name} must be a number, but got {value!r} (in {origin})")
 
     # ---------------------------------------------------------------- build
     def __call__(self, model: nn.Module) -> Any:
@@ -152,6 +222,16 @@ class DefaultOptimWrapperConstructor:
             )
         with OPTIMIZERS.switch_scope_and_registry(None) as registry:
             optimizer_cls = resolve_type(optimizer_cfg["type"], registry, self.optimizer_cfg)
+        type_name = getattr(optimizer_cls, "__name__", repr(optimizer_cls))
+        custom_keys = self.paramwise_cfg.get("custom_keys") or {}
+        check_fixed_lengths(
+            optimizer_cls,
+            [
+                (self.optimizer_cfg, self._optimizer_origin),
+                *((options, self._custom_key_origin(key)) for key, options in custom_keys.items()),
+            ],
+            type_name,
+        )
         # the first argument takes the params (`params` in torch, `model_params` elsewhere)
         first_arg = next(iter(inspect.signature(optimizer_cls).parameters))
         if not self.paramwise_cfg:
@@ -160,8 +240,21 @@ class DefaultOptimWrapperConstructor:
             params: list[dict[str, Any]] = []
             self.add_params(params, model)
             optimizer_cfg[first_arg] = params
-        optimizer = OPTIMIZERS.build(optimizer_cfg)
+        try:
+            optimizer = OPTIMIZERS.build(optimizer_cfg)
+        except (TypeError, ValueError) as e:
+            if type(e) not in (TypeError, ValueError):
+                raise  # e.g. BuildArgumentError: it names the config key already
+            raise name_rejected_value(
+                e, optimizer_cls, first_arg, self.optimizer_cfg, type_name
+            ) from e
         return OPTIM_WRAPPERS.build(optim_wrapper_cfg, default_args=dict(optimizer=optimizer))
+
+    def _optimizer_origin(self, key: str) -> str:
+        return key_origin(self.optimizer_cfg, key, OPTIMIZER_PATH)
+
+    def _custom_key_origin(self, custom_key: str) -> Callable[[str], str]:
+        return lambda key: self._paramwise_origin(f"custom_keys[{custom_key!r}].{key}")
 
     # ---------------------------------------------------------------- param groups
     def add_params(
@@ -250,7 +343,7 @@ class DefaultOptimWrapperConstructor:
                         options.get("lr_mult", 1.0), f"custom_keys[{key!r}]"
                     )
                     if self.base_wd is not None:
-                        group["weight_decay"] = self.base_wd * options.get("decay_mult", 1.0)
+                        group["weight_decay"] = self._scaled_wd(options.get("decay_mult", 1.0))
                     group.update(options)  # every key, e.g. lars_exclude, reaches the group
                     break
             else:
@@ -269,13 +362,13 @@ class DefaultOptimWrapperConstructor:
                     group["lr"] = self._scaled_lr(dcn_offset_lr_mult, "dcn_offset_lr_mult")
                 if self.base_wd is not None:
                     if module_is_norm and norm_decay_mult is not None:
-                        group["weight_decay"] = self.base_wd * norm_decay_mult
+                        group["weight_decay"] = self._scaled_wd(norm_decay_mult)
                     elif name == "bias" and not is_dcn_module and bias_decay_mult is not None:
-                        group["weight_decay"] = self.base_wd * bias_decay_mult
+                        group["weight_decay"] = self._scaled_wd(bias_decay_mult)
                     elif is_dwconv and dwconv_decay_mult is not None:
-                        group["weight_decay"] = self.base_wd * dwconv_decay_mult
+                        group["weight_decay"] = self._scaled_wd(dwconv_decay_mult)
                     elif param.ndim == 1 and not is_dcn_module and flat_decay_mult is not None:
-                        group["weight_decay"] = self.base_wd * flat_decay_mult
+                        group["weight_decay"] = self._scaled_wd(flat_decay_mult)
             grouped[id(param)] = display
             params.append(group)
             for key, value in group.items():
@@ -285,6 +378,14 @@ class DefaultOptimWrapperConstructor:
     def _scaled_lr(self, mult: float, what: str) -> float:
         if self.base_lr is None:
             raise ValueError(
-                f"paramwise_cfg.{what} scales the learning rate, but the optimizer config has no lr"
+                f"paramwise_cfg.{what} scales the learning rate, but the optimizer config has no "
+                f"lr (in {self._optimizer_origin('lr')})"
             )
+        self._check_number(self.base_lr, "lr", self._optimizer_origin("lr"))
         return self.base_lr * mult
+
+    def _scaled_wd(self, mult: float | None) -> float:
+        """``weight_decay * mult``, or ``weight_decay`` itself for None (called only when the
+        optimizer config has a weight_decay)."""
+        self._check_number(self.base_wd, "weight_decay", self._optimizer_origin("weight_decay"))
+        return self.base_wd if mult is None else self.base_wd * mult

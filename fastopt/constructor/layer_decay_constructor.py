@@ -10,7 +10,7 @@ import logging
 import warnings
 from collections import defaultdict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -37,6 +37,18 @@ class LearningRateDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     ``get_layer_depth`` (argument), else the model's ``get_layer_depth`` method, else
     :func:`~fastopt.constructor.layer_depth.infer_get_layer_depth` (ViT, Swin, ConvNeXt names).
     """
+
+    # the paramwise_cfg keys this constructor reads
+    PARAMWISE_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "layer_decay_rate",
+            "custom_keys",
+            "bias_decay_mult",
+            "norm_decay_mult",
+            "flat_decay_mult",
+            "bypass_duplicate",
+        }
+    )
 
     def __init__(
         self,
@@ -129,16 +141,16 @@ class LearningRateDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 custom_key = next((k for k in sorted_keys if k in param_name), None)
                 if custom_key is not None:
                     options = dict(custom_keys[custom_key])
-                    group["weight_decay"] = self.base_wd * options.pop("decay_mult", 1.0)
+                    group["weight_decay"] = self._scaled_wd(options.pop("decay_mult", 1.0))
                     group.update(options)
                 elif module_is_norm and norm_decay_mult is not None:
-                    group["weight_decay"] = self.base_wd * norm_decay_mult
+                    group["weight_decay"] = self._scaled_wd(norm_decay_mult)
                 elif name == "bias" and bias_decay_mult is not None:
-                    group["weight_decay"] = self.base_wd * bias_decay_mult
+                    group["weight_decay"] = self._scaled_wd(bias_decay_mult)
                 elif param.ndim == 1 and flat_decay_mult is not None:
-                    group["weight_decay"] = self.base_wd * flat_decay_mult
+                    group["weight_decay"] = self._scaled_wd(flat_decay_mult)
                 else:
-                    group["weight_decay"] = self.base_wd
+                    group["weight_decay"] = self._scaled_wd(None)
             layer_id, num_layers = get_layer_depth(param_name)
             scale = decay_rate ** (num_layers - layer_id - 1)
             group["lr"] = self._scaled_lr(scale, "layer_decay_rate")

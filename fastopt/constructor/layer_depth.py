@@ -17,37 +17,82 @@ mmpretrain's rules for the same architecture:
 
 Params outside the backbone (the part of the name before the matched blocks, e.g.
 ``backbone.``) belong to the last layer, as the head does in mmpretrain.
+
+A rule is applied only to the layout it was written for: names that match its blocks but lack
+the architecture's other parts are refused (NotImplementedError) rather than given depths that
+mean nothing, e.g. ``layers.N.blocks.M`` (MixMIM, timm's Swin: blocks nested in stages, not the
+ViT's flat ``layers.N``), ``stages.S.blocks.B`` without a ``patch_embed`` (timm's ConvNeXt) or
+``stages.S.B`` without ConvNeXt's ``downsample_layers`` and four stages.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 from torch import nn
 
 LayerDepthFn = Callable[[str], "tuple[int, int]"]
 
-_CONVNEXT = re.compile(r"^(?P<prefix>(?:.*?\.)?)stages\.(?P<stage>\d+)\.(?P<block>\d+)\.")
-_SWIN = re.compile(r"^(?P<prefix>(?:.*?\.)?)stages\.(?P<stage>\d+)\.blocks\.(?P<block>\d+)\.")
-_VIT = re.compile(r"^(?P<prefix>(?:.*?\.)?)(?:layers|blocks|encoder\.layer)\.(?P<block>\d+)\.")
+# `prefix`: the part of the name before the first (leftmost) block container
+_CONVNEXT = re.compile(r"^(?P<prefix>(?:.*?\.)??)stages\.(?P<stage>\d+)\.(?P<block>\d+)\.")
+_SWIN = re.compile(r"^(?P<prefix>(?:.*?\.)??)stages\.(?P<stage>\d+)\.blocks\.(?P<block>\d+)\.")
+_VIT = re.compile(r"^(?P<prefix>(?:.*?\.)??)(?:layers|blocks|encoder\.layer)\.(?P<block>\d+)\.")
 _VIT_STEM_NAMES = {"cls_token", "pos_embed", "dist_token", "reg_token", "mask_token"}
 _VIT_STEM_MODULES = ("patch_embed", "embeddings")
+# a ViT "block" that is a stage of blocks: its index is followed by another (`blocks.0.`, `0.`),
+# or the blocks sit in an indexed stage (the prefix ends with `stages.0.`)
+_NESTED_AFTER = re.compile(r"^(?:[A-Za-z_]\w*\.)?\d+\.")
+_NESTED_BEFORE = re.compile(r"(?:^|\.)stages\.\d+\.$")
+_GIVE_A_METHOD = (
+    "Add a get_layer_depth(param_name) -> (layer_id, num_layers) method to the model, or pass "
+    "get_layer_depth to LearningRateDecayOptimWrapperConstructor."
+)
+
+
+def _refuse(why: str) -> NoReturn:
+    raise NotImplementedError(
+        f"Layer-wise lr decay needs each parameter's depth, and it cannot be inferred: {why}. "
+        + _GIVE_A_METHOD
+    )
 
 
 def _common_prefix(matches: list[re.Match]) -> str:
     prefixes = {m.group("prefix") for m in matches}
     if len(prefixes) != 1:
-        raise NotImplementedError(
-            f"found transformer/conv blocks under several prefixes {sorted(prefixes)}; give "
-            "the model a get_layer_depth(param_name) method"
-        )
+        _refuse(f"found transformer/conv blocks under several prefixes {sorted(prefixes)}")
     return prefixes.pop()
 
 
+def _under(names: list[str], prefix: str) -> list[str]:
+    return [n[len(prefix) :] for n in names if n.startswith(prefix)]
+
+
 def _vit(names: list[str], matches: list[re.Match]) -> LayerDepthFn:
+    nested = next(
+        (
+            m.string
+            for m in matches
+            if _NESTED_AFTER.match(m.string[m.end() :]) or _NESTED_BEFORE.search(m["prefix"])
+        ),
+        None,
+    )
+    if nested is not None:
+        _refuse(
+            f"{nested!r} has blocks nested in stages (as MixMIM's or timm's Swin "
+            "'layers.N.blocks.M'), which the ViT rule (block N at 'layers.N.') does not fit"
+        )
     prefix = _common_prefix(matches)
+    if not any(
+        rel.split(".")[0] in _VIT_STEM_NAMES or rel.startswith(_VIT_STEM_MODULES)
+        for rel in _under(names, prefix)
+    ):
+        _refuse(
+            f"the parameters have ViT-style blocks ({matches[0].string!r}) but no ViT embedding "
+            f"({', '.join(sorted(_VIT_STEM_NAMES))}, {', '.join(_VIT_STEM_MODULES)}) under "
+            f"{prefix!r}, so layer 0 is unknown"
+        )
     num_layers = max(int(m.group("block")) for m in matches) + 1 + 2
 
     def get_layer_depth(param_name: str) -> tuple[int, int]:
@@ -66,6 +111,11 @@ def _vit(names: list[str], matches: list[re.Match]) -> LayerDepthFn:
 
 def _swin(names: list[str], matches: list[re.Match]) -> LayerDepthFn:
     prefix = _common_prefix(matches)
+    if not any(rel.startswith("patch_embed") for rel in _under(names, prefix)):
+        _refuse(
+            f"the parameters have Swin-style blocks ({matches[0].string!r}) but no "
+            f"{prefix}patch_embed (timm's ConvNeXt has such names too)"
+        )
     depths_by_stage: dict[int, int] = {}
     for m in matches:
         stage, block = int(m.group("stage")), int(m.group("block"))
@@ -92,6 +142,15 @@ def _swin(names: list[str], matches: list[re.Match]) -> LayerDepthFn:
 
 def _convnext(names: list[str], matches: list[re.Match]) -> LayerDepthFn:
     prefix = _common_prefix(matches)
+    stages = {int(m.group("stage")) for m in matches}
+    if stages != {0, 1, 2, 3} or not any(
+        rel.startswith("downsample_layers.") for rel in _under(names, prefix)
+    ):
+        _refuse(
+            f"the parameters have blocks named like ConvNeXt's ({matches[0].string!r}), but not "
+            f"its layout: four stages (found {sorted(stages)}) and "
+            f"{prefix}downsample_layers"
+        )
     blocks_in_stage2 = 1 + max(
         (int(m.group("block")) for m in matches if m.group("stage") == "2"), default=-1
     )
@@ -123,7 +182,8 @@ def infer_get_layer_depth(model: nn.Module | Iterable[str]) -> LayerDepthFn:
     """Guess ``get_layer_depth`` from the parameter names of ``model`` (see module docs).
 
     Raises:
-        NotImplementedError: the names match none of the known architectures.
+        NotImplementedError: the names match none of the known architectures, or match one's
+            blocks but not its layout.
     """
     names = (
         [n for n, _ in model.named_parameters()] if isinstance(model, nn.Module) else list(model)
@@ -132,12 +192,10 @@ def infer_get_layer_depth(model: nn.Module | Iterable[str]) -> LayerDepthFn:
         matches = [m for m in (pattern.match(n) for n in names) if m]
         if matches:
             return factory(names, matches)
-    raise NotImplementedError(
-        "Layer-wise lr decay needs each parameter's depth: the model has no "
-        "get_layer_depth(param_name) -> (layer_id, num_layers) method and its parameter names "
-        "match no known layout (ViT 'layers.N.'/'blocks.N.'/'encoder.layer.N.', Swin "
-        "'stages.S.blocks.B.', ConvNeXt 'stages.S.B.'). Add the method to the model or pass "
-        "get_layer_depth to LearningRateDecayOptimWrapperConstructor."
+    _refuse(
+        "the model has no get_layer_depth method and its parameter names match no known "
+        "layout (ViT 'layers.N.'/'blocks.N.'/'encoder.layer.N.', Swin 'stages.S.blocks.B.', "
+        "ConvNeXt 'stages.S.B.')"
     )
 
 

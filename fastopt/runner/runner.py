@@ -683,7 +683,8 @@ class Runner:
             )
         from fastopt.constructor import build_optim_wrapper
 
-        cfg = dict(optim_wrapper)
+        # a ConfigDict's copy knows its config file and key, for error messages
+        cfg = optim_wrapper.copy() if isinstance(optim_wrapper, dict) else dict(optim_wrapper)
         optimizer = cfg.get("optimizer")
         if isinstance(optimizer, torch.optim.Optimizer):
             cfg.setdefault("type", "OptimWrapper")

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastopt.registry import PARAM_SCHEDULERS
+from fastopt.registry.errors import config_origin
 
 from .base import HasParamGroups, _ParamScheduler
 
@@ -51,12 +52,20 @@ def build_param_schedulers(
                 "param_scheduler entries should be config dicts or built schedulers, "
                 f"but got {type(item).__name__}"
             )
-        item = copy.deepcopy(dict(item))
+        # a ConfigDict stays one: it knows its config file and key for error messages
+        item = copy.deepcopy(item) if isinstance(item, dict) else dict(item)
         default_end = max_epochs if item.get("by_epoch", True) else max_iters
         if default_end is not None:
             item.setdefault("end", default_end)
         default_args: dict[str, Any] = {"optimizer": optimizer}
         if epoch_length is not None:
             default_args["epoch_length"] = epoch_length
-        schedulers.append(PARAM_SCHEDULERS.build(item, default_args=default_args))
+        try:
+            schedulers.append(PARAM_SCHEDULERS.build(item, default_args=default_args))
+        except (TypeError, ValueError) as e:
+            origin = config_origin(item)
+            # subclasses (BuildArgumentError, ...) name the config key already
+            if type(e) not in (TypeError, ValueError) or not origin:
+                raise
+            raise type(e)(f"{e} (in {origin})") from e
     return schedulers
