@@ -49,8 +49,8 @@ def build_error(cfg, error=(TypeError, ValueError)) -> str:
         (
             "dict(type='FusedAdamW', lr='abc')",
             TypeError,
-            "FusedAdamW rejects lr='abc': '<=' not supported between instances of 'float' and "
-            "'str' (in config file {path}, key optim_wrapper.optimizer.lr)",
+            "FusedAdamW rejects lr='abc': Invalid learning rate: 'abc' is not a number "
+            "(in config file {path}, key optim_wrapper.optimizer.lr)",
         ),
         (
             "dict(type='AdamW', lr='abc', weight_decay=0.05)",
