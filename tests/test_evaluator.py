@@ -104,14 +104,15 @@ def test_evaluator_rejects_duplicate_metric_names_and_non_metrics():
 def test_runner_builds_evaluators_from_every_form(tmp_path):
     runner = Runner(model=toys.RunnerToyModel(), work_dir=str(tmp_path), log_level="WARNING")
     metric = EvalTestMean()
-    assert runner.build_evaluator(metric).metrics == [metric]
+    # a lone metric is refused, as in MMEngine; the message says how to wrap it
+    with pytest.raises(TypeError, match=r"the metric EvalTestMean: pass \[metric\]"):
+        runner.build_evaluator(metric)
+    assert runner.build_evaluator([metric]).metrics == [metric]
     evaluator = Evaluator(metric)
     assert runner.build_evaluator(evaluator) is evaluator
     assert isinstance(runner.build_evaluator(dict(type="EvalTestMean")).metrics[0], EvalTestMean)
     assert len(runner.build_evaluator([dict(type="EvalTestMean"), metric]).metrics) == 2
     built = runner.build_evaluator(dict(type="Evaluator", metrics=[dict(type="EvalTestMean")]))
     assert isinstance(built, Evaluator)
-    with pytest.raises(
-        TypeError, match="evaluator should be an Evaluator, a metric, a dict or a list"
-    ):
+    with pytest.raises(TypeError, match="evaluator should be an Evaluator, a dict or a list"):
         runner.build_evaluator(3)

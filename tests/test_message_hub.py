@@ -151,8 +151,10 @@ def test_bad_scalars_are_rejected_with_the_key(hub: MessageHub):
         hub.update_scalar("x", torch.ones(2))
     with pytest.raises(TypeError, match="'y'.*str"):
         hub.update_scalar("y", "1.0")
-    with pytest.raises(TypeError, match="count must be an int"):
-        hub.update_scalar("z", 1.0, count=1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="count must be an int or a float"):
+        hub.update_scalar("z", 1.0, count="2")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="count must be a non-negative number"):
+        hub.update_scalar("z", 1.0, count=-1)
     with pytest.raises(KeyError, match="missing is not found"):
         hub.get_scalar("missing")
     with pytest.raises(ValueError, match="empty"):

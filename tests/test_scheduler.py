@@ -27,6 +27,10 @@ from fastopt.scheduler import (
     build_param_schedulers,
 )
 
+# These tests drive schedulers alone, with no optimizer step in between: the warning about
+# calling scheduler.step() before optimizer.step() is expected here (it has its own tests).
+pytestmark = pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")
+
 BASE = 0.1
 
 
@@ -551,9 +555,9 @@ def test_end_must_be_after_begin():
     [
         (ConstantLR, dict(factor=1.5), "factor"),
         (ConstantLR, dict(factor=-0.1), "factor"),
-        (ConstantLR, dict(factor=0), "factor"),
+        (ConstantLR, dict(factor=0), "factor .* must not be 0"),
         (LinearLR, dict(start_factor=1.2), "start_factor"),
-        (LinearLR, dict(start_factor=0), "start_factor"),
+        (LinearLR, dict(start_factor=0), "start_factor .* must not be 0: .* divides by zero"),
         (LinearLR, dict(end_factor=-1), "end_factor"),
         (ReduceOnPlateauLR, dict(factor=1.0), "factor should be < 1.0"),
         (StepLR, dict(step_size=0), "step_size"),
@@ -566,7 +570,6 @@ def test_end_must_be_after_begin():
         (CosineRestartLR, dict(periods=[2]), "eta_min"),
         (OneCycleLR, dict(eta_max=1, total_steps=0), "total_steps"),
         (OneCycleLR, dict(eta_max=1, anneal_strategy="exp"), "anneal_strategy"),
-        (ReduceOnPlateauLR, dict(by_epoch=False), "by_epoch=True"),
         (ReduceOnPlateauLR, dict(rule="more"), "rule"),
     ],
 )

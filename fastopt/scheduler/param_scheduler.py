@@ -20,10 +20,15 @@ from .base import INF, HasParamGroups, _ParamScheduler, per_group_values
 
 
 def _check_factor(owner: str, what: str, value: float) -> None:
-    # 0 is refused too: the schedules multiply the current value, so from 0 nothing
-    # could ever restore it (MMEngine divides by zero a step later).
+    if value == 0:
+        # MMEngine accepts 0, then divides by zero at a later step
+        raise ValueError(
+            f"{owner}: {what} must not be 0: the scheduler multiplies the current value "
+            "step by step, so a value made 0 could never be scaled back up (MMEngine accepts "
+            "0 and then divides by zero); use a small positive factor such as 1e-3"
+        )
     if not 0 < value <= 1:
-        raise ValueError(f"{owner}: {what} should be between 0 and 1 (0 excluded), got {value}")
+        raise ValueError(f"{owner}: {what} should be between 0 and 1, got {value}")
 
 
 def _check_eta_min(owner: str, eta_min: float | None, eta_min_ratio: float | None) -> None:
