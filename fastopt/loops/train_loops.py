@@ -94,9 +94,15 @@ class _TrainLoopBase(BaseLoop):
         runner.call_hook("after_train_iter", batch_idx=idx, data_batch=data_batch, outputs=outputs)
         self._iter += 1
 
-    def _decide_current_val_interval(self, progress: int) -> None:
+    def _progress(self) -> int:
+        """The count ``dynamic_intervals`` milestones are compared with."""
+        raise NotImplementedError
+
+    def _decide_current_val_interval(self) -> None:
+        """Set ``val_interval`` from ``dynamic_intervals`` (MMEngine's name and signature,
+        which custom loops call)."""
         self.val_interval = current_interval(
-            self.dynamic_milestones, self.dynamic_intervals, progress
+            self.dynamic_milestones, self.dynamic_intervals, self._progress()
         )
 
 
@@ -134,7 +140,7 @@ class EpochBasedTrainLoop(_TrainLoopBase):
         runner.call_hook("before_train")
         while self._epoch < self._max_epochs and not self.stop_training:
             self.run_epoch()
-            self._decide_current_val_interval(self._epoch + 1)
+            self._decide_current_val_interval()
             if (
                 runner.val_loop is not None
                 and self._epoch >= self.val_begin
@@ -166,6 +172,9 @@ class EpochBasedTrainLoop(_TrainLoopBase):
             self.run_iter(idx, data_batch)
         runner.call_hook("after_train_epoch")
         self._epoch += 1
+
+    def _progress(self) -> int:
+        return self._epoch + 1  # MMEngine looks the next epoch up
 
     def run_iter(self, idx: int, data_batch: Any) -> None:
         """One training iteration on ``data_batch`` (``idx``: its index in the epoch).
@@ -278,7 +287,7 @@ class IterBasedTrainLoop(_TrainLoopBase):
             runner.model.train()
             data_batch = next(self.dataloader_iterator)
             self.run_iter(data_batch)
-            self._decide_current_val_interval(self._iter + 1)
+            self._decide_current_val_interval()
             if (
                 runner.val_loop is not None
                 and self._iter >= self.val_begin
@@ -288,6 +297,9 @@ class IterBasedTrainLoop(_TrainLoopBase):
         runner.call_hook("after_train_epoch")
         runner.call_hook("after_train")
         return runner.model
+
+    def _progress(self) -> int:
+        return self._iter + 1  # MMEngine looks the next iteration up
 
     def run_iter(self, data_batch: Any) -> None:
         """One training iteration on ``data_batch``.
