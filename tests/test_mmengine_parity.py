@@ -121,6 +121,24 @@ def test_step_order_warning(optimizer_first):
     assert len(ours) == len(theirs) == (0 if optimizer_first else 1)
 
 
+def test_step_order_warning_under_gradient_accumulation_is_silent_here():
+    def run(optim, wrapper_cls) -> int:
+        param = nn.Parameter(torch.ones(2))
+        wrapper = wrapper_cls(torch.optim.SGD([param], lr=0.1), accumulative_counts=2)
+        scheduler = optim.LinearLR(wrapper, by_epoch=False, end=4)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(2):  # no optimizer step in the first iteration, on purpose
+                wrapper.update_params((param * param).sum())
+                scheduler.step()
+        return sum("before `optimizer.step()`" in str(w.message) for w in caught)
+
+    from fastopt.wrapper import OptimWrapper
+
+    assert run(mm_optim, mm_optim.OptimWrapper) == 1  # MMEngine's false warning
+    assert run(fo_scheduler, OptimWrapper) == 0
+
+
 def test_linear_lr_start_factor_zero_fails_in_both_but_says_why_here():
     opt = sgd()
     theirs = mm_optim.LinearLR(opt, start_factor=0, end=5)

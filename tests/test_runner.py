@@ -20,7 +20,7 @@ import runner_toys as toys  # noqa: E402
 
 from fastopt.config import Config  # noqa: E402
 from fastopt.hooks import CheckpointHook, Hook, LoggerHook  # noqa: E402
-from fastopt.logging import MessageHub  # noqa: E402
+from fastopt.logging import MessageHub, print_log  # noqa: E402
 from fastopt.runner import Runner  # noqa: E402
 from fastopt.runner.progress import ProgressDisplay, is_interactive  # noqa: E402
 from fastopt.wrapper import OptimWrapper, OptimWrapperDict  # noqa: E402
@@ -133,6 +133,35 @@ def test_the_log_file_gets_library_records_only_during_a_phase(tmp_path, monkeyp
     library.warning("library record after the work dir is gone")
     runner.logger.warning("run record after the work dir is gone")
     assert "run record after the work dir is gone" in capsys.readouterr().out  # the terminal
+
+
+class _PrintLogHook(Hook):
+    def before_train(self, runner):
+        print_log("print_log to the current run", logger="current")
+
+
+def test_print_log_targets(tmp_path, capsys, caplog):
+    runner = build(
+        tmp_path,
+        log_level="INFO",
+        train_cfg=dict(by_epoch=True, max_epochs=1),
+        custom_hooks=[_PrintLogHook()],
+        **NO_VAL,
+    )
+    runner.train()
+    print_log("to the run by its name", logger=runner.experiment_name, level=logging.WARNING)
+    assert "print_log to the current run" in log_text(runner)
+    assert "to the run by its name" in log_text(runner)
+    capsys.readouterr()
+    print_log("no run is active", logger="current")
+    print_log("plain", logger=None)
+    print_log("dropped", logger="silent")
+    assert capsys.readouterr().out == "no run is active\nplain\n"
+    with caplog.at_level(logging.INFO, logger="test_runner.print_log"):
+        print_log("to a logger", logger=logging.getLogger("test_runner.print_log"))
+    assert "to a logger" in caplog.text
+    with pytest.raises(TypeError, match="logger should be a logging.Logger"):
+        print_log("x", logger=3)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------- from_cfg

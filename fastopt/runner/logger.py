@@ -60,7 +60,7 @@ class _ForwardToActiveRun(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.name.startswith(_RUN_PREFIX):
             return
-        target = self.active() if self.active is not None else None
+        target = active_run_logger()
         if target is None:
             # This handler alone would make logging skip its last resort (warnings to
             # stderr) when nothing else is configured: behave as if it were not there.
@@ -74,6 +74,11 @@ class _ForwardToActiveRun(logging.Handler):
 
 
 _forwarder = _ForwardToActiveRun()
+
+
+def run_logger_name(experiment_name: str) -> str:
+    """The ``logging`` name of the logger of the run ``experiment_name``."""
+    return _RUN_PREFIX + experiment_name
 
 
 def _level(log_level: int | str) -> int:
@@ -97,7 +102,7 @@ def build_run_logger(
     Other ranks log warnings and errors to the terminal only.
     """
     level = _level(log_level)
-    logger = logging.getLogger(_RUN_PREFIX + name)
+    logger = logging.getLogger(run_logger_name(name))
     logger.propagate = False
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
@@ -126,6 +131,11 @@ def activate(logger: logging.Logger) -> None:
     if package.level == logging.NOTSET or package.level > logger.level:
         package.setLevel(logger.level)
     _ForwardToActiveRun.active = weakref.ref(logger)
+
+
+def active_run_logger() -> logging.Logger | None:
+    """The logger of the runner that is active now, if any."""
+    return _ForwardToActiveRun.active() if _ForwardToActiveRun.active is not None else None
 
 
 def deactivate(logger: logging.Logger) -> None:
