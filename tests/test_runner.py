@@ -109,11 +109,23 @@ class _LibraryRecord(Hook):
     def before_train(self, runner):
         logging.getLogger("fastopt.wrapper").warning("library record during the run")
 
+    def after_train_epoch(self, runner):
+        runner.test()  # a phase inside a phase: the run stays active until train() ends
+
+    def after_train(self, runner):
+        logging.getLogger("fastopt.wrapper").warning("library record after a nested test")
+
 
 def test_the_log_file_gets_library_records_only_during_a_phase(tmp_path, monkeypatch, capsys):
     work = tmp_path / "work"
     runner = build(
-        work, train_cfg=dict(by_epoch=True, max_epochs=1), custom_hooks=[_LibraryRecord()], **NO_VAL
+        work,
+        train_cfg=dict(by_epoch=True, max_epochs=1),
+        custom_hooks=[_LibraryRecord()],
+        test_dataloader=toys.loader(shuffle=False),
+        test_cfg=dict(),
+        test_evaluator=dict(type="RunnerToyAccuracy"),
+        **NO_VAL,
     )
     runner.train()
     path = Path(runner.log_dir, f"{runner.timestamp}.log")
@@ -122,7 +134,8 @@ def test_the_log_file_gets_library_records_only_during_a_phase(tmp_path, monkeyp
     library.warning("library record after the run")
     runner.flush_logs()
     text = path.read_text()
-    assert "library record during the run" in text and "after the run" not in text
+    assert "library record during the run" in text and "after a nested test" in text
+    assert "after the run" not in text
     # outside runs, library warnings still reach the terminal (logging's last resort)
     assert "library record after the run" in capsys.readouterr().err
 

@@ -112,10 +112,14 @@ def _logged_phase(method: Any) -> Any:
     @functools.wraps(method)
     def run_phase(self: Runner, *args: Any, **kwargs: Any) -> Any:
         activate(self.logger)
+        depth = getattr(self, "_phase_depth", 0)  # a hook may run test() inside train()
+        self._phase_depth = depth + 1
         try:
             return method(self, *args, **kwargs)
         finally:
-            deactivate(self.logger)
+            self._phase_depth = depth
+            if depth == 0:
+                deactivate(self.logger)
 
     return run_phase
 
