@@ -344,7 +344,7 @@ def test_save_best_with_several_metrics_and_loss_rule(tmp_path):
     runner = build(
         tmp_path,
         train_cfg=dict(by_epoch=True, max_epochs=3),
-        val_evaluator=TwoMetrics(),
+        val_evaluator=[TwoMetrics()],  # a list: a lone metric is refused, as in MMEngine
         default_hooks=dict(
             checkpoint=dict(
                 type="CheckpointHook", interval=-1, save_best=["acc", "loss"], save_last=False

@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "data" / "runner"))
 import runner_toys as toys  # noqa: E402
 
-from fastopt.evaluator import BaseMetric, Evaluator  # noqa: E402
+from fastopt.evaluator import BaseMetric, Evaluator, get_metric_value  # noqa: E402
 from fastopt.registry import METRICS  # noqa: E402
 from fastopt.runner import Runner  # noqa: E402
 
@@ -104,14 +104,47 @@ def test_evaluator_rejects_duplicate_metric_names_and_non_metrics():
 def test_runner_builds_evaluators_from_every_form(tmp_path):
     runner = Runner(model=toys.RunnerToyModel(), work_dir=str(tmp_path), log_level="WARNING")
     metric = EvalTestMean()
-    assert runner.build_evaluator(metric).metrics == [metric]
+    # a lone metric is refused, as in MMEngine; the message says how to wrap it
+    with pytest.raises(TypeError, match=r"the metric EvalTestMean: pass \[metric\]"):
+        runner.build_evaluator(metric)
+    assert runner.build_evaluator([metric]).metrics == [metric]
     evaluator = Evaluator(metric)
     assert runner.build_evaluator(evaluator) is evaluator
     assert isinstance(runner.build_evaluator(dict(type="EvalTestMean")).metrics[0], EvalTestMean)
     assert len(runner.build_evaluator([dict(type="EvalTestMean"), metric]).metrics) == 2
     built = runner.build_evaluator(dict(type="Evaluator", metrics=[dict(type="EvalTestMean")]))
     assert isinstance(built, Evaluator)
-    with pytest.raises(
-        TypeError, match="evaluator should be an Evaluator, a metric, a dict or a list"
-    ):
+    with pytest.raises(TypeError, match="evaluator should be an Evaluator, a dict or a list"):
         runner.build_evaluator(3)
+
+
+# --------------------------------------------------- MMEngine behaviours (issue 20, §4)
+def test_offline_evaluate_processes_saved_predictions_in_chunks():
+    metric = EvalTestMean()
+    evaluator = Evaluator([metric])
+    inputs = [dict(x=i) for i in range(5)]
+    assert evaluator.offline_evaluate([1.0, 2.0, 3.0, 4.0, 5.0], inputs, chunk_size=2) == {
+        "mean/value": 3.0,
+        "mean/n": 5,
+    }
+    # the inputs of each chunk are collated like a loader's batch (pseudo_collate)
+    assert metric.batches == [dict(x=[0, 1]), dict(x=[2, 3]), dict(x=[4])]
+    metric.batches.clear()
+    assert evaluator.offline_evaluate([2.0, 4.0])["mean/value"] == 3.0
+    assert metric.batches == [None, None]
+    with pytest.raises(ValueError, match="same length"):
+        evaluator.offline_evaluate([1.0], [dict(x=0), dict(x=1)])
+    with pytest.raises(ValueError, match="chunk_size"):
+        evaluator.offline_evaluate([1.0], chunk_size=0)
+
+
+def test_get_metric_value_by_full_name_or_unique_short_name():
+    metrics = {"coco/AP": 0.5, "coco/AR": 0.4, "voc/AP50": 0.7, "voc/AR": 0.3}
+    assert get_metric_value("coco/AP", metrics) == 0.5
+    assert get_metric_value("AP50", metrics) == 0.7
+    with pytest.raises(ValueError, match="matches multiple metrics"):
+        get_metric_value("AR", metrics)
+    with pytest.raises(ValueError, match="can not match any metric"):
+        get_metric_value("coco/AP50", metrics)
+    with pytest.raises(ValueError, match="can not match any metric"):
+        get_metric_value("mIoU", metrics)

@@ -336,6 +336,71 @@ def test_param_scheduler_hook_steps_plateau_schedulers_with_metrics(tmp_path):
     assert runner.optim_wrapper.get_lr()["lr"][0] == pytest.approx(0.05)
 
 
+def test_val_and_test_before_train_with_schedulers_configured(tmp_path):
+    """runner.val()/test() first: the schedulers are still configs, which the hook skips."""
+    runner = build(
+        tmp_path,
+        train_cfg=dict(by_epoch=True, max_epochs=3),
+        test_dataloader=toys.loader(shuffle=False),
+        test_cfg=dict(),
+        test_evaluator=dict(type="RunnerToyAccuracy"),
+        val_evaluator=dict(type="RunnerToyAccuracy", scores=[0.7, 0.5, 0.5, 0.5]),
+        param_scheduler=[
+            dict(type="LinearLR", start_factor=0.5, by_epoch=False, end=2),
+            dict(type="ReduceOnPlateauLR", monitor="acc", rule="greater", patience=0, factor=0.5),
+        ],
+        default_hooks=dict(checkpoint=None),
+    )
+    assert runner.val() == {"acc": 0.7}
+    assert set(runner.test()) == {"acc"}
+    runner.train()
+    # built by train(): the validations after epochs 1 and 2 do not improve on their best
+    # (0.5 after 0.5): halved once; the last one is past `end` (= max_epochs)
+    assert runner.optim_wrapper.get_lr()["lr"][0] == pytest.approx(0.05)
+
+
+def test_param_scheduler_hook_skips_configs_of_every_form():
+    hook = HOOKS.build(dict(type="ParamSchedulerHook"))
+    for configs in (
+        [dict(type="StepLR", step_size=1)],
+        dict(type="StepLR", step_size=1),
+        {"generator": [dict(type="StepLR", step_size=1)], "critic": dict(type="StepLR")},
+    ):
+        runner = SimpleNamespace(param_schedulers=configs)
+        hook.after_val_epoch(runner, metrics={"acc": 1.0})
+        hook.after_train_epoch(runner)
+        hook.after_train_iter(runner, batch_idx=0)
+    with pytest.raises(TypeError, match="param_schedulers should be a list"):
+        hook.after_train_epoch(SimpleNamespace(param_schedulers="StepLR"))
+
+
+def test_reduce_on_plateau_by_iteration_in_an_iteration_based_run(tmp_path):
+    class LrAt(Hook):
+        def __init__(self):
+            self.lrs = []
+
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            self.lrs.append(runner.optim_wrapper.get_lr()["lr"][0])
+
+    trace = LrAt()
+    runner = build(
+        tmp_path,
+        train_dataloader=dict(toys.loader(), sampler=dict(type="InfiniteSampler")),
+        train_cfg=dict(by_epoch=False, max_iters=12, val_interval=4),
+        val_evaluator=dict(type="RunnerToyAccuracy", scores=[0.5, 0.4, 0.3]),
+        param_scheduler=dict(
+            type="ReduceOnPlateauLR", monitor="acc", rule="greater", patience=0, by_epoch=False
+        ),
+        custom_hooks=[trace],
+        default_hooks=dict(checkpoint=None),
+    )
+    runner.train()
+    # validations after iterations 4 (the best) and 8 (worse: cut by factor=0.1); the one
+    # after iteration 12 comes at `end` (= max_iters, counted in iterations): no more cuts
+    assert trace.lrs == pytest.approx([0.1] * 8 + [0.01] * 4)
+    assert runner.optim_wrapper.get_lr()["lr"][0] == pytest.approx(0.01)
+
+
 # ------------------------------------------------------------------------------------ EMA
 def test_ema_hook_averages_swaps_for_validation_and_saves_both_weights(tmp_path):
     class Snapshots(Hook):
@@ -549,6 +614,41 @@ def test_logger_hook_argument_errors():
         LoggerHook(keep_local=False)
     with pytest.raises(ValueError, match="remote storage backend"):
         LoggerHook(backend_args=dict(backend="petrel"))
+
+
+def test_logger_hook_argument_types_match_mmengine(tmp_path):
+    with pytest.raises(
+        TypeError, match=r"out_suffix should be a str or a sequence of str.*\[100\]"
+    ):
+        LoggerHook(out_suffix=[100])
+    with pytest.raises(TypeError, match="out_suffix"):
+        LoggerHook(out_suffix=None)  # type: ignore[arg-type]
+    assert LoggerHook(out_suffix=".log").out_suffix == (".log",)
+    assert LoggerHook(out_suffix=[".log", ".json"]).out_suffix == (".log", ".json")
+    for name in ("interval", "interval_exp_name"):
+        with pytest.raises(TypeError, match=f"{name} must be an integer"):
+            LoggerHook(**{name: "100"})
+        with pytest.raises(ValueError, match=f"{name} must be a positive integer"):
+            LoggerHook(**{name: -1})
+    with pytest.raises(TypeError, match="keep_local must be a bool"):
+        LoggerHook(keep_local="no")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="out_dir must be a str, a path or None"):
+        LoggerHook(out_dir=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="file_client_args should be"):
+        LoggerHook(file_client_args=dict(backend="local"))
+    assert LoggerHook(out_dir=tmp_path).out_dir == str(tmp_path)  # a Path, as MMEngine takes
+
+
+def test_checkpoint_hook_takes_a_str_as_one_key():
+    hook = CheckpointHook(greater_keys="acc", less_keys="err")
+    assert (hook.greater_keys, hook.less_keys) == (["acc"], ["err"])
+    assert CheckpointHook(save_best="err_rate", less_keys="err").rules == ["less"]
+    # 'cat' matched 'a' or 'c' when the str was split into its characters
+    with pytest.raises(ValueError, match="Cannot infer the rule for key cat"):
+        CheckpointHook(save_best="cat", greater_keys="acc")
+    with pytest.raises(TypeError, match='"greater_keys" should be a str or list of str'):
+        CheckpointHook(greater_keys=[1])  # type: ignore[list-item]
+    assert CheckpointHook(greater_keys=[]).greater_keys == []
 
 
 def test_checkpoint_hook_argument_errors():

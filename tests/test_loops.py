@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import runner_toys as toys  # noqa: E402
 
 from fastopt.hooks import Hook  # noqa: E402
 from fastopt.loops import EpochBasedTrainLoop, IterBasedTrainLoop, calc_dynamic_intervals  # noqa: E402
+from fastopt.registry import LOOPS  # noqa: E402
 from fastopt.runner import Runner  # noqa: E402
 
 
@@ -274,3 +276,119 @@ def test_loop_classes_and_lengths(tmp_path):
     runner = build(tmp_path, train_cfg=dict(by_epoch=False, max_iters=7))
     assert isinstance(runner.train_loop, IterBasedTrainLoop)
     assert (runner.max_epochs, runner.max_iters, runner.val_interval) == (1, 7, 1000)
+
+
+# --------------------------------------------------- MMEngine behaviours (issue 20, §4)
+@LOOPS.register_module()
+class CountingEpochLoop(EpochBasedTrainLoop):
+    """An MMEngine-style custom loop: overrides run_iter and calls the interval helper."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls: list[int] = []
+        self.intervals: list[int] = []
+
+    def run_iter(self, idx, data_batch):
+        self.calls.append(idx)
+        super().run_iter(idx, data_batch)
+
+    def run_epoch(self):
+        super().run_epoch()
+        self._decide_current_val_interval()  # MMEngine's no-argument signature
+        self.intervals.append(self.val_interval)
+
+
+@LOOPS.register_module()
+class CountingIterLoop(IterBasedTrainLoop):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.iters_at_call: list[int] = []
+
+    def run_iter(self, data_batch):
+        self.iters_at_call.append(self.iter)
+        super().run_iter(data_batch)
+
+
+def test_custom_loops_override_the_public_run_iter(tmp_path):
+    rec = toys.RecorderHook()
+    runner = build(
+        tmp_path,
+        train_cfg=dict(type="CountingEpochLoop", max_epochs=3, dynamic_intervals=[(2, 2)]),
+        custom_hooks=[rec],
+        default_hooks=dict(checkpoint=None),
+        **no_val(),
+    )
+    runner.train()
+    loop = runner.train_loop
+    assert loop.calls == [0, 1, 2, 3] * 3 and runner.iter == 12
+    assert loop.intervals == [2, 2, 2]  # looked up at epoch + 1, as in MMEngine
+    assert [r[3] for r in rec.stages_named("after_train_iter")] == [0, 1, 2, 3] * 3
+
+    runner = build(
+        tmp_path,
+        train_cfg=dict(type="CountingIterLoop", max_iters=6),
+        default_hooks=dict(checkpoint=None),
+        **no_val(),
+    )
+    runner.train()
+    assert runner.train_loop.iters_at_call == [0, 1, 2, 3, 4, 5]
+
+
+def test_num_batch_per_epoch_shortens_every_epoch(tmp_path):
+    rec = toys.RecorderHook()
+    runner = build(
+        tmp_path,
+        train_dataloader=toys.loader(num_batch_per_epoch=2),
+        val_dataloader=toys.loader(shuffle=False, num_batch_per_epoch=1),
+        custom_hooks=[rec],
+        default_hooks=dict(checkpoint=None),
+    )
+    runner.train()
+    assert len(runner.train_dataloader) == 2 and runner.max_iters == 4 and runner.iter == 4
+    assert len(runner.val_dataloader.dataset) == 4  # one batch of 4
+    assert len(rec.stages_named("after_val_iter")) == 2  # one batch per validation
+    assert runner.train_dataloader.dataset.metainfo == dict(classes=("neg", "pos"))
+    # more batches than the data has: the whole dataset
+    runner = build(tmp_path, train_dataloader=toys.loader(num_batch_per_epoch=100))
+    assert len(runner.train_dataloader) == 4
+
+
+@pytest.mark.parametrize(
+    "loader, error, text",
+    [
+        (dict(num_batch_per_epoch=0), ValueError, "positive int, but got 0"),
+        (dict(num_batch_per_epoch="2"), TypeError, "positive int, but got '2'"),
+    ],
+)
+def test_num_batch_per_epoch_errors(tmp_path, loader, error, text):
+    runner = build(tmp_path, train_dataloader=toys.loader(**loader))
+    with pytest.raises(error, match=text):
+        runner.train()
+    cfg = toys.loader(num_batch_per_epoch=1)
+    del cfg["batch_size"]
+    with pytest.raises(ValueError, match="num_batch_per_epoch needs the batch size"):
+        build(tmp_path, train_dataloader=cfg).train()
+
+
+def test_iteration_based_run_on_a_finite_sampler_warns_once(tmp_path, caplog):
+    runner = build(
+        tmp_path,
+        train_cfg=dict(by_epoch=False, max_iters=10, val_interval=100),
+        default_hooks=dict(checkpoint=None),
+        **no_val(),
+    )
+    with caplog.at_level(logging.WARNING, logger="fastopt.loops"):
+        runner.train()
+    restarts = [r for r in caplog.records if "Reach the end of the dataloader" in r.message]
+    assert len(restarts) == 1 and "InfiniteSampler" in restarts[0].message  # 4 per pass: 2 restarts
+    runner = build(
+        tmp_path,
+        train_dataloader=dict(toys.loader(), sampler=dict(type="InfiniteSampler")),
+        train_cfg=dict(by_epoch=False, max_iters=10, val_interval=100),
+        default_hooks=dict(checkpoint=None),
+        **no_val(),
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fastopt.loops"):
+        runner.train()
+    assert not [r for r in caplog.records if "Reach the end" in r.message]

@@ -151,8 +151,10 @@ def test_bad_scalars_are_rejected_with_the_key(hub: MessageHub):
         hub.update_scalar("x", torch.ones(2))
     with pytest.raises(TypeError, match="'y'.*str"):
         hub.update_scalar("y", "1.0")
-    with pytest.raises(TypeError, match="count must be an int"):
-        hub.update_scalar("z", 1.0, count=1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="count must be an int or a float"):
+        hub.update_scalar("z", 1.0, count="2")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="count must be a non-negative number"):
+        hub.update_scalar("z", 1.0, count=-1)
     with pytest.raises(KeyError, match="missing is not found"):
         hub.get_scalar("missing")
     with pytest.raises(ValueError, match="empty"):
@@ -250,3 +252,86 @@ def test_constructor_checks_its_inputs():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert repr(hub) == "MessageHub(name='h', scalars=['a'], info=[])"
+
+
+# --------------------------------------------------- MMEngine behaviours (issue 20, §4)
+def test_counts_may_be_floats_numpy_scalars_and_one_element_arrays():
+    buf = HistoryBuffer([2.0, 3.0], np.array([0.5, 1.5]))  # count arrays, as MMEngine takes
+    buf.update(4.0, 2.0)
+    buf.update(1.0, np.int64(1))
+    buf.update(5.0, torch.tensor([2.5]))
+    values, counts = buf.data
+    assert values.tolist() == [2.0, 3.0, 4.0, 1.0, 5.0]
+    assert counts.dtype == np.float64 and counts.tolist() == [0.5, 1.5, 2.0, 1.0, 2.5]
+    assert buf.mean() == pytest.approx(15.0 / 7.5)
+    assert buf.mean(2) == pytest.approx(6.0 / 3.5)
+    # integer counts keep an integer array
+    assert HistoryBuffer([1.0, 2.0], [1, 3]).data[1].dtype == np.int64
+    with pytest.raises(ValueError, match="exactly one element"):
+        buf.update(1.0, np.ones(2))
+    with pytest.raises(ValueError, match="non-negative"):
+        buf.update(1.0, float("nan"))
+
+
+def test_a_history_longer_than_max_length_keeps_the_newest_with_a_warning():
+    with pytest.warns(UserWarning, match="exceeds the max_length"):
+        buf = HistoryBuffer(list(range(5)), [1] * 5, max_length=3)
+    assert buf.data[0].tolist() == [2, 3, 4]
+
+
+def test_register_statistics_adds_a_statistic_called_by_name():
+    def weighted_last_mean(self: HistoryBuffer, window_size: int, weights: list) -> float:
+        # written as in MMEngine's docstring, on MMEngine's attribute names
+        values = self._log_history[-window_size:]
+        return float((values * np.array(weights)).sum() / self._count_history[-window_size:].sum())
+
+    try:
+        assert HistoryBuffer.register_statistics(weighted_last_mean) is weighted_last_mean
+        buf = HistoryBuffer([1.0, 2.0, 4.0], [1, 1, 2])
+        assert buf.statistics("weighted_last_mean", 2, [1.0, 0.5]) == pytest.approx(4.0 / 3)
+        assert buf.statistics("mean") == buf.mean()  # the built-in ones still work
+        with pytest.raises(ValueError, match="'weighted_last_mean' is already registered"):
+            HistoryBuffer.register_statistics(weighted_last_mean)
+    finally:
+        HistoryBuffer._statistics_methods.pop("weighted_last_mean", None)
+
+    def mean(self: HistoryBuffer) -> float:
+        return 0.0
+
+    with pytest.raises(ValueError, match="'mean' is already registered"):
+        HistoryBuffer.register_statistics(mean)
+    with pytest.raises(KeyError, match="register_statistics"):
+        HistoryBuffer([1.0], [1]).statistics("weighted_last_mean", 1, [1.0])
+
+
+class _NoDeepCopy:
+    def __deepcopy__(self, memo: dict) -> None:
+        raise NotImplementedError("cannot be copied")
+
+
+def test_load_state_dict_keeps_info_that_cannot_be_deep_copied(hub: MessageHub, caplog):
+    obj = _NoDeepCopy()
+    state = {
+        "log_scalars": {"loss": HistoryBuffer([0.5], [1])},
+        "runtime_info": {"obj": obj, "iter": 3},
+        "resumed_keys": {"loss": True, "obj": True, "iter": True, "gone": True},
+    }
+    with caplog.at_level(logging.WARNING, logger="fastopt.logging"):
+        hub.load_state_dict(state)
+    assert hub.get_info("obj") is obj  # the object itself, as MMEngine keeps it
+    assert hub.get_info("iter") == 3
+    assert "'obj' (_NoDeepCopy) cannot be deep-copied" in caplog.text
+    assert "resumed key 'gone'" in caplog.text
+    assert hub.get_scalar("loss").current() == 0.5
+
+
+def test_load_state_dict_from_a_message_hub(hub: MessageHub):
+    source = MessageHub("test_message_hub::source")
+    source.update_scalar("loss", 2.0)
+    source.update_info("epoch", 4)
+    source.update_info("note", "x", resumed=False)
+    hub.load_state_dict(source)
+    assert hub.get_scalar("loss").current() == 2.0
+    assert hub.get_scalar("loss") is not source.get_scalar("loss")  # copied
+    assert (hub.get_info("epoch"), hub.get_info("note")) == (4, "x")
+    assert "note" not in hub.state_dict()["runtime_info"]  # still not resumed

@@ -4,8 +4,10 @@ progress bar, plain modules, auto_scale_lr, accumulation counts, lazy grad_norm.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -18,6 +20,7 @@ import runner_toys as toys  # noqa: E402
 
 from fastopt.config import Config  # noqa: E402
 from fastopt.hooks import CheckpointHook, Hook, LoggerHook  # noqa: E402
+from fastopt.logging import MessageHub, print_log  # noqa: E402
 from fastopt.runner import Runner  # noqa: E402
 from fastopt.runner.progress import ProgressDisplay, is_interactive  # noqa: E402
 from fastopt.wrapper import OptimWrapper, OptimWrapperDict  # noqa: E402
@@ -89,6 +92,89 @@ def test_two_runners_in_the_same_second_do_not_share_logs(tmp_path):
     assert a.message_hub is not b.message_hub and a.logger is not b.logger
     b.logger.info("only in b")
     assert "only in b" not in log_text(a) and "only in b" in log_text(b)
+
+
+def test_build_message_hub(tmp_path):
+    runner = build(tmp_path, **NO_VAL)
+    assert runner.message_hub is MessageHub.get_instance(runner.experiment_name)
+    assert runner.build_message_hub() is runner.message_hub
+    assert runner.build_message_hub(dict(name="test_runner::hub")).instance_name == (
+        "test_runner::hub"
+    )
+    with pytest.raises(TypeError, match="message_hub should be a dict or None, but got str"):
+        runner.build_message_hub("hub")  # type: ignore[arg-type]
+
+
+class _LibraryRecord(Hook):
+    def before_train(self, runner):
+        logging.getLogger("fastopt.wrapper").warning("library record during the run")
+
+    def after_train_epoch(self, runner):
+        runner.test()  # a phase inside a phase: the run stays active until train() ends
+
+    def after_train(self, runner):
+        logging.getLogger("fastopt.wrapper").warning("library record after a nested test")
+
+
+def test_the_log_file_gets_library_records_only_during_a_phase(tmp_path, monkeypatch, capsys):
+    work = tmp_path / "work"
+    runner = build(
+        work,
+        train_cfg=dict(by_epoch=True, max_epochs=1),
+        custom_hooks=[_LibraryRecord()],
+        test_dataloader=toys.loader(shuffle=False),
+        test_cfg=dict(),
+        test_evaluator=dict(type="RunnerToyAccuracy"),
+        **NO_VAL,
+    )
+    runner.train()
+    path = Path(runner.log_dir, f"{runner.timestamp}.log")
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # as without pytest's capture
+    library = logging.getLogger("fastopt.wrapper")
+    library.warning("library record after the run")
+    runner.flush_logs()
+    text = path.read_text()
+    assert "library record during the run" in text and "after a nested test" in text
+    assert "after the run" not in text
+    # outside runs, library warnings still reach the terminal (logging's last resort)
+    assert "library record after the run" in capsys.readouterr().err
+
+    # the work dir is deleted and the file closed (as logging.shutdown does): nothing raises
+    shutil.rmtree(work)
+    for handler in runner.logger.handlers:
+        handler.close()
+    library.warning("library record after the work dir is gone")
+    runner.logger.warning("run record after the work dir is gone")
+    assert "run record after the work dir is gone" in capsys.readouterr().out  # the terminal
+
+
+class _PrintLogHook(Hook):
+    def before_train(self, runner):
+        print_log("print_log to the current run", logger="current")
+
+
+def test_print_log_targets(tmp_path, capsys, caplog):
+    runner = build(
+        tmp_path,
+        log_level="INFO",
+        train_cfg=dict(by_epoch=True, max_epochs=1),
+        custom_hooks=[_PrintLogHook()],
+        **NO_VAL,
+    )
+    runner.train()
+    print_log("to the run by its name", logger=runner.experiment_name, level=logging.WARNING)
+    assert "print_log to the current run" in log_text(runner)
+    assert "to the run by its name" in log_text(runner)
+    capsys.readouterr()
+    print_log("no run is active", logger="current")
+    print_log("plain", logger=None)
+    print_log("dropped", logger="silent")
+    assert capsys.readouterr().out == "no run is active\nplain\n"
+    with caplog.at_level(logging.INFO, logger="test_runner.print_log"):
+        print_log("to a logger", logger=logging.getLogger("test_runner.print_log"))
+    assert "to a logger" in caplog.text
+    with pytest.raises(TypeError, match="logger should be a logging.Logger"):
+        print_log("x", logger=3)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------- from_cfg

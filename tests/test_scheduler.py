@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -26,6 +29,10 @@ from fastopt.scheduler import (
     StepParamScheduler,
     build_param_schedulers,
 )
+
+# These tests drive schedulers alone, with no optimizer step in between: the warning about
+# calling scheduler.step() before optimizer.step() is expected here (it has its own tests).
+pytestmark = pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")
 
 BASE = 0.1
 
@@ -551,9 +558,9 @@ def test_end_must_be_after_begin():
     [
         (ConstantLR, dict(factor=1.5), "factor"),
         (ConstantLR, dict(factor=-0.1), "factor"),
-        (ConstantLR, dict(factor=0), "factor"),
+        (ConstantLR, dict(factor=0), "factor .* must not be 0"),
         (LinearLR, dict(start_factor=1.2), "start_factor"),
-        (LinearLR, dict(start_factor=0), "start_factor"),
+        (LinearLR, dict(start_factor=0), "start_factor .* must not be 0: .* divides by zero"),
         (LinearLR, dict(end_factor=-1), "end_factor"),
         (ReduceOnPlateauLR, dict(factor=1.0), "factor should be < 1.0"),
         (StepLR, dict(step_size=0), "step_size"),
@@ -566,7 +573,6 @@ def test_end_must_be_after_begin():
         (CosineRestartLR, dict(periods=[2]), "eta_min"),
         (OneCycleLR, dict(eta_max=1, total_steps=0), "total_steps"),
         (OneCycleLR, dict(eta_max=1, anneal_strategy="exp"), "anneal_strategy"),
-        (ReduceOnPlateauLR, dict(by_epoch=False), "by_epoch=True"),
         (ReduceOnPlateauLR, dict(rule="more"), "rule"),
     ],
 )
@@ -681,3 +687,126 @@ def test_seed_cyclic_cosine_chain_up_then_down():
     down = [low + (top - low) * (1 + math.cos(math.pi * u / 48)) / 2 for u in range(48)]
     close(got, up + down + [down[-1]] * 4)
     assert max(got) == pytest.approx(lr * 10, rel=1e-2)
+
+
+# ----------------------------------------------------- MMEngine behaviours (issue 20, §4)
+ORDER_DOC = "how-to-adjust-learning-rate"
+
+
+@contextlib.contextmanager
+def order_warning_raises() -> Iterator[None]:
+    """The step-order warning is an error inside (overriding this module's ignore mark)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Detected call of")
+        yield
+
+
+def test_scheduler_step_before_optimizer_step_warns():
+    opt = sgd()
+    s = StepLR(opt, step_size=1)
+    with pytest.warns(UserWarning, match=f"before `optimizer.step\\(\\)`.*{ORDER_DOC}"):
+        s.step()
+    opt.step()
+    with order_warning_raises():
+        s.step()  # checked once, at the first step after the constructor's
+
+
+@pytest.mark.parametrize("wrap", [False, True], ids=["optimizer", "optim_wrapper"])
+def test_optimizer_step_then_scheduler_step_is_silent(wrap):
+    from fastopt.optim import FusedSGD
+    from fastopt.wrapper import OptimWrapper
+
+    for make in (
+        lambda ps: torch.optim.SGD(ps, lr=BASE, momentum=0.9),
+        lambda ps: FusedSGD(ps, lr=BASE, momentum=0.9),  # the fused step is counted too
+    ):
+        param = torch.nn.Parameter(torch.ones(3))
+        opt = make([param])
+        target = OptimWrapper(opt) if wrap else opt
+        s = LinearLR(target, start_factor=0.5, by_epoch=False, end=4)
+        with order_warning_raises():
+            for _ in range(3):
+                loss = (param * param).sum()
+                if wrap:
+                    target.update_params(loss)
+                else:
+                    loss.backward()
+                    opt.step()
+                s.step()
+
+
+def test_step_replaced_on_the_instance_is_not_counted_and_warns():
+    opt = sgd()
+    s = ExponentialLR(opt, gamma=0.9)
+    opt.step = lambda: None  # MMEngine warns in this case too
+    opt.step()
+    with pytest.warns(UserWarning, match=ORDER_DOC):
+        s.step()
+
+
+def test_gradient_accumulation_in_a_runner_does_not_warn(tmp_path):
+    """Schedulers step per iteration; with accumulation the first iterations have no
+    optimizer step on purpose (MMEngine warns falsely there)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "data" / "runner"))
+    import runner_toys as toys
+
+    from fastopt.runner import Runner
+
+    runner = Runner(
+        **toys.make_cfg(
+            tmp_path,
+            optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.1), accumulative_counts=2),
+            param_scheduler=dict(type="LinearLR", start_factor=0.5, by_epoch=False, end=4),
+            default_hooks=dict(checkpoint=None),
+        )
+    )
+    with order_warning_raises():
+        runner.train()
+
+
+def test_bad_optimizer_message_uses_mmengine_wording():
+    for make in (lambda: StepLR("sgd", step_size=1), lambda: ReduceOnPlateauLR("sgd")):
+        with pytest.raises(TypeError, match="should be an Optimizer.*but got str"):
+            make()
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda opt: MultiStepLR(opt, milestones="36"), "milestones should be a list of numbers"),
+        (lambda opt: MultiStepLR(opt, milestones=3), "milestones should be a list of numbers"),
+        (
+            lambda opt: CosineRestartLR(opt, periods=4, eta_min=0),
+            "periods should be a list of numbers",
+        ),
+    ],
+)
+def test_list_arguments_refuse_a_str_or_a_lone_number(make, match):
+    with pytest.raises(TypeError, match=match):
+        make(sgd())
+
+
+def test_reduce_on_plateau_by_iteration_counts_iterations_and_judges_validations():
+    opt = sgd()
+    s = ReduceOnPlateauLR(opt, patience=0, factor=0.5, by_epoch=False, begin=4, end=10)
+    seen = []
+    for it in range(12):
+        s.step()  # after every iteration: only counts
+        if (it + 1) % 2 == 0:  # a validation every 2 iterations, never improving after the first
+            s.step({"loss": 1.0})
+            seen.append(opt.param_groups[0]["lr"])
+    # after iteration 2: before begin=4 (counted in iterations); 4: the first judged value
+    # (the best); 6 and 8: no improvement -> cut each time; 10 and 12: from end=10 on
+    assert seen == pytest.approx([BASE, BASE, 0.05, 0.025, 0.025, 0.025])
+
+
+def test_reduce_on_plateau_converts_to_iterations():
+    (s,) = build_param_schedulers(
+        [dict(type="ReduceOnPlateauLR", begin=1, end=3, convert_to_iter_based=True)],
+        sgd(),
+        epoch_length=5,
+    )
+    assert (s.by_epoch, s.begin, s.end) == (False, 5, 15)

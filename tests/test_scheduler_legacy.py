@@ -22,6 +22,10 @@ from fastopt.scheduler import (
     translate_legacy_schedules,
 )
 
+# These tests drive schedulers alone, with no optimizer step in between: the warning about
+# calling scheduler.step() before optimizer.step() is expected here (it has its own tests).
+pytestmark = pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")
+
 EPOCHS, EPOCH_LEN = 4, 5
 
 

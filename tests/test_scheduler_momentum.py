@@ -20,6 +20,10 @@ from fastopt.scheduler import (
     StepMomentum,
 )
 
+# These tests drive schedulers alone, with no optimizer step in between: the warning about
+# calling scheduler.step() before optimizer.step() is expected here (it has its own tests).
+pytestmark = pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")
+
 
 def param() -> torch.nn.Parameter:
     return torch.nn.Parameter(torch.zeros(2))

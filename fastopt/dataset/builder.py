@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader
+from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from fastopt.registry import DATA_SAMPLERS, DATASETS, FUNCTIONS, resolve_type
 
@@ -30,6 +30,38 @@ def worker_init_fn(worker_id: int, num_workers: int, rank: int, seed: int) -> No
     np.random.seed(worker_seed % 2**32)
     random.seed(worker_seed)
     torch.manual_seed(worker_seed)
+
+
+class SlicedDataset(Dataset):
+    """The first ``length`` samples of ``dataset``; other attributes (``metainfo``, ...) are
+    the dataset's. What ``num_batch_per_epoch`` builds."""
+
+    def __init__(self, dataset: Any, length: int) -> None:
+        self._dataset = dataset
+        self._length = min(length, len(dataset))
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_dataset":  # not set yet (unpickling in a loader worker)
+            raise AttributeError(name)
+        return getattr(self._dataset, name)
+
+    def __getitem__(self, idx: int) -> Any:
+        return self._dataset[idx]  # samplers draw indices below len(self)
+
+    def __len__(self) -> int:
+        return self._length
+
+
+def _batch_size(cfg: Mapping[str, Any]) -> int:
+    if "batch_size" in cfg:
+        return cfg["batch_size"]
+    batch_sampler = cfg.get("batch_sampler")
+    if isinstance(batch_sampler, Mapping) and "batch_size" in batch_sampler:
+        return batch_sampler["batch_size"]
+    raise ValueError(
+        "num_batch_per_epoch needs the batch size: set batch_size in the dataloader config "
+        "or in its batch_sampler"
+    )
 
 
 def _function(cfg: Any, key: str) -> Callable:
@@ -53,7 +85,9 @@ def build_dataloader(
 
     Args:
         dataloader: the config: ``dataset`` and ``sampler`` (configs or objects), optional
-            ``batch_sampler``, ``collate_fn``, ``worker_init_fn`` and ``DataLoader`` arguments.
+            ``batch_sampler``, ``collate_fn``, ``worker_init_fn``, ``num_batch_per_epoch``
+            (use only the first that many batches per rank of the dataset) and
+            ``DataLoader`` arguments.
         seed: the run's seed: default seed of the sampler and base of the worker seeds.
         diff_rank_seed: ranks use different seeds; the sampler then draws its own shared
             seed (a sampler must order the data the same way on every rank).
@@ -61,7 +95,10 @@ def build_dataloader(
     The loader gets a private ``torch.Generator``, so starting an epoch does not consume the
     global torch RNG (which would make a resumed run draw different dropout masks).
     """
-    from fastopt.runner.dist import get_rank  # deferred: fastopt.runner imports this package
+    from fastopt.runner.dist import (  # deferred: fastopt.runner imports this package
+        get_rank,
+        get_world_size,
+    )
 
     if isinstance(dataloader, DataLoader):
         return dataloader
@@ -79,6 +116,21 @@ def build_dataloader(
             dataset.full_init()
     else:
         dataset = dataset_cfg
+
+    # a quick run over part of the data (MMEngine's key): each rank's epoch is cut to
+    # num_batch_per_epoch batches
+    num_batch_per_epoch = cfg.pop("num_batch_per_epoch", None)
+    if num_batch_per_epoch is not None:
+        if isinstance(num_batch_per_epoch, bool) or not isinstance(num_batch_per_epoch, int):
+            raise TypeError(
+                f"num_batch_per_epoch should be a positive int, but got {num_batch_per_epoch!r}"
+            )
+        if num_batch_per_epoch <= 0:
+            raise ValueError(
+                f"num_batch_per_epoch should be a positive int, but got {num_batch_per_epoch}"
+            )
+        length = num_batch_per_epoch * _batch_size(cfg) * get_world_size()
+        dataset = SlicedDataset(dataset, length)
 
     sampler_cfg = cfg.pop("sampler", None)
     if sampler_cfg is None:

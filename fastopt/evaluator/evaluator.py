@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from fastopt.dataset import pseudo_collate
 from fastopt.registry import EVALUATOR, METRICS
 
 from .metric import BaseMetric
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
 
 
 @EVALUATOR.register_module()
@@ -63,8 +71,43 @@ class Evaluator:
             metrics.update(result)
         return metrics
 
+    def offline_evaluate(
+        self, data_samples: Sequence, data: Sequence | None = None, chunk_size: int = 1
+    ) -> dict[str, Any]:
+        """Metrics of saved predictions: ``data_samples`` (and their inputs ``data``, one
+        per sample) are processed ``chunk_size`` at a time, then evaluated (MMEngine's API)."""
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        if data is not None and len(data) != len(data_samples):
+            raise ValueError(
+                "data_samples and data should have the same length, but got data_samples "
+                f"length: {len(data_samples)} data length: {len(data)}"
+            )
+        data_chunks = _chunks(data, chunk_size) if data is not None else None
+        size = 0
+        for outputs in _chunks(data_samples, chunk_size):
+            batch = pseudo_collate(next(data_chunks)) if data_chunks is not None else None
+            size += len(outputs)
+            self.process(outputs, batch)
+        return self.evaluate(size)
+
     def __iter__(self) -> Iterator[BaseMetric]:
         return iter(self.metrics)
 
     def __len__(self) -> int:
         return len(self.metrics)
+
+
+def get_metric_value(indicator: str, metrics: dict[str, Any]) -> Any:
+    """The value of metric ``indicator`` in ``metrics``: a full name (``'coco/AP'``) or a
+    name without its prefix (``'AP'``) that matches exactly one metric."""
+    if "/" in indicator:
+        if indicator in metrics:
+            return metrics[indicator]
+        raise ValueError(f'The indicator "{indicator}" can not match any metric in {list(metrics)}')
+    matched = [k for k in metrics if k.split("/")[-1] == indicator]
+    if not matched:
+        raise ValueError(f"The indicator {indicator} can not match any metric in {list(metrics)}")
+    if len(matched) > 1:
+        raise ValueError(f'The indicator "{indicator}" matches multiple metrics {matched}')
+    return metrics[matched[0]]

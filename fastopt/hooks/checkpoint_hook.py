@@ -123,8 +123,8 @@ class CheckpointHook(Hook):
         save_last: bool = True,
         save_best: str | list[str] | None = None,
         rule: str | list[str] | None = None,
-        greater_keys: Sequence[str] | None = None,
-        less_keys: Sequence[str] | None = None,
+        greater_keys: str | Sequence[str] | None = None,
+        less_keys: str | Sequence[str] | None = None,
         file_client_args: dict | None = None,
         filename_tmpl: str | None = None,
         backend_args: dict | None = None,
@@ -155,12 +155,11 @@ class CheckpointHook(Hook):
         self.save_last = save_last
         self.save_begin = save_begin
         self.filename_tmpl = filename_tmpl or ("epoch_{}.pth" if by_epoch else "iter_{}.pth")
-        self.greater_keys = (
-            list(greater_keys) if greater_keys is not None else list(DEFAULT_GREATER_KEYS)
-        )
-        self.less_keys = list(less_keys) if less_keys is not None else list(DEFAULT_LESS_KEYS)
-        if isinstance(self.greater_keys, str) or isinstance(self.less_keys, str):
-            raise TypeError("greater_keys and less_keys must be sequences of str")
+        # a str is one key, as in MMEngine (not its characters); other non-str items raise
+        greater = _str_list(greater_keys, "greater_keys")
+        less = _str_list(less_keys, "less_keys")
+        self.greater_keys = list(DEFAULT_GREATER_KEYS) if greater is None else greater
+        self.less_keys = list(DEFAULT_LESS_KEYS) if less is None else less
 
         best = _str_list(save_best, "save_best")
         if best is not None:

@@ -64,7 +64,7 @@ class LoggerHook(Hook):
         interval: int = 10,
         ignore_last: bool = True,
         interval_exp_name: int = 1000,
-        out_dir: str | None = None,
+        out_dir: str | os.PathLike | None = None,
         out_suffix: str | Sequence[str] = (".json", ".log", ".py", "yaml"),
         keep_local: bool = True,
         file_client_args: dict | None = None,
@@ -72,16 +72,24 @@ class LoggerHook(Hook):
         backend_args: dict | None = None,
         progress_bar: bool | None = None,
     ) -> None:
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval <= 0:
-            raise ValueError(f"interval must be a positive integer, but got {interval!r}")
-        if not isinstance(ignore_last, bool):
-            raise TypeError(f"ignore_last must be a bool, but got {ignore_last!r}")
-        if not isinstance(interval_exp_name, int) or interval_exp_name <= 0:
-            raise ValueError(
-                f"interval_exp_name must be a positive integer, but got {interval_exp_name!r}"
+        for name, value in (("interval", interval), ("interval_exp_name", interval_exp_name)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an integer, but got {value!r}")
+            if value <= 0:
+                raise ValueError(f"{name} must be a positive integer, but got {value!r}")
+        for name, value in (("ignore_last", ignore_last), ("keep_local", keep_local)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, but got {value!r}")
+        if out_dir is not None and not isinstance(out_dir, (str, os.PathLike)):
+            raise TypeError(f"out_dir must be a str, a path or None, but got {out_dir!r}")
+        if isinstance(out_suffix, str):
+            out_suffix = (out_suffix,)  # one suffix, not its characters
+        if not isinstance(out_suffix, Sequence) or not all(isinstance(s, str) for s in out_suffix):
+            raise TypeError(
+                f"out_suffix should be a str or a sequence of str, but got {out_suffix!r}"
             )
-        if out_dir is not None and not isinstance(out_dir, str):
-            raise TypeError(f"out_dir must be a str or None, but got {out_dir!r}")
+        if file_client_args is not None and out_dir is None:
+            raise ValueError('file_client_args should be "None" when `out_dir` is not specified.')
         if not keep_local and out_dir is None:
             raise ValueError("keep_local=False would delete the logs: it needs an out_dir")
         if file_client_args is not None and backend_args is not None:
@@ -93,8 +101,8 @@ class LoggerHook(Hook):
         self.interval = interval
         self.ignore_last = ignore_last
         self.interval_exp_name = interval_exp_name
-        self.out_dir = out_dir
-        self.out_suffix = (out_suffix,) if isinstance(out_suffix, str) else tuple(out_suffix)
+        self.out_dir = os.fspath(out_dir) if out_dir is not None else None
+        self.out_suffix = tuple(out_suffix)
         self.keep_local = keep_local
         self.log_metric_by_epoch = log_metric_by_epoch
         self.progress_bar = progress_bar

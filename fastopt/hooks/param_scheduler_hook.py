@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from fastopt.registry import HOOKS
+from fastopt.scheduler import _ParamScheduler
 
 from .hook import DATA_BATCH, Hook
 
@@ -13,6 +14,11 @@ if TYPE_CHECKING:
 
 
 def _each_scheduler(runner: Runner, action: Callable[[Any], None]) -> None:
+    """``action(scheduler)`` for every built scheduler of the runner.
+
+    Before ``train()`` builds them, ``runner.param_schedulers`` still holds their configs
+    (e.g. during a ``runner.val()`` before any training): those are skipped.
+    """
     schedulers = runner.param_schedulers
     if schedulers is None:
         return
@@ -26,8 +32,11 @@ def _each_scheduler(runner: Runner, action: Callable[[Any], None]) -> None:
             f"but got {type(schedulers).__name__}"
         )
     for group in groups:
+        if not isinstance(group, list):
+            continue  # one scheduler's config (a dict), not built yet
         for scheduler in group:
-            action(scheduler)
+            if isinstance(scheduler, _ParamScheduler):
+                action(scheduler)
 
 
 @HOOKS.register_module()
@@ -61,8 +70,10 @@ class ParamSchedulerHook(Hook):
         if metrics is None:
             return
 
+        # by_epoch=False too: fastopt's ReduceOnPlateau also runs by iteration (counted in
+        # after_train_iter); validation is when it judges, whatever unit begin/end use
         def step(scheduler: Any) -> None:
-            if scheduler.by_epoch and getattr(scheduler, "need_val_args", False):
+            if getattr(scheduler, "need_val_args", False):
                 scheduler.step(metrics)
 
         _each_scheduler(runner, step)

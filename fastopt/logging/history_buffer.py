@@ -9,8 +9,9 @@ wrapper records, does not stall the device every step.
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any, Callable, ClassVar, Union
 
 import numpy as np
 import torch
@@ -49,18 +50,44 @@ def check_scalar(key: str, value: Any) -> Number | torch.Tensor:
     )
 
 
+def check_count(count: Any) -> Number:
+    """A count as a non-negative Python int or float (a one-element array/tensor is unpacked).
+
+    Counts weigh values in :meth:`HistoryBuffer.mean`; a fractional count (a value averaged
+    over a weight) is as valid as an integer one.
+    """
+    if isinstance(count, (torch.Tensor, np.ndarray, np.number)):
+        size = count.numel() if isinstance(count, torch.Tensor) else count.size
+        if size != 1:
+            raise ValueError(f"count must have exactly one element, got shape {tuple(count.shape)}")
+        count = count.item()
+    if isinstance(count, bool) or not isinstance(count, numbers.Real):
+        raise TypeError(
+            f"count must be an int or a float, but got {type(count).__name__}: {count!r}"
+        )
+    if not count >= 0:  # also refuses nan
+        raise ValueError(f"count must be a non-negative number, but got {count!r}")
+    return int(count) if isinstance(count, numbers.Integral) else float(count)
+
+
 class HistoryBuffer:
     """Logged values and their counts, oldest first, at most ``max_length`` of them.
 
     ``mean(window)`` is ``sum(values) / sum(counts)`` over the last ``window`` entries, as in
     MMEngine (a value logged with ``count=n`` is a sum over ``n`` samples). Statistics are
-    returned as Python floats.
+    returned as Python floats. More statistics can be added with
+    :meth:`register_statistics` and called by name with :meth:`statistics`.
     """
+
+    _builtin_statistics: ClassVar[tuple[str, ...]] = ("current", "mean", "max", "min")
+    # name -> function(buffer, *args, **kwargs), added by register_statistics; shared by
+    # every buffer, as in MMEngine
+    _statistics_methods: ClassVar[dict[str, Callable[..., Any]]] = {}
 
     def __init__(
         self,
         log_history: Sequence[Scalar] = (),
-        count_history: Sequence[int] = (),
+        count_history: Sequence[Scalar] = (),
         max_length: int = 1_000_000,
     ) -> None:
         if len(log_history) != len(count_history):
@@ -72,19 +99,29 @@ class HistoryBuffer:
             raise ValueError(f"max_length must be a positive int, but got {max_length!r}")
         self.max_length = max_length
         self._values: list[Number | torch.Tensor] = []
-        self._counts: list[int] = []
+        self._counts: list[Number] = []
         self._first_pending = 0  # entries before this index are all Python numbers
         self._n_pending = 0
+        if len(log_history) > max_length:
+            warnings.warn(
+                f"The length of history buffer({len(log_history)}) exceeds the "
+                f"max_length({max_length}), the first few elements will be ignored.",
+                stacklevel=2,
+            )
+            log_history = log_history[-max_length:]
+            count_history = count_history[-max_length:]
         for value, count in zip(log_history, count_history):
             self.update(value, count)
 
-    def update(self, log_val: Scalar, count: int = 1) -> None:
-        """Append a value; a tensor is stored as is and converted when first read."""
-        if not isinstance(count, numbers.Integral) or isinstance(count, bool):
-            raise TypeError(f"count must be an int, but got {type(count).__name__}: {count!r}")
+    def update(self, log_val: Scalar, count: Scalar = 1) -> None:
+        """Append a value; a tensor is stored as is and converted when first read.
+
+        ``count`` is how many samples ``log_val`` sums over (an int or a float weight).
+        """
+        count = check_count(count)
         value = check_scalar("log_val", log_val)
         self._values.append(value)
-        self._counts.append(int(count))
+        self._counts.append(count)
         if isinstance(value, torch.Tensor):
             self._n_pending += 1
         # trim in batches: amortised O(1) per update instead of a list shift per update
@@ -116,7 +153,7 @@ class HistoryBuffer:
             self._n_pending = 0
         self._first_pending = len(self._values)
 
-    def _window(self, window_size: int | None) -> tuple[list[Number], list[int]]:
+    def _window(self, window_size: int | None) -> tuple[list[Number], list[Number]]:
         self._materialize()
         excess = len(self._values) - self.max_length
         if excess > 0:
@@ -133,9 +170,20 @@ class HistoryBuffer:
 
     @property
     def data(self) -> tuple[np.ndarray, np.ndarray]:
-        """(values, counts) as numpy arrays, oldest first."""
+        """(values, counts) as numpy arrays, oldest first (counts are int64 unless a count
+        was fractional)."""
         values, counts = self._window(None)
-        return np.asarray(values, dtype=np.float64), np.asarray(counts, dtype=np.int64)
+        count_dtype = np.int64 if all(type(c) is int for c in counts) else np.float64
+        return np.asarray(values, dtype=np.float64), np.asarray(counts, dtype=count_dtype)
+
+    # MMEngine's attribute names: custom statistics (see register_statistics) read them
+    @property
+    def _log_history(self) -> np.ndarray:
+        return self.data[0]
+
+    @property
+    def _count_history(self) -> np.ndarray:
+        return self.data[1]
 
     def __len__(self) -> int:
         return min(len(self._values), self.max_length)
@@ -162,13 +210,33 @@ class HistoryBuffer:
         self._require_data()
         return float(min(self._window(window_size)[0]))
 
-    def statistics(self, method_name: str, *args: Any, **kwargs: Any) -> float:
-        """Call a statistic by name ('current', 'mean', 'max', 'min'), as log processors do."""
-        if method_name not in ("current", "mean", "max", "min"):
+    @classmethod
+    def register_statistics(cls, method: Callable[..., Any]) -> Callable[..., Any]:
+        """Register ``method(buffer, *args, **kwargs)`` as a statistic named after it.
+
+        Use it as a decorator; :meth:`statistics` then calls it by name. Inside, read the
+        history with ``self.data`` (or MMEngine's ``self._log_history`` /
+        ``self._count_history``). Returns ``method`` unchanged.
+        """
+        name = method.__name__
+        if name in cls._builtin_statistics or name in cls._statistics_methods:
+            raise ValueError(f"a HistoryBuffer statistic named {name!r} is already registered")
+        cls._statistics_methods[name] = method
+        return method
+
+    def statistics(self, method_name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call a statistic by name, as log processors do: 'current', 'mean', 'max', 'min'
+        or one added with :meth:`register_statistics`."""
+        if method_name in self._builtin_statistics:
+            return getattr(self, method_name)(*args, **kwargs)
+        method = self._statistics_methods.get(method_name)
+        if method is None:
+            known = [*self._builtin_statistics, *self._statistics_methods]
             raise KeyError(
-                f"unknown statistic {method_name!r}; use 'current', 'mean', 'max' or 'min'"
+                f"unknown statistic {method_name!r}; use one of {known} or add one with "
+                "HistoryBuffer.register_statistics"
             )
-        return getattr(self, method_name)(*args, **kwargs)
+        return method(self, *args, **kwargs)
 
     def state_dict(self) -> dict[str, Any]:
         """Plain Python lists and ints: loadable with ``torch.load(weights_only=True)``."""

@@ -187,8 +187,19 @@ class MessageHub(ManagerMixin):
         resumed = {key: True for key in (*scalars, *info)}
         return {"log_scalars": scalars, "runtime_info": info, "resumed_keys": resumed}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned (keys present here are overwritten)."""
+    def load_state_dict(self, state_dict: dict[str, Any] | MessageHub) -> None:
+        """Restore what :meth:`state_dict` returned (keys present here are overwritten).
+
+        A ``MessageHub`` is accepted too (old checkpoints pickled the whole hub): all of its
+        scalars, info and resumed keys are copied. Runtime information that cannot be
+        deep-copied is kept by reference, with a warning, as MMEngine does.
+        """
+        if isinstance(state_dict, MessageHub):
+            state_dict = {
+                "log_scalars": state_dict.log_scalars,
+                "runtime_info": state_dict.runtime_info,
+                "resumed_keys": state_dict._resumed_keys,
+            }
         missing = [k for k in _STATE_KEYS if k not in state_dict]
         if missing:
             raise KeyError(
@@ -202,10 +213,20 @@ class MessageHub(ManagerMixin):
             else:
                 logger.warning("message hub scalar %r is not a history; it is not resumed", key)
         for key, value in state_dict["runtime_info"].items():
-            self._runtime_info[key] = copy.deepcopy(value)
+            try:
+                self._runtime_info[key] = copy.deepcopy(value)
+            except Exception:  # any object may refuse to be copied; keep the object itself
+                logger.warning(
+                    "message hub info %r (%s) cannot be deep-copied; keeping a reference to it",
+                    key,
+                    type(value).__name__,
+                )
+                self._runtime_info[key] = value
         for key, value in state_dict["resumed_keys"].items():
             if key in self._log_scalars or key in self._runtime_info:
                 self._resumed_keys[key] = bool(value)
+            else:
+                logger.warning("resumed key %r is not in the loaded state; it is skipped", key)
 
     def __repr__(self) -> str:
         return (

@@ -86,16 +86,23 @@ class _TrainLoopBase(BaseLoop):
     def max_iters(self) -> int:
         return self._max_iters
 
-    def _run_iter(self, idx: int, data_batch: Any) -> None:
+    def _train_iter(self, idx: int, data_batch: Any) -> None:
+        """Hooks around ``train_step`` for one batch; the iteration count advances."""
         runner = self.runner
         runner.call_hook("before_train_iter", batch_idx=idx, data_batch=data_batch)
         outputs = train_step(runner.model, data_batch, runner.optim_wrapper)
         runner.call_hook("after_train_iter", batch_idx=idx, data_batch=data_batch, outputs=outputs)
         self._iter += 1
 
-    def _decide_current_val_interval(self, progress: int) -> None:
+    def _progress(self) -> int:
+        """The count ``dynamic_intervals`` milestones are compared with."""
+        raise NotImplementedError
+
+    def _decide_current_val_interval(self) -> None:
+        """Set ``val_interval`` from ``dynamic_intervals`` (MMEngine's name and signature,
+        which custom loops call)."""
         self.val_interval = current_interval(
-            self.dynamic_milestones, self.dynamic_intervals, progress
+            self.dynamic_milestones, self.dynamic_intervals, self._progress()
         )
 
 
@@ -133,7 +140,7 @@ class EpochBasedTrainLoop(_TrainLoopBase):
         runner.call_hook("before_train")
         while self._epoch < self._max_epochs and not self.stop_training:
             self.run_epoch()
-            self._decide_current_val_interval(self._epoch + 1)
+            self._decide_current_val_interval()
             if (
                 runner.val_loop is not None
                 and self._epoch >= self.val_begin
@@ -162,18 +169,34 @@ class EpochBasedTrainLoop(_TrainLoopBase):
         else:
             batches = iter(self.dataloader)
         for idx, data_batch in enumerate(batches, start=max(done, 0)):
-            self._run_iter(idx, data_batch)
+            self.run_iter(idx, data_batch)
         runner.call_hook("after_train_epoch")
         self._epoch += 1
 
+    def _progress(self) -> int:
+        return self._epoch + 1  # MMEngine looks the next epoch up
+
+    def run_iter(self, idx: int, data_batch: Any) -> None:
+        """One training iteration on ``data_batch`` (``idx``: its index in the epoch).
+
+        Override it (MMEngine's signature) to change what an iteration does.
+        """
+        self._train_iter(idx, data_batch)
+
 
 class _InfiniteLoaderIterator:
-    """Restarts the dataloader when it is exhausted, advancing the sampler's epoch."""
+    """Restarts the dataloader when it is exhausted, advancing the sampler's epoch.
+
+    The first restart logs a warning (a restart re-creates the loader's workers; an
+    ``InfiniteSampler`` avoids it). MMEngine warns at every restart and sleeps 2 s; one
+    warning says the same without a line per pass over a small dataset.
+    """
 
     def __init__(self, dataloader: DataLoader) -> None:
         self._dataloader = dataloader
         self._iterator: Iterator[Any] | None = None
         self._epoch = 0
+        self._warned_restart = False
 
     def skip(self, batches: int) -> None:
         """Position the stream after ``batches`` batches without loading them if possible."""
@@ -206,6 +229,14 @@ class _InfiniteLoaderIterator:
         try:
             return next(self._iterator)
         except StopIteration:
+            if not self._warned_restart:
+                self._warned_restart = True
+                logger.warning(
+                    "Reach the end of the dataloader, it will be restarted and continue to "
+                    "iterate. It is recommended to use `InfiniteSampler` "
+                    "(sampler=dict(type='InfiniteSampler')) to enable the dataloader to "
+                    "iterate infinitely."
+                )
             self._epoch += 1
             _set_sampler_epoch(self._dataloader, self._epoch)
             self._iterator = iter(self._dataloader)
@@ -255,9 +286,8 @@ class IterBasedTrainLoop(_TrainLoopBase):
         while self._iter < self._max_iters and not self.stop_training:
             runner.model.train()
             data_batch = next(self.dataloader_iterator)
-            # batch_idx is the global iteration in iteration-based training (MMEngine)
-            self._run_iter(self._iter, data_batch)
-            self._decide_current_val_interval(self._iter + 1)
+            self.run_iter(data_batch)
+            self._decide_current_val_interval()
             if (
                 runner.val_loop is not None
                 and self._iter >= self.val_begin
@@ -267,3 +297,14 @@ class IterBasedTrainLoop(_TrainLoopBase):
         runner.call_hook("after_train_epoch")
         runner.call_hook("after_train")
         return runner.model
+
+    def _progress(self) -> int:
+        return self._iter + 1  # MMEngine looks the next iteration up
+
+    def run_iter(self, data_batch: Any) -> None:
+        """One training iteration on ``data_batch``.
+
+        Override it (MMEngine's signature) to change what an iteration does; ``batch_idx``
+        given to the hooks is the global iteration, as in MMEngine.
+        """
+        self._train_iter(self._iter, data_batch)

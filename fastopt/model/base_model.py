@@ -20,6 +20,7 @@ from torch import nn
 
 from fastopt.registry import MODELS
 
+from .base_module import BaseModule
 from .data_preprocessor import BaseDataPreprocessor  # noqa: F401  (registers the default)
 
 
@@ -62,14 +63,15 @@ def parse_losses(losses: Mapping[str, Any]) -> tuple[torch.Tensor, OrderedDict[s
 
 
 @MODELS.register_module()
-class BaseModel(nn.Module):
+class BaseModel(BaseModule):
     """Base class of models the runner trains.
 
     Args:
         data_preprocessor: a module or a config (built from ``MODELS``); default
             :class:`BaseDataPreprocessor` (moves batches to the model's device).
-        init_cfg: kept for config compatibility (weight initialisation is the model's own
-            ``init_weights``).
+        init_cfg: kept for config compatibility; weights are initialised by
+            ``init_weights`` (see :class:`~fastopt.model.BaseModule`), which the runner
+            calls before training.
 
     Subclasses implement ``forward(inputs, data_samples=None, mode='tensor')`` returning a
     dict of losses for ``mode='loss'``, a list of predictions for ``'predict'`` and raw
@@ -81,8 +83,7 @@ class BaseModel(nn.Module):
         data_preprocessor: dict | nn.Module | None = None,
         init_cfg: dict | list | None = None,
     ) -> None:
-        super().__init__()
-        self.init_cfg = init_cfg
+        super().__init__(init_cfg)
         if data_preprocessor is None:
             data_preprocessor = dict(type="BaseDataPreprocessor")
         if isinstance(data_preprocessor, nn.Module):

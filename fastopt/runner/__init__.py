@@ -4,6 +4,9 @@ Importing this package registers the runner, the log processor, the samplers, th
 functions, the vis backends, the hooks, the loops and the built-in models in their registries.
 """
 
+from fastopt.hooks.priority import Priority, get_priority
+from fastopt.loops import BaseLoop, EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
+
 from .checkpoint import (
     find_latest_checkpoint,
     load_checkpoint_file,
@@ -15,10 +18,18 @@ from .log_processor import LogProcessor
 from .randomness import get_rng_state, set_random_seed, set_rng_state
 from .runner import DEFAULT_HOOKS, Runner
 
+# the loops and priorities are also importable from here, as from ``mmengine.runner``
 __all__ = [
     "DEFAULT_HOOKS",
+    "BaseLoop",
+    "EpochBasedTrainLoop",
+    "IterBasedTrainLoop",
     "LogProcessor",
+    "Priority",
     "Runner",
+    "TestLoop",
+    "ValLoop",
+    "get_priority",
     "find_latest_checkpoint",
     "get_rng_state",
     "load_checkpoint_file",

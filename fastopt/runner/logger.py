@@ -3,7 +3,10 @@
 Each runner gets its own ``logging.Logger`` (``fastopt.run.<experiment_name>``) so that two
 runners in one process never write into each other's files. Records from fastopt's library
 loggers (``fastopt.wrapper``, ``fastopt.constructor``, ...) are forwarded to the runner that
-is currently active, so their warnings land in the same log file.
+is currently active, so their warnings land in the same log file. A runner is active from
+its construction until the end of its ``train()``/``val()``/``test()`` (and again during the
+next one); outside runs, library records go where Python's logging sends them (the root
+logger's handlers, else warnings to stderr), never into a finished run's file.
 """
 
 from __future__ import annotations
@@ -37,6 +40,18 @@ class _CurrentStdout(logging.StreamHandler):
         pass
 
 
+class _RunFileHandler(logging.FileHandler):
+    """The run's log file. A record that cannot be written (the file was closed, e.g. by
+    ``logging.shutdown``, and its directory deleted since) is reported the way logging
+    reports any failing handler, instead of raising into the code that logged it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            super().emit(record)  # reopening a closed file happens outside its own try
+        except OSError:
+            self.handleError(record)
+
+
 class _ForwardToActiveRun(logging.Handler):
     """Installed once on the ``fastopt`` logger: hands library records to the active run."""
 
@@ -45,14 +60,25 @@ class _ForwardToActiveRun(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.name.startswith(_RUN_PREFIX):
             return
-        target = self.active() if self.active is not None else None
-        if target is not None and record.levelno >= target.level:
+        target = active_run_logger()
+        if target is None:
+            # This handler alone would make logging skip its last resort (warnings to
+            # stderr) when nothing else is configured: behave as if it were not there.
+            if not logging.getLogger().handlers and record.levelno >= logging.lastResort.level:
+                logging.lastResort.handle(record)
+            return
+        if record.levelno >= target.level:
             for handler in target.handlers:
                 if record.levelno >= handler.level:
                     handler.handle(record)
 
 
 _forwarder = _ForwardToActiveRun()
+
+
+def run_logger_name(experiment_name: str) -> str:
+    """The ``logging`` name of the logger of the run ``experiment_name``."""
+    return _RUN_PREFIX + experiment_name
 
 
 def _level(log_level: int | str) -> int:
@@ -76,7 +102,7 @@ def build_run_logger(
     Other ranks log warnings and errors to the terminal only.
     """
     level = _level(log_level)
-    logger = logging.getLogger(_RUN_PREFIX + name)
+    logger = logging.getLogger(run_logger_name(name))
     logger.propagate = False
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
@@ -87,7 +113,7 @@ def build_run_logger(
     console.setLevel(level if rank == 0 else logging.WARNING)
     logger.addHandler(console)
     if log_file is not None and rank == 0:
-        file_handler = logging.FileHandler(log_file, mode=file_mode, encoding="utf-8")
+        file_handler = _RunFileHandler(log_file, mode=file_mode, encoding="utf-8")
         file_handler.setFormatter(formatter)
         file_handler.setLevel(level)
         logger.addHandler(file_handler)
@@ -107,6 +133,17 @@ def activate(logger: logging.Logger) -> None:
     _ForwardToActiveRun.active = weakref.ref(logger)
 
 
+def active_run_logger() -> logging.Logger | None:
+    """The logger of the runner that is active now, if any."""
+    return _ForwardToActiveRun.active() if _ForwardToActiveRun.active is not None else None
+
+
+def deactivate(logger: logging.Logger) -> None:
+    """Stop forwarding library records to ``logger`` (if it is the active one)."""
+    if _ForwardToActiveRun.active is not None and _ForwardToActiveRun.active() is logger:
+        _ForwardToActiveRun.active = None
+
+
 def close_run_logger(logger: logging.Logger) -> None:
     """Flush and close the handlers of ``logger`` (the log file is complete afterwards)."""
     for handler in list(logger.handlers):
@@ -114,5 +151,4 @@ def close_run_logger(logger: logging.Logger) -> None:
         if isinstance(handler, logging.FileHandler):
             handler.close()
             logger.removeHandler(handler)
-    if _ForwardToActiveRun.active is not None and _ForwardToActiveRun.active() is logger:
-        _ForwardToActiveRun.active = None
+    deactivate(logger)

@@ -17,6 +17,7 @@ purpose (each one an open MMEngine issue):
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import logging
 import os
@@ -41,7 +42,13 @@ from fastopt.hooks import Hook
 from fastopt.hooks.priority import get_priority, priority_name
 from fastopt.logging import ManagerMixin, MessageHub
 from fastopt.loops import BaseLoop, EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
-from fastopt.model import MMDistributedDataParallel, is_model_wrapper, unwrap_model
+from fastopt.model import (
+    MMDistributedDataParallel,
+    convert_sync_batchnorm,
+    is_model_wrapper,
+    revert_sync_batchnorm,
+    unwrap_model,
+)
 from fastopt.registry import (
     EVALUATOR,
     HOOKS,
@@ -72,7 +79,7 @@ from .checkpoint import (
     weights_to_cpu,
 )
 from .log_processor import LogProcessor
-from .logger import activate, build_run_logger, close_run_logger
+from .logger import activate, build_run_logger, close_run_logger, deactivate
 from .randomness import get_rng_state, set_random_seed, set_rng_state
 
 ConfigType = Mapping[str, Any]
@@ -95,6 +102,26 @@ def _build_maybe_manager(registry: Any, cfg: Mapping[str, Any]) -> Any:
     if isinstance(cls, type) and issubclass(cls, ManagerMixin):
         return cls.get_instance(**args)
     return cls(**args)
+
+
+def _logged_phase(method: Any) -> Any:
+    """Run a phase (train/val/test) with the runner's logger receiving fastopt's library
+    records, and only then: once the phase ends, a later record (after the work dir is
+    gone, say) does not go to this run's log file."""
+
+    @functools.wraps(method)
+    def run_phase(self: Runner, *args: Any, **kwargs: Any) -> Any:
+        activate(self.logger)
+        depth = getattr(self, "_phase_depth", 0)  # a hook may run test() inside train()
+        self._phase_depth = depth + 1
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._phase_depth = depth
+            if depth == 0:
+                deactivate(self.logger)
+
+    return run_phase
 
 
 def _device() -> torch.device:
@@ -249,7 +276,7 @@ class Runner:
         self.log_processor = self.build_log_processor(log_processor or {})
         self.logger = self.build_logger(log_level)
         self._log_env(env_cfg)
-        self.message_hub = MessageHub.get_instance(self._experiment_name)
+        self.message_hub = self.build_message_hub()
         self.visualizer = self.build_visualizer(visualizer)
         if self.cfg:
             try:
@@ -542,6 +569,19 @@ class Runner:
             log_file = os.path.join(self._log_dir, f"{self._timestamp}.log")
         return build_run_logger(self._experiment_name, log_file, log_level, rank=self._rank)
 
+    def build_message_hub(self, message_hub: dict | None = None) -> MessageHub:
+        """The run's message hub: ``MessageHub.get_instance(**message_hub)``, named after
+        the experiment unless ``message_hub`` gives a ``name``."""
+        if message_hub is None:
+            message_hub = {}
+        elif not isinstance(message_hub, Mapping):
+            raise TypeError(
+                f"message_hub should be a dict or None, but got {type(message_hub).__name__}"
+            )
+        cfg = dict(message_hub)
+        cfg.setdefault("name", self._experiment_name)
+        return MessageHub.get_instance(**cfg)
+
     def build_log_processor(self, log_processor: LogProcessor | dict) -> LogProcessor:
         """A ``LogProcessor`` from its arguments (``type`` optional)."""
         if isinstance(log_processor, LogProcessor):
@@ -631,7 +671,17 @@ class Runner:
         device = _device()
         model = model.to(device)
         if not self._distributed:
+            # SyncBatchNorm needs a process group: in one process it is a plain BatchNorm
+            if any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()):
+                self.logger.info(
+                    "Distributed training is not used: the SyncBatchNorm layers of the model "
+                    "are reverted to BatchNorm layers."
+                )
+                model = revert_sync_batchnorm(model)
             return model
+        sync_bn = self.cfg.get("sync_bn")
+        if sync_bn is not None:
+            model = convert_sync_batchnorm(model, sync_bn)
         device_ids = [device.index] if device.type == "cuda" else None
         if model_wrapper_cfg is None:
             wrapper_cls = (
@@ -794,11 +844,15 @@ class Runner:
         return _build_dataloader(dataloader, seed=seed, diff_rank_seed=diff_rank_seed)
 
     def build_evaluator(self, evaluator: Any) -> Evaluator:
-        """An ``Evaluator`` from an evaluator, a metric or their configs."""
+        """An ``Evaluator`` from an evaluator, a config, or a list of metrics or configs."""
         if isinstance(evaluator, Evaluator):
             return evaluator
         if isinstance(evaluator, BaseMetric):
-            return Evaluator([evaluator])
+            # as in MMEngine; say how to make it one
+            raise TypeError(
+                f"evaluator should be an Evaluator, a dict or a list, but got the metric "
+                f"{type(evaluator).__name__}: pass [metric] or Evaluator([metric])"
+            )
         if isinstance(evaluator, Mapping):
             if "metrics" in evaluator:
                 cfg = dict(evaluator)
@@ -810,7 +864,7 @@ class Runner:
         if hasattr(evaluator, "process") and hasattr(evaluator, "evaluate"):
             return evaluator  # an evaluator of another library
         raise TypeError(
-            "evaluator should be an Evaluator, a metric, a dict or a list, but got "
+            "evaluator should be an Evaluator, a dict or a list, but got "
             f"{type(evaluator).__name__}"
         )
 
@@ -948,6 +1002,7 @@ class Runner:
         return "\n".join(blocks)
 
     # ------------------------------------------------------------------------- phases
+    @_logged_phase
     def train(self) -> nn.Module:
         """Train (building the loop, optimizer and schedulers, then loading/resuming)."""
         if self._train_loop is None:
@@ -956,7 +1011,6 @@ class Runner:
                 "provide `train_dataloader`, `train_cfg`, `optimizer` and `param_scheduler` "
                 "arguments when initializing runner."
             )
-        activate(self.logger)
         self._train_loop = self.build_train_loop(self._train_loop)
         # the optimizer first: schedulers write into its groups; schedulers before any
         # checkpoint is loaded, so their constructor's step does not undo the resume (#1542)
@@ -976,6 +1030,7 @@ class Runner:
         self.call_hook("after_run")
         return model
 
+    @_logged_phase
     def val(self) -> dict:
         """Validate once (loading ``load_from`` first)."""
         if self._val_loop is None:
@@ -983,7 +1038,6 @@ class Runner:
                 "`self._val_loop` should not be None when calling val method. Please provide "
                 "`val_dataloader`, `val_cfg` and `val_evaluator` arguments when initializing runner."
             )
-        activate(self.logger)
         self._val_loop = self.build_val_loop(self._val_loop)
         self.call_hook("before_run")
         self.load_or_resume()
@@ -991,6 +1045,7 @@ class Runner:
         self.call_hook("after_run")
         return metrics
 
+    @_logged_phase
     def test(self) -> dict:
         """Test once (loading ``load_from`` first)."""
         if self._test_loop is None:
@@ -999,7 +1054,6 @@ class Runner:
                 "`test_dataloader`, `test_cfg` and `test_evaluator` arguments when initializing "
                 "runner."
             )
-        activate(self.logger)
         self._test_loop = self.build_test_loop(self._test_loop)
         self.call_hook("before_run")
         self.load_or_resume()

@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import logging
 import numbers
+import warnings
 from typing import Any, ClassVar, Protocol
+
+import torch
 
 INF = int(1e9)
 """``end`` of a scheduler that never stops (MMEngine's sentinel, kept for config parity)."""
@@ -68,6 +71,59 @@ def per_group_values(optimizer: HasParamGroups, value: Any, name: str) -> list[A
     if len(value) == n_real:
         return list(value) + [value[-1]] * (len(groups) - n_real)
     raise ValueError(f"expected {n_real} values for {name} (one per param group), got {len(value)}")
+
+
+def check_optimizer(owner: str, optimizer: Any) -> None:
+    """TypeError unless ``optimizer`` has ``param_groups`` a scheduler can drive."""
+    if not hasattr(optimizer, "param_groups"):
+        raise TypeError(
+            f"{owner}: optimizer should be an Optimizer (torch.optim), an OptimWrapper or an "
+            f"object with param_groups, but got {type(optimizer).__name__}"
+        )
+
+
+# Checking that ``optimizer.step()`` runs before ``scheduler.step()`` (MMEngine and torch
+# warn otherwise). Instead of replacing ``optimizer.step`` on the instance, as MMEngine does
+# (which breaks deep copies and pickling of the optimizer), torch's public step hook counts
+# the steps on the optimizer object itself.
+_STEPS_ATTR = "_fastopt_steps_since_scheduler_built"
+_HOOKED_ATTR = "_fastopt_counts_steps"
+_ORDER_DOC = "https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate"
+
+
+def _count_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    setattr(optimizer, _STEPS_ATTR, getattr(optimizer, _STEPS_ATTR, 0) + 1)
+
+
+def _torch_optimizer(optimizer: HasParamGroups) -> torch.optim.Optimizer | None:
+    """The ``torch.optim.Optimizer`` that finally steps (looking through a wrapper)."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    return inner if isinstance(inner, torch.optim.Optimizer) else None
+
+
+def watch_optimizer_steps(optimizer: HasParamGroups) -> None:
+    """Start counting the optimizer's steps from 0 (each new scheduler restarts the count,
+    as in MMEngine)."""
+    torch_optimizer = _torch_optimizer(optimizer)
+    if torch_optimizer is None:
+        return
+    if not getattr(torch_optimizer, _HOOKED_ATTR, False):
+        torch_optimizer.register_step_post_hook(_count_step)
+        setattr(torch_optimizer, _HOOKED_ATTR, True)
+    setattr(torch_optimizer, _STEPS_ATTR, 0)
+
+
+def optimizer_has_stepped(optimizer: HasParamGroups) -> bool | None:
+    """Whether the optimizer stepped since the last scheduler was built (None: unknown).
+
+    An OptimWrapper that has processed an iteration counts as stepped even if the inner
+    optimizer has not: with gradient accumulation, or when AMP skips a step on an inf
+    gradient, the schedule is still stepped per iteration on purpose.
+    """
+    torch_optimizer = _torch_optimizer(optimizer)
+    if torch_optimizer is None:
+        return None
+    return getattr(torch_optimizer, _STEPS_ATTR, 0) > 0 or getattr(optimizer, "inner_count", 0) > 0
 
 
 def optimizer_defaults(optimizer: HasParamGroups) -> dict[str, Any]:
@@ -121,11 +177,7 @@ class _ParamScheduler:
         verbose: bool = False,
     ) -> None:
         name = type(self).__name__
-        if not hasattr(optimizer, "param_groups"):
-            raise TypeError(
-                f"{name}: optimizer should be a torch.optim.Optimizer, an OptimWrapper or "
-                f"an object with param_groups, but got {type(optimizer).__name__}"
-            )
+        check_optimizer(name, optimizer)
         self.optimizer = optimizer
         self.param_name = param_name
         if end <= begin:
@@ -156,6 +208,7 @@ class _ParamScheduler:
         self.last_step = last_step
         self._global_step = -1
         self.verbose = verbose
+        watch_optimizer_steps(optimizer)
         self.step()
 
     @classmethod
@@ -235,6 +288,8 @@ class _ParamScheduler:
 
     def step(self) -> None:
         """Advance one global step and update the groups if inside ``[begin, end)``."""
+        if self._global_step == 0:  # the first step after the constructor's
+            self._warn_if_optimizer_not_stepped()
         self._global_step += 1
         if self.begin <= self._global_step < self.end:
             self.last_step += 1
@@ -243,6 +298,18 @@ class _ParamScheduler:
                 group[self.param_name] = value
                 self.print_value(self.verbose, i, value)
         self._last_value = self._current_values()
+
+    def _warn_if_optimizer_not_stepped(self) -> None:
+        if optimizer_has_stepped(self.optimizer) is False:
+            warnings.warn(
+                f"Detected call of `{type(self).__name__}.step()` before `optimizer.step()`: "
+                "call `optimizer.step()` (or `optim_wrapper.update_params()`) first, then "
+                "`scheduler.step()`, or the first value of the schedule is skipped (calls of "
+                "an `optimizer.step` replaced on the instance are not counted). See "
+                f"{_ORDER_DOC}",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def __repr__(self) -> str:
         fields = ("param_name", "begin", "end", "by_epoch", "last_step")

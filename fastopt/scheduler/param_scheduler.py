@@ -10,8 +10,9 @@ sequence it produces when it is the only scheduler acting on that key -- with
 from __future__ import annotations
 
 import math
+import numbers
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from fastopt.registry import PARAM_SCHEDULERS
@@ -20,10 +21,26 @@ from .base import INF, HasParamGroups, _ParamScheduler, per_group_values
 
 
 def _check_factor(owner: str, what: str, value: float) -> None:
-    # 0 is refused too: the schedules multiply the current value, so from 0 nothing
-    # could ever restore it (MMEngine divides by zero a step later).
+    if value == 0:
+        # MMEngine accepts 0, then divides by zero at a later step
+        raise ValueError(
+            f"{owner}: {what} must not be 0: the scheduler multiplies the current value "
+            "step by step, so a value made 0 could never be scaled back up (MMEngine accepts "
+            "0 and then divides by zero); use a small positive factor such as 1e-3"
+        )
     if not 0 < value <= 1:
-        raise ValueError(f"{owner}: {what} should be between 0 and 1 (0 excluded), got {value}")
+        raise ValueError(f"{owner}: {what} should be between 0 and 1, got {value}")
+
+
+def _number_list(owner: str, name: str, value: Any) -> list[Any]:
+    """``value`` as a list of numbers; a str or a lone number is a TypeError (a str would
+    otherwise be taken as its characters)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"{owner}: {name} should be a list of numbers, but got {value!r}")
+    items = list(value)
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in items):
+        raise TypeError(f"{owner}: {name} should be a list of numbers, but got {items!r}")
+    return items
 
 
 def _check_eta_min(owner: str, eta_min: float | None, eta_min_ratio: float | None) -> None:
@@ -87,7 +104,7 @@ class MultiStepParamScheduler(_ParamScheduler):
         by_epoch: bool = True,
         verbose: bool = False,
     ) -> None:
-        self.milestones = Counter(milestones)
+        self.milestones = Counter(_number_list(type(self).__name__, "milestones", milestones))
         self.gamma = gamma
         super().__init__(optimizer, param_name, begin, end, last_step, by_epoch, verbose)
 
@@ -414,8 +431,8 @@ class CosineRestartParamScheduler(_ParamScheduler):
         _check_eta_min(owner, eta_min, eta_min_ratio)
         if eta_min is None and eta_min_ratio is None:
             raise ValueError(f"{owner}: either eta_min or eta_min_ratio should be specified")
-        periods = list(periods)
-        restart_weights = list(restart_weights)
+        periods = _number_list(owner, "periods", periods)
+        restart_weights = _number_list(owner, "restart_weights", restart_weights)
         if not periods or any(not isinstance(p, int) or p <= 0 for p in periods):
             raise ValueError(f"{owner}: periods must be positive ints, got {periods}")
         if len(periods) != len(restart_weights):

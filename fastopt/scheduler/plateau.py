@@ -1,9 +1,14 @@
 """ReduceOnPlateau: cut a value when a validation metric stops improving.
 
 Unlike the other schedulers it is driven by metrics, not by the step count: the runner
-calls ``step()`` after every training epoch (only counting epochs, to honour
-``begin``/``end``) and ``step(metrics)`` after every validation (``need_val_args``).
-Its constructor does not take a step, and ``_global_step`` starts at 0, as in MMEngine.
+calls ``step()`` after every training epoch (``by_epoch=True``) or iteration
+(``by_epoch=False``), which only counts, to honour ``begin``/``end``, and ``step(metrics)``
+after every validation (``need_val_args``). Its constructor does not take a step, and
+``_global_step`` starts at 0, as in MMEngine.
+
+MMEngine accepts only ``by_epoch=True``; here ``by_epoch=False`` works too, so an
+iteration-based run (``IterBasedTrainLoop``, or ``convert_to_iter_based=True``) can reduce
+on plateau: ``begin``/``end`` then count iterations, ``patience`` still counts validations.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any
 
 from fastopt.registry import PARAM_SCHEDULERS
 
-from .base import INF, HasParamGroups, _ParamScheduler, per_group_values
+from .base import INF, HasParamGroups, _ParamScheduler, check_optimizer, per_group_values
 
 
 @PARAM_SCHEDULERS.register_module()
@@ -33,8 +38,8 @@ class ReduceOnPlateauParamScheduler(_ParamScheduler):
         cooldown: Validations to wait after a reduction before counting again.
         min_value: Lower bound, a scalar or one value per param group.
         eps: Reductions smaller than this are skipped.
-        begin, end, last_step, by_epoch, verbose: As in every scheduler; ``by_epoch`` must
-            be True (validation happens at epoch granularity).
+        begin, end, last_step, by_epoch, verbose: As in every scheduler; with
+            ``by_epoch=False``, ``begin``/``end`` count iterations.
     """
 
     need_val_args = True
@@ -59,17 +64,11 @@ class ReduceOnPlateauParamScheduler(_ParamScheduler):
         verbose: bool = False,
     ) -> None:
         owner = type(self).__name__
-        if not hasattr(optimizer, "param_groups"):
-            raise TypeError(
-                f"{owner}: optimizer should be a torch.optim.Optimizer, an OptimWrapper or "
-                f"an object with param_groups, but got {type(optimizer).__name__}"
-            )
+        check_optimizer(owner, optimizer)
         if end <= begin:
             raise ValueError(
                 f"{owner}: end should be larger than begin, but got begin={begin}, end={end}"
             )
-        if not by_epoch:
-            raise ValueError(f"{owner}: only by_epoch=True is supported (it reacts to validation)")
         if not isinstance(last_step, int) or last_step < -1:
             raise ValueError(f"{owner}: last_step must be an int >= -1, got {last_step!r}")
         if factor >= 1.0:
