@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastopt.config.options import DictAction
+from fastopt.registry.type_policy import dotted_types_for_config
 
 HELP = "train a model from a config file (MMEngine tools/train.py conventions)"
 
@@ -91,6 +92,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override config settings, e.g. train_cfg.max_epochs=3 "
         "optim_wrapper.optimizer.lr=0.1 (lists: a=[1,2] or a=1,2; tuples: a=(1,2))",
+    )
+    parser.add_argument(
+        "--allow-dotted-types",
+        action="store_true",
+        help="let dotted `type` paths in a .py config name any object, as in MMEngine "
+        "(default: only classes that belong in the registry; see fastopt.registry.type_policy)",
     )
     parser.add_argument(
         "--launcher",
@@ -516,7 +523,8 @@ def prepare(args: argparse.Namespace) -> tuple[Any, str | None, str]:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        return _train(args)
+        with dotted_types_for_config(args.config, args.allow_dotted_types):
+            return _train(args)
     except Exception as e:
         if args.debug:
             raise
