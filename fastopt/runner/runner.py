@@ -74,6 +74,7 @@ from .checkpoint import (
 from .log_processor import LogProcessor
 from .logger import activate, build_run_logger, close_run_logger
 from .randomness import get_rng_state, set_random_seed, set_rng_state
+from .run_length import check_schedules_fit
 
 ConfigType = Mapping[str, Any]
 
@@ -768,6 +769,7 @@ class Runner:
             raise RuntimeError("build the optim_wrapper before the parameter schedulers")
         kwargs: dict[str, Any] = {}
         if self.train_loop_built:
+            check_schedules_fit(self, scheduler)
             kwargs = dict(
                 epoch_length=len(self.train_dataloader),
                 max_epochs=self.max_epochs,
