@@ -38,6 +38,9 @@ class FiniteLossCheck:
         stop: after the warning, raise :class:`NonFiniteLossError` (True) or go on (False).
     """
 
+    #: devices whose values are read at once (reading them costs no device sync)
+    host_devices: tuple[str, ...] = ("cpu",)
+
     def __init__(self, stop: bool = True) -> None:
         if not isinstance(stop, bool):
             raise TypeError(f"check_finite must be True or False, but got {stop!r}")
@@ -58,7 +61,7 @@ class FiniteLossCheck:
             if isinstance(value, torch.Tensor):
                 if value.numel() != 1:
                     continue
-                if value.device.type != "cpu":
+                if value.device.type not in self.host_devices:
                     self._track_on_device(str(key), value, iteration)
                     continue
             if isinstance(value, (torch.Tensor, numbers.Real)):

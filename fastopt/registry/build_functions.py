@@ -13,6 +13,7 @@ from .errors import (
     UnknownTypeError,
     config_origin,
 )
+from .type_policy import disallowed_message
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -78,7 +79,11 @@ def resolve_type(obj_type: Any, registry: Registry, cfg: Any = None, key: str = 
         try:
             obj_cls = registry.get(obj_type)
         except DisallowedTypeError as e:
-            raise DisallowedTypeError(_with_origin(str(e), cfg, key)) from None
+            origin = config_origin(cfg, key) if cfg is not None else ""
+            refused = getattr(e, "refused", None)
+            if not origin or refused is None:
+                raise
+            raise DisallowedTypeError(disallowed_message(*refused, origin)) from None
         if obj_cls is None:
             raise UnknownTypeError(unknown_type_message(obj_type, registry, cfg, key))
         return obj_cls

@@ -107,18 +107,26 @@ def belongs(obj: Any, registry: Registry) -> bool:
     return bool(members) and inspect.isclass(obj) and issubclass(obj, members)
 
 
-def check_dotted_type(key: str, obj: Any, registry: Registry) -> Any:
-    """Return ``obj`` (what the dotted path ``key`` resolved to) if the rule allows it."""
-    if _allowed or belongs(obj, registry):
-        return obj
+def disallowed_message(key: str, obj: Any, registry: Registry, origin: str = "") -> str:
+    """Why the dotted path ``key`` (at ``origin`` in a config, if known) is refused."""
     members = registry.member_types
     wanted = (
         "a subclass of " + " or ".join(f"{m.__module__}.{m.__qualname__}" for m in members)
         if members
         else "an object registered there (this registry declares no member types)"
     )
-    raise DisallowedTypeError(
-        f"{key} names {_describe(obj)}, which does not belong in the "
+    where = f" ({origin})" if origin else ""
+    return (
+        f"{key}{where} names {_describe(obj)}, which does not belong in the "
         f"{registry.scope}::{registry.name} registry: a dotted type path must name {wanted}. "
         f"Nothing was called. To use it, {WIDEN_HINT}"
     )
+
+
+def check_dotted_type(key: str, obj: Any, registry: Registry) -> Any:
+    """Return ``obj`` (what the dotted path ``key`` resolved to) if the rule allows it."""
+    if _allowed or belongs(obj, registry):
+        return obj
+    error = DisallowedTypeError(disallowed_message(key, obj, registry))
+    error.refused = (key, obj, registry)  # lets a caller that knows the config key re-word it
+    raise error

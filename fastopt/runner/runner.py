@@ -872,7 +872,7 @@ class Runner:
             raise TypeError(f"hook should be an instance of Hook or dict, but got {hook}")
         cfg_priority = None
         if isinstance(hook, Mapping):
-            cfg = dict(hook)
+            cfg = hook.copy() if isinstance(hook, dict) else dict(hook)  # keeps a config's origin
             cfg_priority = cfg.pop("priority", None)
             hook_obj = HOOKS.build(cfg)
             if not isinstance(hook_obj, Hook):
