@@ -140,8 +140,8 @@ def test_override_paths_name_the_option():
     cases = {
         "param_scheduler.x": "param_scheduler.x: param_scheduler is a list of 2 items, so 'x' "
         "must be an index from 0 to 1 (e.g. param_scheduler.0.x, param_scheduler.1.x)",
-        "param_scheduler.2.end": "param_scheduler.2.end: index 2 is out of range, "
-        "param_scheduler is a list of 2 items",
+        "param_scheduler.2.end": "param_scheduler.2.end: Index 2 exceeds the length of list "
+        "param_scheduler (2 items)",
         "optim_wrapper.clip_grad.max_norm": "optim_wrapper.clip_grad.max_norm: "
         "optim_wrapper.clip_grad is None, which has no keys; give the whole value of "
         "optim_wrapper.clip_grad instead",

@@ -19,8 +19,11 @@ sys.path.insert(0, str(Path(__file__).parent / "data" / "runner"))
 import runner_toys as toys  # noqa: E402
 
 from fastopt.evaluator import Accuracy, BaseMetric  # noqa: E402
-from fastopt.hooks import NonFiniteLossError, RuntimeInfoHook  # noqa: E402
-from fastopt.hooks import finite_loss  # noqa: E402
+from fastopt.hooks import (  # noqa: E402
+    NonFiniteLossError,
+    RuntimeInfoHook,
+    finite_loss,  # noqa: E402
+)
 from fastopt.runner import Runner  # noqa: E402
 
 NAN = float("nan")
@@ -120,9 +123,7 @@ def test_finite_losses_are_not_reported(tmp_path):
     assert not hook.finite_check.reported
 
 
-def test_device_losses_are_read_back_in_batches_with_the_first_iteration(
-    tmp_path, monkeypatch
-):
+def test_device_losses_are_read_back_in_batches_with_the_first_iteration(tmp_path, monkeypatch):
     # treat CPU tensors as device tensors: the values are compared where they live and read
     # back only at the read points, yet the report names the first bad iteration
     monkeypatch.setattr(finite_loss.FiniteLossCheck, "host_devices", ())

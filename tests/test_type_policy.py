@@ -135,6 +135,36 @@ def test_member_types_are_inherited_and_declared_per_registry():
         _ = Registry("thing", scope="t", member_types=["os.system"]).member_types
 
 
+def test_type_names_under_other_keys_follow_the_same_rule():
+    # constructor, optimizer_type of ZeroRedundancyOptimizer, collate_fn, train_cfg/runner
+    # type: every key that names a type goes through a registry, so through the same rule
+    from fastopt.constructor import build_optim_wrapper
+    from fastopt.dataset import build_dataloader
+    from fastopt.optim.zero_redundancy import _local_optimizer_class
+    from fastopt.registry import LOOPS, RUNNERS
+
+    model = torch.nn.Linear(2, 2)
+    sgd = dict(type="SGD", lr=0.1)
+    constructors = r"^os.system .*names .*::optimizer wrapper constructor registry"
+    with pytest.raises(DisallowedTypeError, match=constructors):
+        build_optim_wrapper(model, dict(constructor="os.system", optimizer=sgd))
+    with pytest.raises(DisallowedTypeError, match=r"^builtins.exec .*names .*::optimizer registry"):
+        _local_optimizer_class("builtins.exec")  # ZeroRedundancyOptimizer's optimizer_type
+    with pytest.raises(DisallowedTypeError, match=r"^builtins.exec .*names .*::function registry"):
+        build_dataloader(
+            dict(
+                batch_size=1,
+                dataset=torch.utils.data.TensorDataset(torch.zeros(2, 1)),
+                sampler=dict(type="DefaultSampler", shuffle=False),
+                collate_fn=dict(type="builtins.exec", source="1"),
+            )
+        )
+    with pytest.raises(DisallowedTypeError, match=r"^subprocess.run .*names .*::loop registry"):
+        LOOPS.build(dict(type="subprocess.run", args="true"))
+    with pytest.raises(DisallowedTypeError, match=r"^os.system .*names .*::runner registry"):
+        RUNNERS.build(dict(runner_type="os.system"))
+
+
 def test_objects_given_directly_are_code_and_not_restricted():
     # a class object (from a .py config or Python) is used as given
     assert isinstance(HOOKS.build(dict(type=type("Plain", (), {}))), object)

@@ -111,9 +111,8 @@ def check_override_paths(cfg: Mapping[str, Any], options: Mapping[str, Any]) -> 
                         f"index from 0 to {n - 1} (e.g. {example})"
                     )
                 if int(part) >= n:
-                    raise ConfigKeyError(
-                        f"{option}: index {part} is out of range, {container} is a list of "
-                        f"{n} items"
+                    raise ConfigKeyError(  # MMEngine's words, with the option and list named
+                        f"{option}: Index {part} exceeds the length of list {container} ({n} items)"
                     )
                 node = node[int(part)]
             else:
