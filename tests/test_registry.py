@@ -22,11 +22,14 @@ from fastopt.registry import (
     ROOT_REGISTRIES,
     BuildArgumentError,
     DefaultScope,
+    DisallowedTypeError,
     DuplicateRegistrationError,
     MissingTypeError,
     Registry,
     UnknownTypeError,
+    allow_dotted_types,
     build_from_cfg,
+    get_object_from_string,
 )
 
 
@@ -115,15 +118,64 @@ def test_parent_child_lookup(tree):
         Registry("golden_models", parent=root, scope="goldenchild")
 
 
-def test_full_dotted_path_and_no_modules():
-    reg = Registry("thing", scope="t")
-    assert reg.get("torch.optim.SGD") is torch.optim.SGD
+def test_full_dotted_path_resolves_to_classes_that_belong():
+    # what belongs: subclasses of the registry's member types (see test_type_policy.py)
+    assert OPTIMIZERS.get("torch.optim.SGD") is torch.optim.SGD
+    assert MODELS.get("torch.nn.Linear") is torch.nn.Linear
+    assert OPTIMIZERS.get("torch.optim.NoSuchThing") is None
+    assert OPTIMIZERS.get("no_such_package_xyz.Thing") is None
+    reg = Registry("thing", scope="t", member_types=[dict])
     assert reg.get("collections.OrderedDict").__name__ == "OrderedDict"
-    assert reg.get("os") is None  # a bare module name is not a type
-    assert reg.get("torch.optim") is None  # nor is a module
-    assert reg.get("torch.optim.NoSuchThing") is None
+    assert reg.get("os") is None  # a bare name is only looked up among registered names
     with pytest.raises(TypeError, match="must be a str"):
         reg.get(3)
+
+
+def test_dotted_module_path_is_imported_and_returned_when_allowed():
+    # MMEngine's Registry.get('pkg.module') imports and returns the module; fastopt does so
+    # under allow_dotted_types(), and otherwise refuses it clearly (a module is not a type)
+    with pytest.raises(DisallowedTypeError, match="torch.optim names a module"):
+        OPTIMIZERS.get("torch.optim")
+    assert "torch.optim" not in OPTIMIZERS
+    with allow_dotted_types():
+        assert OPTIMIZERS.get("torch.optim") is torch.optim
+        assert HOOKS.get("fastopt.hooks") is sys.modules["fastopt.hooks"]
+    assert get_object_from_string("torch.optim") is torch.optim
+    assert get_object_from_string("torch.optim.sgd.SGD") is torch.optim.SGD
+
+
+def test_manager_mixin_classes_are_built_with_get_instance():
+    from fastopt.logging import ManagerMixin
+
+    reg = Registry("thing", scope="t")
+
+    @reg.register_module()
+    class Managed(ManagerMixin):
+        def __init__(self, name: str = "", size: int = 0) -> None:
+            super().__init__(name)
+            self.size = size
+
+    built = reg.build(dict(type="Managed", name="registry-managed", size=3))
+    assert Managed.get_current_instance() is built and built.size == 3
+    assert Managed.get_instance("registry-managed") is built
+    # MMEngine's rule: the same name gives back the same instance
+    assert reg.build(dict(type="Managed", name="registry-managed")) is built
+    with pytest.raises(BuildArgumentError, match="Managed .* missing a required argument: 'name'"):
+        reg.build(dict(type="Managed"))
+
+
+def test_a_scope_string_in_place_of_the_registry_is_a_clear_error(tree):
+    root, _ = tree
+    with pytest.raises(TypeError, match="registry must be a fastopt Registry, but got the str"):
+        build_from_cfg(dict(type="InRoot"), "goldenroot")
+    with pytest.raises(TypeError, match="_scope_='goldenroot'"):
+        build_from_cfg(dict(type="InRoot"), registry="goldenroot")
+    with pytest.raises(TypeError, match="registry must be a fastopt Registry"):
+        MODELS.build_func(dict(type="InRoot"), registry=None)
+    # the scope as a string works where a scope is meant
+    assert isinstance(root.build(dict(type="InRoot", _scope_="goldenroot")), InRoot)
+    with root.switch_scope_and_registry("goldenroot") as reg:
+        assert reg is root
 
 
 # --------------------------------------------------------------------------- build

@@ -14,6 +14,8 @@ import sys
 import time
 from typing import Any
 
+from fastopt.registry.type_policy import dotted_types_for_config
+
 from .train import (
     CommandError,
     add_common_arguments,
@@ -58,7 +60,8 @@ def use_test_set(cfg: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        return _test(args)
+        with dotted_types_for_config(args.config, args.allow_dotted_types):
+            return _test(args)
     except Exception as e:
         if args.debug:
             raise

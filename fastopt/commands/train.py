@@ -19,7 +19,6 @@ the checkpoints and the plot of the training curves (``fastopt plot``) are.
 from __future__ import annotations
 
 import argparse
-import difflib
 import glob
 import os
 import sys
@@ -31,44 +30,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastopt.config.options import DictAction
+from fastopt.registry.type_policy import dotted_types_for_config
 
 HELP = "train a model from a config file (MMEngine tools/train.py conventions)"
 
 PLOT_NAME = "curves.png"
-
-# top-level keys the runner reads (a close misspelling of one gets a warning)
-RUNNER_KEYS = (
-    "model",
-    "work_dir",
-    "train_dataloader",
-    "val_dataloader",
-    "test_dataloader",
-    "train_cfg",
-    "val_cfg",
-    "test_cfg",
-    "auto_scale_lr",
-    "optim_wrapper",
-    "param_scheduler",
-    "val_evaluator",
-    "test_evaluator",
-    "default_hooks",
-    "custom_hooks",
-    "data_preprocessor",
-    "load_from",
-    "resume",
-    "launcher",
-    "env_cfg",
-    "log_processor",
-    "log_level",
-    "visualizer",
-    "default_scope",
-    "randomness",
-    "experiment_name",
-    "model_wrapper_cfg",
-    "find_unused_parameters",
-    "runner_type",
-    "custom_imports",
-)
 
 
 class CommandError(Exception):
@@ -93,6 +59,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "optim_wrapper.optimizer.lr=0.1 (lists: a=[1,2] or a=1,2; tuples: a=(1,2))",
     )
     parser.add_argument(
+        "--allow-dotted-types",
+        action="store_true",
+        help="let dotted `type` paths in a .py config name any object, as in MMEngine "
+        "(default: only classes that belong in the registry; see fastopt.registry.type_policy)",
+    )
+    parser.add_argument(
         "--launcher",
         choices=["none", "pytorch"],
         default="none",
@@ -106,12 +78,14 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def _input_errors() -> tuple[type[BaseException], ...]:
     """Exceptions whose message already says what is wrong and where (no type name needed)."""
     from fastopt.config import ConfigKeyError, LegacyConfigError
+    from fastopt.config.errors import ConfigValueError
     from fastopt.registry import BuildArgumentError, MissingTypeError, UnknownTypeError
 
     return (
         CommandError,
         FileNotFoundError,
         ConfigKeyError,
+        ConfigValueError,
         LegacyConfigError,
         BuildArgumentError,
         MissingTypeError,
@@ -155,6 +129,7 @@ def load_config(path: str, cfg_options: Mapping[str, Any] | None) -> Any:
     translated, any other (``train_cfg.max_epochs=3``) after, so both vocabularies work.
     """
     from fastopt.config import Config, LegacyConfigWarning, translate_legacy_config
+    from fastopt.config.known_keys import check_option_keys
 
     if not os.path.isfile(path):
         what = "is a directory, not a config file" if os.path.isdir(path) else "does not exist"
@@ -167,6 +142,8 @@ def load_config(path: str, cfg_options: Mapping[str, Any] | None) -> Any:
     except Exception as e:
         raise CommandError(f"cannot load config file {path}: {error_line(e)}") from e
     options = dict(cfg_options or {})
+    for message in check_option_keys(options, cfg):  # a misspelt key raises
+        note(message)
     before = {k: v for k, v in options.items() if k.split(".")[0] in cfg}
     after = {k: v for k, v in options.items() if k not in before}
     try:
@@ -422,13 +399,12 @@ def finish_distributed() -> None:
 
 
 def warn_unknown_keys(cfg: Mapping[str, Any]) -> None:
-    """Warn about top-level keys that look like misspelt runner keys (``optim_wraper``)."""
-    for key in cfg:
-        if key in RUNNER_KEYS or key.startswith("_"):
-            continue
-        close = difflib.get_close_matches(key, RUNNER_KEYS, n=1, cutoff=0.85)
-        if close and close[0] not in cfg:
-            note(f"config key {key!r} is not used by the runner; did you mean {close[0]!r}?")
+    """Note top-level keys that nothing reads (``optim_wraper``; see
+    :mod:`fastopt.config.known_keys`)."""
+    from fastopt.config.known_keys import unused_key_warnings
+
+    for message in unused_key_warnings(cfg):
+        note(message)
 
 
 # --------------------------------------------------------------------------- the command
@@ -516,7 +492,8 @@ def prepare(args: argparse.Namespace) -> tuple[Any, str | None, str]:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        return _train(args)
+        with dotted_types_for_config(args.config, args.allow_dotted_types):
+            return _train(args)
     except Exception as e:
         if args.debug:
             raise

@@ -19,12 +19,40 @@ import yaml
 
 from .config_dict import ConfigDict, to_plain
 from .errors import where
-from .loader import SUFFIXES, YamlDumper, file_to_dict
+from .loader import _BASE_REF, _ENV, _PREDEFINED, SUFFIXES, YamlDumper, file_to_dict
 from .merge import merge_a_into_b
-from .options import add_args
+from .options import add_args, check_override_paths
 from .pretty import format_config
 
 RESERVED_KEYS = ("filename", "text", "pretty_text", "env_variables")
+
+# A dumped string value such as '{{ fileDirname }}' or '{{$HOME:x}}' would be substituted when
+# the file is loaded again, so the dump escapes the first brace of every text the loader
+# substitutes: the file then loads back to an equal config. The escape is one of the string
+# literal (Python and YAML double quotes: \x7b; JSON: \u007b); such text only occurs inside
+# string literals, since '{{' cannot start a dict literal in any of the three formats.
+SUBSTITUTION_PATTERNS = (_PREDEFINED, _ENV, _BASE_REF)
+PY_BRACE = "\\x7b"
+JSON_BRACE = "\\u007b"
+
+
+def escape_substitutions(text: str, brace: str) -> str:
+    """``text`` with the first ``{`` of each substitution the loader would make replaced."""
+    for pattern in SUBSTITUTION_PATTERNS:  # the loader's own patterns, in its order
+        text = pattern.sub(lambda m: brace + m.group(0)[1:], text)
+    return text
+
+
+class _DumpDumper(YamlDumper):
+    """Writes strings that hold ``{{`` double-quoted, where backslash escapes work."""
+
+
+_DumpDumper.add_representer(
+    str,
+    lambda dumper, data: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", data, style='"' if "{{" in data else None
+    ),
+)
 
 
 def import_modules_from_strings(
@@ -172,7 +200,7 @@ class Config(MutableMapping):
     @property
     def pretty_text(self) -> str:
         """The config as formatted Python source (loads back to an equal config)."""
-        return format_config(self._cfg_dict)
+        return escape_substitutions(format_config(self._cfg_dict), PY_BRACE)
 
     def to_dict(self) -> dict:
         """A plain nested ``dict`` copy."""
@@ -185,6 +213,7 @@ class Config(MutableMapping):
         Dotted keys become nested dicts merged like a child config; with ``allow_list_keys``
         a numeric component indexes a list (``'pipeline.1.scale'``).
         """
+        check_override_paths(self._cfg_dict, options if allow_list_keys else {})
         nested: dict[str, Any] = {}
         for full_key, value in options.items():
             d = nested
@@ -256,8 +285,11 @@ class Config(MutableMapping):
             text = self.pretty_text
         elif suffix == ".json":
             text = json.dumps(self.to_dict(), indent=4) + "\n"
+            text = escape_substitutions(text, JSON_BRACE)
         elif suffix in (".yaml", ".yml"):
-            text = yaml.dump(self.to_dict(), Dumper=YamlDumper, sort_keys=False)
+            # no line folding: a folded string could split what escape_substitutions looks for
+            text = yaml.dump(self.to_dict(), Dumper=_DumpDumper, sort_keys=False, width=2**30)
+            text = escape_substitutions(text, PY_BRACE)  # YAML double quotes know \x7b
         else:
             raise OSError("Only py/yml/yaml/json type are supported now!")
         if file is None:

@@ -10,6 +10,10 @@ class ConfigKeyError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ConfigValueError(ValueError):
+    """Config values that cannot work together; the message names the keys that clash."""
+
+
 class LegacyConfigError(ValueError):
     """An MMCV 1.x config key that has no fastopt/MMEngine translation."""
 

@@ -14,6 +14,8 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from .errors import ConfigKeyError
+
 logger = logging.getLogger(__name__)
 
 
@@ -76,6 +78,55 @@ def parse_cfg_options(pairs: Iterable[str]) -> dict[str, Any]:
             raise ValueError(f"a config override must look like KEY=VALUE, but got {pair!r}")
         options[key] = parse_value(value)
     return options
+
+
+def check_override_paths(cfg: Mapping[str, Any], options: Mapping[str, Any]) -> None:
+    """Fail, naming the override, when a dotted key cannot be applied to ``cfg``.
+
+    Each part of ``'a.b.c'`` must be a key of a dict (a missing key is created, as in
+    MMEngine), or an index 0..n-1 of a list. A tuple, or a value that is not a container
+    (``None``, a number, a string), cannot take a sub-key: the whole value must be given.
+    """
+    for option in options:
+        parts = str(option).split(".")
+        node: Any = cfg
+        for i, part in enumerate(parts):
+            container = ".".join(parts[:i])
+            rest = ".".join(parts[i + 1 :])
+            if isinstance(node, Mapping):
+                if part not in node:
+                    break  # a new key: MMEngine creates it (and everything below it)
+                node = node[part]
+            elif isinstance(node, list):
+                n = len(node)
+                if n == 0:
+                    raise ConfigKeyError(
+                        f"{option}: {container} is an empty list; give the whole value of "
+                        f"{container} instead"
+                    )
+                if not part.isdigit():
+                    example = ", ".join(
+                        ".".join(p for p in (container, str(j), part, rest) if p)
+                        for j in range(min(n, 2))
+                    )
+                    raise ConfigKeyError(
+                        f"{option}: {container} is a list of {n} items, so {part!r} must be an "
+                        f"index from 0 to {n - 1} (e.g. {example})"
+                    )
+                if int(part) >= n:
+                    raise ConfigKeyError(  # MMEngine's words, with the option and list named
+                        f"{option}: Index {part} exceeds the length of list {container} ({n} items)"
+                    )
+                node = node[int(part)]
+            else:
+                kind = (
+                    "a tuple, which cannot be changed item by item"
+                    if isinstance(node, tuple)
+                    else f"{node!r}, which has no keys"
+                )
+                raise ConfigKeyError(
+                    f"{option}: {container} is {kind}; give the whole value of {container} instead"
+                )
 
 
 class DictAction(argparse.Action):

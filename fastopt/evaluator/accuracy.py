@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -10,6 +11,11 @@ import torch
 from fastopt.registry import METRICS
 
 from .metric import BaseMetric
+
+logger = logging.getLogger(__name__)
+
+# the rank recorded for a sample whose scores hold a nan: beyond every k
+NOT_A_PREDICTION = 2**62
 
 
 def _field(sample: Any, name: str) -> Any:
@@ -29,7 +35,8 @@ class Accuracy(BaseMetric):
 
     Predictions are per-sample dicts (or objects) with ``pred_score`` (class scores) or only
     ``pred_label`` (then just top-1), and ``gt_label``; a prediction without ``gt_label``
-    takes the label from the batch's ``data_samples``.
+    takes the label from the batch's ``data_samples``. Scores with a nan (a diverged model)
+    are not a prediction: the sample counts as wrong for every k, with a warning.
     """
 
     default_prefix = "accuracy"
@@ -60,11 +67,18 @@ class Accuracy(BaseMetric):
             scores = _field(sample, "pred_score")
             if scores is not None:
                 scores = torch.as_tensor(scores).float().flatten()
-                # rank 0 = the best score; ties count against the sample (a constant
-                # prediction is not a hit)
-                rank = (
-                    int((scores > scores[label]).sum()) + int((scores == scores[label]).sum()) - 1
-                )
+                if bool(torch.isnan(scores).any()):
+                    # scores of a diverged model: no ranking, so never a hit (comparisons
+                    # with nan are all False, which would make it rank 0)
+                    rank = NOT_A_PREDICTION
+                else:
+                    # rank 0 = the best score; ties count against the sample (a constant
+                    # prediction is not a hit)
+                    rank = (
+                        int((scores > scores[label]).sum())
+                        + int((scores == scores[label]).sum())
+                        - 1
+                    )
             else:
                 pred = _field(sample, "pred_label")
                 if pred is None:
@@ -75,8 +89,16 @@ class Accuracy(BaseMetric):
             self.results.append(rank)
 
     def compute_metrics(self, results: list) -> dict[str, float]:
-        """``{'top1': ..., 'top5': ...}`` in percent."""
+        """``{'top1': ..., 'top5': ...}`` in percent; samples with nan scores are misses."""
         if not results:
             return {f"top{k}": 0.0 for k in self.topk}
         ranks = torch.tensor(results)
+        invalid = int((ranks == NOT_A_PREDICTION).sum())
+        if invalid:
+            logger.warning(
+                "Accuracy: %d of %d predictions have nan scores (a diverged model?); they "
+                "count as wrong",
+                invalid,
+                len(results),
+            )
         return {f"top{k}": float((ranks < k).float().mean() * 100.0) for k in self.topk}

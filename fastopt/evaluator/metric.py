@@ -9,10 +9,30 @@ the padding the sampler added, and returns the metrics (prefixed with ``prefix/`
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+
+def is_finite_number(value: Any) -> bool:
+    """False for a nan or infinite number (Python, numpy or one-element tensor); True for
+    finite numbers and for anything that is not a number (those are not judged here)."""
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, numbers.Real):
+        return math.isfinite(value)
+    item = getattr(value, "item", None)
+    size = getattr(value, "numel", None) or getattr(value, "size", None)
+    if callable(item) and (size() if callable(size) else size) == 1:
+        try:
+            number = item()
+        except (TypeError, ValueError, RuntimeError):
+            return True
+        return not isinstance(number, numbers.Real) or math.isfinite(number)
+    return True
 
 
 class BaseMetric:
@@ -83,6 +103,13 @@ class BaseMetric:
                     f"{type(computed).__name__}"
                 )
             metrics = {f"{self.prefix}/{k}" if self.prefix else k: v for k, v in computed.items()}
+            not_finite = [k for k, v in metrics.items() if not is_finite_number(v)]
+            if not_finite:
+                logger.warning(
+                    "%s: %s not finite (nan or inf); the model may have diverged",
+                    type(self).__name__,
+                    ", ".join(f"{k}={metrics[k]}" for k in not_finite),
+                )
         metrics = broadcast_object(metrics)
         self.results.clear()
         return metrics  # type: ignore[return-value]

@@ -4,6 +4,7 @@ from .checkpoint_hook import CheckpointHook
 from .early_stopping_hook import EarlyStoppingHook
 from .ema_hook import EMAHook
 from .empty_cache_hook import EmptyCacheHook
+from .finite_loss import NonFiniteLossError
 from .hook import Hook
 from .iter_timer_hook import IterTimerHook
 from .logger_hook import LoggerHook
@@ -23,6 +24,7 @@ __all__ = [
     "Hook",
     "IterTimerHook",
     "LoggerHook",
+    "NonFiniteLossError",
     "ParamSchedulerHook",
     "Priority",
     "ProfilerHook",

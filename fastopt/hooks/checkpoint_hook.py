@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
+from fastopt.evaluator.metric import is_finite_number
 from fastopt.registry import HOOKS
 
 from .hook import DATA_BATCH, Hook
@@ -324,7 +325,17 @@ class CheckpointHook(Hook):
             score = metrics[key]
             assert rule is not None
             best = hub.get_info(self._best_score_info_key(key), _INIT[rule])
-            if score is None or not _RULES[rule](score, best):
+            if score is None:
+                continue
+            # a nan/inf metric (a diverged model) is never the best: nan compares False
+            # with everything, and inf would stay best for ever
+            if not is_finite_number(score):
+                runner.logger.warning(
+                    f"save_best: {key}={score} at {current} {unit} is not finite; no best "
+                    "checkpoint is saved for it"
+                )
+                continue
+            if not _RULES[rule](score, best):
                 continue
             updated = True
             hub.update_info(self._best_score_info_key(key), float(score))

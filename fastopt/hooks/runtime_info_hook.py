@@ -11,6 +11,7 @@ import torch
 import fastopt
 from fastopt.registry import HOOKS
 
+from .finite_loss import FiniteLossCheck
 from .hook import DATA_BATCH, Hook
 
 if TYPE_CHECKING:
@@ -32,9 +33,17 @@ class RuntimeInfoHook(Hook):
     Also records every entry of the model's log variables as ``train/<name>`` and the metrics
     of validation/testing as ``val/<name>`` / ``test/<name>`` (scalars) or runtime info (other
     values). Components without a runner reference read these from the message hub.
+
+    Args:
+        check_finite: the first nan/inf ``loss*`` value of training is always logged as a
+            warning naming the iteration (:mod:`fastopt.hooks.finite_loss`); True (default)
+            then stops training with ``NonFiniteLossError``, False goes on.
     """
 
     priority = "VERY_HIGH"
+
+    def __init__(self, check_finite: bool = True) -> None:
+        self.finite_check = FiniteLossCheck(stop=check_finite)
 
     def before_run(self, runner: Runner) -> None:
         runner.message_hub.update_info_dict(
@@ -59,9 +68,11 @@ class RuntimeInfoHook(Hook):
             hub.update_info("dataset_meta", metainfo)
 
     def after_train(self, runner: Runner) -> None:
+        self.finite_check.flush(runner)
         runner.message_hub.pop_info("loop_stage")
 
     def before_train_epoch(self, runner: Runner) -> None:
+        self.finite_check.flush(runner)
         runner.message_hub.update_info("epoch", runner.epoch)
 
     def before_train_iter(
@@ -87,8 +98,10 @@ class RuntimeInfoHook(Hook):
         if outputs is not None:
             for key, value in outputs.items():
                 runner.message_hub.update_scalar(f"train/{key}", value)
+        self.finite_check.update(runner, outputs)
 
     def before_val(self, runner: Runner) -> None:
+        self.finite_check.flush(runner)
         self.last_loop_stage = runner.message_hub.get_info("loop_stage")
         runner.message_hub.update_info("loop_stage", "val")
 

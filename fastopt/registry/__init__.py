@@ -11,6 +11,7 @@ from .build_functions import (
 from .default_scope import DefaultScope
 from .errors import (
     BuildArgumentError,
+    DisallowedTypeError,
     DuplicateRegistrationError,
     MissingTypeError,
     UnknownTypeError,
@@ -42,12 +43,14 @@ from .root import (
     VISUALIZERS,
     WEIGHT_INITIALIZERS,
 )
+from .type_policy import allow_dotted_types, dotted_types_allowed
 
 __all__ = [
     "BuildArgumentError",
     "DATASETS",
     "DATA_SAMPLERS",
     "DefaultScope",
+    "DisallowedTypeError",
     "DuplicateRegistrationError",
     "EVALUATOR",
     "FUNCTIONS",
@@ -74,11 +77,13 @@ __all__ = [
     "VISBACKENDS",
     "VISUALIZERS",
     "WEIGHT_INITIALIZERS",
+    "allow_dotted_types",
     "build_from_cfg",
     "build_model_from_cfg",
     "build_optimizer_from_cfg",
     "build_runner_from_cfg",
     "build_scheduler_from_cfg",
+    "dotted_types_allowed",
     "get_object_from_string",
     "import_if_exists",
     "resolve_type",

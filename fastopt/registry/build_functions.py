@@ -6,7 +6,14 @@ import inspect
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import BuildArgumentError, MissingTypeError, UnknownTypeError, config_origin
+from .errors import (
+    BuildArgumentError,
+    DisallowedTypeError,
+    MissingTypeError,
+    UnknownTypeError,
+    config_origin,
+)
+from .type_policy import disallowed_message
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -49,10 +56,34 @@ def unknown_type_message(
     return msg
 
 
+def check_registry(registry: Any) -> None:
+    """Fail clearly when a build function gets something else than a :class:`Registry`."""
+    from .registry import Registry
+
+    if isinstance(registry, Registry):
+        return
+    if isinstance(registry, str):
+        raise TypeError(
+            f"registry must be a fastopt Registry, but got the str {registry!r}: pass the "
+            f"registry object (e.g. fastopt.registry.MODELS); to build in the scope "
+            f"{registry!r}, put _scope_={registry!r} in the config or use "
+            f"REGISTRY.switch_scope_and_registry({registry!r})"
+        )
+    raise TypeError(f"registry must be a fastopt Registry, but got {type(registry)}")
+
+
 def resolve_type(obj_type: Any, registry: Registry, cfg: Any = None, key: str = "type") -> Any:
     """The class or function named by ``cfg[key]`` (a registered name, a path or the object)."""
+    check_registry(registry)
     if isinstance(obj_type, str):
-        obj_cls = registry.get(obj_type)
+        try:
+            obj_cls = registry.get(obj_type)
+        except DisallowedTypeError as e:
+            origin = config_origin(cfg, key) if cfg is not None else ""
+            refused = getattr(e, "refused", None)
+            if not origin or refused is None:
+                raise
+            raise DisallowedTypeError(disallowed_message(*refused, origin)) from None
         if obj_cls is None:
             raise UnknownTypeError(unknown_type_message(obj_type, registry, cfg, key))
         return obj_cls
@@ -91,12 +122,25 @@ def _signature_problem(obj_cls: Any, args: dict[str, Any]) -> str | None:
     return None
 
 
+def _is_manager_class(obj_cls: Any) -> bool:
+    if not inspect.isclass(obj_cls):
+        return False
+    from fastopt.logging.manager import ManagerMixin  # deferred: fastopt.logging imports torch
+
+    return issubclass(obj_cls, ManagerMixin)
+
+
 def instantiate(obj_cls: Any, args: dict[str, Any], registry: Registry, cfg: Any = None) -> Any:
-    """Call ``obj_cls(**args)``; a keyword that does not fit names the type and the keyword."""
+    """Call ``obj_cls(**args)``; a keyword that does not fit names the type and the keyword.
+
+    A ``ManagerMixin`` subclass is built with ``get_instance(**args)`` (MMEngine's rule), so
+    that its ``get_current_instance()`` finds the built object.
+    """
+    factory = obj_cls.get_instance if _is_manager_class(obj_cls) else obj_cls
     try:
-        return obj_cls(**args)
+        return factory(**args)
     except TypeError as e:
-        problem = _signature_problem(obj_cls, args)
+        problem = _signature_problem(factory, args)
         if problem is None:
             raise  # raised inside the constructor: propagate unchanged
         message = (
@@ -132,6 +176,7 @@ def build_from_cfg(
     ``type`` may be a registered name, a full dotted path or a class/function; ``_scope_``
     switches the default scope while building.
     """
+    check_registry(registry)
     args, scope = _prepare(cfg, default_args)
     with registry.switch_scope_and_registry(scope) as reg:
         obj_cls = resolve_type(args.pop("type"), reg, cfg)
@@ -156,6 +201,7 @@ def build_scheduler_from_cfg(
 
     The Runner passes ``epoch_length`` in ``default_args``; it is only used for conversion.
     """
+    check_registry(registry)
     args, scope = _prepare(cfg, default_args)
     with registry.switch_scope_and_registry(scope) as reg:
         convert = args.pop("convert_to_iter_based", False)
@@ -187,6 +233,7 @@ def build_model_from_cfg(
 
 def build_runner_from_cfg(cfg: Any, registry: Registry) -> Any:
     """Build a runner with ``runner_cls.from_cfg(cfg)``; ``runner_type`` picks the class."""
+    check_registry(registry)
     if not isinstance(cfg, Mapping):
         raise TypeError(f"cfg should be a dict, ConfigDict or Config, but got {type(cfg)}")
     args = cfg.copy()  # keeps a Config a Config: the runner may want its filename

@@ -18,6 +18,14 @@ class UnknownTypeError(_MessageKeyError):
     """A ``type`` name is not registered in the registry (nor its parents)."""
 
 
+class DisallowedTypeError(UnknownTypeError):
+    """A dotted ``type`` path names an object that does not belong in the registry.
+
+    See :mod:`fastopt.registry.type_policy`. A subclass of :class:`UnknownTypeError`: code that
+    handles "no such type" handles this too, and nothing named by the path was called.
+    """
+
+
 class MissingTypeError(_MessageKeyError):
     """A config to build has no ``type`` (and the default arguments do not give one)."""
 

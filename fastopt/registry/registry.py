@@ -19,7 +19,8 @@ from typing import Any, Callable
 
 from .build_functions import build_from_cfg
 from .default_scope import DefaultScope
-from .errors import DuplicateRegistrationError
+from .errors import DisallowedTypeError, DuplicateRegistrationError
+from .type_policy import check_dotted_type
 
 
 def import_if_exists(name: str) -> ModuleType | None:
@@ -37,30 +38,35 @@ def import_if_exists(name: str) -> ModuleType | None:
 
 
 def get_object_from_string(path: str) -> Any:
-    """Resolve a full dotted path such as ``'torch.optim.SGD'``; None if it does not exist.
+    """The object at a dotted path such as ``'torch.optim.SGD'`` (MMEngine's helper); None if
+    there is none. A path of modules only (``'torch.optim'``) gives the module.
 
-    Only names with a dot are resolved and a module is never returned: a registry lookup
-    of ``'os'`` must not hand back a module object.
+    Packages are imported part by part; an attribute that is not a module wins over a
+    submodule of the same name (``mmcv.ops.nms`` is the function). This resolves anything:
+    registries check the result with :func:`fastopt.registry.type_policy.check_dotted_type`.
     """
-    if "." not in path:
-        return None
     parts = path.split(".")
-    module: ModuleType | None = None
-    i = len(parts) - 1
-    # longest importable module prefix, then attribute access for the rest
-    while i > 0:
-        module = import_if_exists(".".join(parts[:i]))
-        if module is not None:
-            break
-        i -= 1
+    module = import_if_exists(parts[0])
     if module is None:
         return None
+    i = 1
+    while i < len(parts):
+        attr = getattr(module, parts[i], None)
+        if attr is not None and not isinstance(attr, ModuleType):
+            break
+        sub = import_if_exists(".".join(parts[: i + 1]))
+        if sub is None:
+            if attr is None:
+                return None
+            sub = attr  # a module reachable only as an attribute
+        module = sub
+        i += 1
     obj: Any = module
     for part in parts[i:]:
         obj = getattr(obj, part, None)
         if obj is None:
             return None
-    return None if isinstance(obj, ModuleType) else obj
+    return obj
 
 
 class Registry:
@@ -73,6 +79,9 @@ class Registry:
         parent: registry consulted for names this one lacks.
         scope: the package the registry belongs to; inferred from the caller's module.
         locations: modules imported on the first lookup so that their classes register.
+        member_types: the classes (or their dotted paths) whose subclasses belong here; a
+            dotted ``type`` path may name only those or a registered object (see
+            :mod:`fastopt.registry.type_policy`). Default: the parent's.
     """
 
     def __init__(
@@ -82,8 +91,12 @@ class Registry:
         parent: Registry | None = None,
         scope: str | None = None,
         locations: Sequence[str] = (),
+        *,
+        member_types: Sequence[type | str] | None = None,
     ) -> None:
         self._name = name
+        self._member_types_cfg = None if member_types is None else tuple(member_types)
+        self._member_types: tuple[type, ...] | None = None
         self._module_dict: dict[str, Any] = {}
         self._children: dict[str, Registry] = {}
         self._locations = list(locations)
@@ -141,6 +154,23 @@ class Registry:
         return self._scope
 
     @property
+    def member_types(self) -> tuple[type, ...]:
+        """Classes whose subclasses belong here (inherited from the parent when not given)."""
+        if self._member_types is None:
+            if self._member_types_cfg is None:
+                return self.parent.member_types if self.parent is not None else ()
+            resolved = []
+            for item in self._member_types_cfg:
+                cls = get_object_from_string(item) if isinstance(item, str) else item
+                if not inspect.isclass(cls):
+                    raise TypeError(
+                        f"member type {item!r} of the {self._name} registry is not a class"
+                    )
+                resolved.append(cls)
+            self._member_types = tuple(resolved)
+        return self._member_types
+
+    @property
     def module_dict(self) -> dict[str, Any]:
         return self._module_dict
 
@@ -156,7 +186,12 @@ class Registry:
         return len(self._module_dict)
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self.get(key) is not None
+        if not isinstance(key, str):
+            return False
+        try:
+            return self.get(key) is not None
+        except DisallowedTypeError:
+            return False
 
     def __repr__(self) -> str:
         names = ", ".join(sorted(self._module_dict))
@@ -273,7 +308,11 @@ class Registry:
         """The object registered as ``key``; None when not found.
 
         ``key`` may carry a scope (``'mmdet.ResNet'``) or be a full dotted import path
-        (``'torch.optim.SGD'``). Without a scope the ancestors are searched too.
+        (``'torch.optim.SGD'``). Without a scope the ancestors are searched too. A dotted path
+        that resolves to an object which does not belong here raises
+        :class:`~fastopt.registry.DisallowedTypeError` (see
+        :mod:`fastopt.registry.type_policy`; under ``allow_dotted_types()`` any object, modules
+        included, is returned as in MMEngine).
         """
         if not isinstance(key, str):
             raise TypeError(f"The key argument of `Registry.get` must be a str, got {type(key)}")
@@ -301,11 +340,13 @@ class Registry:
                 # only recurse when the scope is known, otherwise root.get loops forever
                 if root is not self and (scope == root._scope or scope in root._children):
                     obj = root.get(key)
-        if obj is None:
+        if obj is None and "." in key:
             try:
                 obj = get_object_from_string(key)
             except Exception as e:  # noqa: BLE001 - MMEngine wraps any failure the same way
                 raise RuntimeError(f"Failed to get {key}") from e
+            if obj is not None:
+                obj = check_dotted_type(key, obj, self)
         return obj
 
     # ------------------------------------------------------------------ build

@@ -81,6 +81,7 @@ from .checkpoint import (
 from .log_processor import LogProcessor
 from .logger import activate, build_run_logger, close_run_logger, deactivate
 from .randomness import get_rng_state, set_random_seed, set_rng_state
+from .run_length import check_schedules_fit
 
 ConfigType = Mapping[str, Any]
 
@@ -819,6 +820,7 @@ class Runner:
             raise RuntimeError("build the optim_wrapper before the parameter schedulers")
         kwargs: dict[str, Any] = {}
         if self.train_loop_built:
+            check_schedules_fit(self, scheduler)
             kwargs = dict(
                 epoch_length=len(self.train_dataloader),
                 max_epochs=self.max_epochs,
@@ -925,7 +927,7 @@ class Runner:
             raise TypeError(f"hook should be an instance of Hook or dict, but got {hook}")
         cfg_priority = None
         if isinstance(hook, Mapping):
-            cfg = dict(hook)
+            cfg = hook.copy() if isinstance(hook, dict) else dict(hook)  # keeps a config's origin
             cfg_priority = cfg.pop("priority", None)
             hook_obj = HOOKS.build(cfg)
             if not isinstance(hook_obj, Hook):
