@@ -320,6 +320,20 @@ def test_tensorboard_backend_writes_real_event_files(tmp_path):
     assert "config/text_summary" in events.Tags()["tensors"]
 
 
+def test_visualizer_from_a_scoped_config_is_the_current_instance(tmp_path):
+    """A visualizer dict brought in by a pkg:: base carries _scope_ (as MMEngine's loader
+    marks it): it builds through the registry, as a ManagerMixin with get_instance."""
+    from fastopt.visualization import Visualizer
+
+    runner = build(
+        tmp_path,
+        visualizer=dict(
+            type="Visualizer", _scope_="fastopt", vis_backends=[dict(type="LocalVisBackend")]
+        ),
+    )
+    assert Visualizer.get_current_instance() is runner.visualizer
+
+
 def test_progress_bar_only_on_an_interactive_terminal(tmp_path, monkeypatch):
     master, slave = os.openpty()
     with open(slave, "w") as tty, open(os.devnull, "w") as null:

@@ -50,6 +50,7 @@ RUNNER_KEYS = frozenset(
         "experiment_name",
         "model_wrapper_cfg",
         "find_unused_parameters",
+        "sync_bn",
     }
 )
 # read elsewhere: RUNNERS.build / the commands (runner_type), Config.fromfile (custom_imports)
@@ -74,7 +75,6 @@ LEGACY_KEYS: Mapping[str, str] = {
 # read by MMEngine's Runner but not by fastopt's: present and set, they get a warning
 MMENGINE_ONLY_KEYS: Mapping[str, str] = {
     "compile": "the model is not compiled (call torch.compile in the model)",
-    "sync_bn": "BatchNorm is not converted (use torch.nn.SyncBatchNorm in the model)",
     "efficient_conv_bn_eval": "not supported",
     "activation_checkpointing": "not supported",
     "strategy": "MMEngine's FlexibleRunner strategies are not supported",

@@ -40,7 +40,7 @@ from fastopt.dataset import loader_sampler
 from fastopt.evaluator import BaseMetric, Evaluator
 from fastopt.hooks import Hook
 from fastopt.hooks.priority import get_priority, priority_name
-from fastopt.logging import ManagerMixin, MessageHub
+from fastopt.logging import MessageHub
 from fastopt.loops import BaseLoop, EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
 from fastopt.model import (
     MMDistributedDataParallel,
@@ -60,7 +60,6 @@ from fastopt.registry import (
     RUNNERS,
     VISUALIZERS,
     DefaultScope,
-    resolve_type,
 )
 from fastopt.scheduler import _ParamScheduler, build_param_schedulers
 from fastopt.visualization import Visualizer
@@ -93,16 +92,6 @@ DEFAULT_HOOKS: dict[str, dict[str, Any]] = {
     "param_scheduler": dict(type="ParamSchedulerHook"),
     "checkpoint": dict(type="CheckpointHook", interval=1),
 }
-
-
-def _build_maybe_manager(registry: Any, cfg: Mapping[str, Any]) -> Any:
-    """Build from ``registry``; a ``ManagerMixin`` class is built with ``get_instance`` so
-    that ``get_current_instance()`` finds it (MMEngine's rule)."""
-    args = dict(cfg)
-    cls = resolve_type(args.pop("type"), registry, cfg)
-    if isinstance(cls, type) and issubclass(cls, ManagerMixin):
-        return cls.get_instance(**args)
-    return cls(**args)
 
 
 def _logged_phase(method: Any) -> Any:
@@ -613,7 +602,7 @@ class Runner:
                 self._experiment_name if cfg.get("name") in (None, "visualizer") else cfg["name"]
             )
             cfg.setdefault("save_dir", save_dir)
-            return _build_maybe_manager(VISUALIZERS, cfg)
+            return VISUALIZERS.build(cfg)  # a ManagerMixin: get_instance, with its _scope_
         raise TypeError(
             f"visualizer should be a Visualizer, a dict or None, but got {type(visualizer).__name__}"
         )
