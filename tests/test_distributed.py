@@ -52,7 +52,11 @@ default_hooks = dict(
     logger=dict(type="LoggerHook", interval=2),
 )
 randomness = dict(seed=0)
+{extra}
 """
+
+# FSDP2: the transformer layer and the rest of the model sharded over the processes
+FSDP2 = 'model_wrapper_cfg = dict(type="FullyShard", shard_modules=["layers.*"])'
 
 ADAMW = 'dict(type="FusedAdamW", lr=3e-3, weight_decay=0.05)'
 ZERO_ADAMW = (
@@ -68,14 +72,20 @@ def _env() -> dict:
     return env
 
 
-def _train(tmp: Path, name: str, optimizer: str, nproc: int) -> Path:
+def _train(
+    tmp: Path, name: str, optimizer: str, nproc: int, extra: str = "", resume: Path | None = None
+) -> Path:
     """Run `fastopt train` (under torchrun when nproc > 1); return the work dir."""
     config = tmp / f"{name}.py"
     config.write_text(
-        CONFIG.format(batch_size=GLOBAL_BATCH // nproc, optimizer=optimizer, max_norm=MAX_NORM)
+        CONFIG.format(
+            batch_size=GLOBAL_BATCH // nproc, optimizer=optimizer, max_norm=MAX_NORM, extra=extra
+        )
     )
     work = tmp / name
     train = ["-m", "fastopt", "train", str(config), "--work-dir", str(work)]
+    if resume is not None:
+        train += ["--resume", str(resume)]
     if nproc == 1:
         cmd = [sys.executable, *train]
     else:
@@ -93,7 +103,9 @@ def _train(tmp: Path, name: str, optimizer: str, nproc: int) -> Path:
         cmd, cwd=tmp, env=_env(), capture_output=True, text=True, timeout=300, check=False
     )
     assert proc.returncode == 0, _failure(proc)
-    assert "fastopt train: finished 2 epochs (16 iterations)" in proc.stdout
+    if resume is None:
+        assert "fastopt train: finished 2 epochs (16 iterations)" in proc.stdout
+    assert os.path.isfile(work / "epoch_2.pth")
     return work
 
 
@@ -172,29 +184,63 @@ def test_zero_redundancy_fused_adamw_two_processes_equal_one(tmp_path, single_pr
 
 
 def _resume_single(tmp: Path, checkpoint: Path) -> Path:
-    """Finish the 2-process ZeRO run's second epoch in one process with plain FusedAdamW."""
-    config = tmp / "resume.py"
-    config.write_text(CONFIG.format(batch_size=GLOBAL_BATCH, optimizer=ADAMW, max_norm=MAX_NORM))
-    work = tmp / "resumed"
+    """Finish a 2-process run's second epoch in one process with plain FusedAdamW."""
+    return _train(tmp, "resumed", ADAMW, nproc=1, resume=checkpoint)
+
+
+def test_fsdp2_two_processes_equal_one_and_resume_at_any_world_size(tmp_path, single_process):
+    work = _train(tmp_path, "fsdp2", ADAMW, nproc=2, extra=FSDP2)
+    _assert_same_weights(_weights(work), _weights(single_process))
+    norms = _grad_norms(work)  # clipping by the norm over both processes' shards
+    assert norms and max(norms) > MAX_NORM
+    assert norms == pytest.approx(_grad_norms(single_process), rel=1e-4)
+    # a full checkpoint: plain weights and the optimizer state by parameter name
+    ckpt = torch.load(work / "epoch_2.pth", weights_only=True)
+    assert ckpt["meta"]["optimizer_state_by_name"] is True
+    assert set(ckpt["optimizer"]["state"]) == set(ckpt["state_dict"]) - {
+        k for k in ckpt["state_dict"] if "running" in k or "num_batches" in k
+    }
+    assert all(type(v) is torch.Tensor for v in ckpt["state_dict"].values())
+    # resumed with 1 process (no FSDP2) and with 2 (FSDP2): the same end as the whole run
+    one = _resume_single(tmp_path, work / "epoch_1.pth")
+    _assert_same_weights(_weights(one), _weights(single_process))
+    two = _train(
+        tmp_path, "fsdp2-resumed", ADAMW, nproc=2, extra=FSDP2, resume=work / "epoch_1.pth"
+    )
+    resumed = _weights(two)
+    for key, value in _weights(work).items():
+        assert torch.equal(resumed[key], value), key  # exact on the CPU
+
+
+def test_vit_fsdp2_example_under_torchrun(tmp_path):
+    """configs/vit_adamw_fsdp2.py as the README runs it, shortened with --cfg-options."""
+    config = Path(__file__).resolve().parents[1] / "configs" / "vit_adamw_fsdp2.py"
+    work = tmp_path / "vit"
+    short = [
+        "train_cfg.max_iters=400",
+        "train_cfg.val_interval=400",
+        "train_cfg.dynamic_intervals=[]",
+        "train_dataloader.batch_size=16",  # per process: the 1-process test's 32 in all
+        "train_dataloader.dataset.num_samples=4000",
+        "train_dataloader.dataset.image_size=24",
+        "val_dataloader.dataset.image_size=24",
+        "val_dataloader.dataset.num_samples=500",
+        "model.image_size=24",
+        "default_hooks.checkpoint.interval=400",
+        "randomness.seed=0",
+    ]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "fastopt", "train", str(config), "--launcher", "pytorch"]
+    cmd += ["--work-dir", str(work), "--cfg-options", *short]
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fastopt",
-            "train",
-            str(config),
-            "--work-dir",
-            str(work),
-            "--resume",
-            str(checkpoint),
-        ],
-        cwd=tmp,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=400, check=False
     )
     assert proc.returncode == 0, _failure(proc)
-    assert os.path.isfile(work / "epoch_2.pth")
-    return work
+    (scalars,) = work.glob("*/vis_data/scalars.json")
+    records = [json.loads(line) for line in scalars.read_text().splitlines()]
+    accuracy = [r["accuracy/top1"] for r in records if "accuracy/top1" in r]
+    assert accuracy and accuracy[-1] > 25.0  # chance is 12.5%
+    ckpt = torch.load(work / "iter_400.pth", weights_only=True)
+    assert ckpt["meta"]["optimizer_state_by_name"] is True
+    log = next(work.glob("*/*.log")).read_text()
+    assert "World size: 2" in log

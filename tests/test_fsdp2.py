@@ -184,3 +184,29 @@ def test_fsdp2_first_step_of_the_reported_case(fsdp2_results):
     fastopt.FusedAdamW(model.parameters()).step()
     for a, b in zip(fsdp2_results["first-step"][0], model.parameters()):
         torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_fully_shard_config_errors_name_the_argument():
+    from fastopt.registry import MODEL_WRAPPERS
+
+    model = _model()
+    with pytest.raises(ValueError, match=r"shard_modules \['blocks\.\*'\] match no module"):
+        MODEL_WRAPPERS.build(dict(type="FullyShard", shard_modules=["blocks.*"], module=model))
+    with pytest.raises(TypeError, match="shard_modules must be a list"):
+        MODEL_WRAPPERS.build(dict(type="FullyShard", shard_modules="0", module=model))
+    with pytest.raises(ValueError, match="mp_policy.param_dtype='bf16' is not a torch dtype"):
+        MODEL_WRAPPERS.build(
+            dict(type="FullyShard", mp_policy=dict(param_dtype="bf16"), module=model)
+        )
+    with pytest.raises(ValueError, match=r"mp_policy has no \['param_type'\]"):
+        MODEL_WRAPPERS.build(
+            dict(type="FullyShard", mp_policy=dict(param_type="bfloat16"), module=model)
+        )
+
+
+def test_shard_modules_pick_outermost_matches_by_name_or_class():
+    from fastopt.model.fsdp import _targets
+
+    model = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(2, 2)), torch.nn.Linear(2, 2))
+    assert [n for n, _ in _targets(model, ["*"])] == ["0", "1"]  # not 0.0 inside 0
+    assert [n for n, _ in _targets(model, ["Linear"])] == ["0.0", "1"]

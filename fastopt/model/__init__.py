@@ -1,6 +1,7 @@
 """Models the runner trains: ``BaseModel`` / ``BaseModule``, data preprocessors, averaged
 models, DDP wrapper, SyncBatchNorm conversion, and small classifiers for the example configs."""
 
+from . import fsdp  # noqa: F401  (registers model_wrapper_cfg type 'FullyShard')
 from .averaged_model import (
     BaseAveragedModel,
     ExponentialMovingAverage,

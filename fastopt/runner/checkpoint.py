@@ -195,7 +195,12 @@ def load_model_state(
 
     With ``strict=True`` any mismatch raises; otherwise it is logged as a warning.
     """
-    result = model.load_state_dict(state_dict, strict=False)
+    from fastopt.model.fsdp import is_fully_sharded, load_full_model_state_dict
+
+    if is_fully_sharded(model):  # FSDP2: every rank cuts the full tensors to its shards
+        result = load_full_model_state_dict(model, state_dict, strict=False)
+    else:
+        result = model.load_state_dict(state_dict, strict=False)
     problems = []
     if result.unexpected_keys:
         problems.append(f"unexpected key in source state_dict: {', '.join(result.unexpected_keys)}")

@@ -49,6 +49,14 @@ from fastopt.model import (
     revert_sync_batchnorm,
     unwrap_model,
 )
+from fastopt.model.fsdp import (
+    OPTIMIZER_STATE_BY_NAME,
+    full_model_state_dict,
+    full_optimizer_state_dict,
+    is_fully_sharded,
+    load_full_optimizer_state_dict,
+)
+from fastopt.ops.dtensor import is_dtensor
 from fastopt.registry import (
     EVALUATOR,
     HOOKS,
@@ -702,7 +710,8 @@ class Runner:
         if hasattr(model, "init_weights"):
             model.init_weights()
             for tensor in model.state_dict().values():
-                dist.broadcast(tensor)
+                if not is_dtensor(tensor):  # FSDP2 shards: each rank owns its own
+                    dist.broadcast(tensor)
 
     # ---------------------------------------------------------------- optimization
     def build_optim_wrapper(self, optim_wrapper: OptimWrapper | dict) -> OptimWrapper:
@@ -1140,7 +1149,12 @@ class Runner:
 
         if "optimizer" in checkpoint and resume_optimizer and self.optim_wrapper is not None:
             self.optim_wrapper = self.build_optim_wrapper(self.optim_wrapper)
-            self.optim_wrapper.load_state_dict(checkpoint["optimizer"])
+            state = checkpoint["optimizer"]
+            if meta.get(OPTIMIZER_STATE_BY_NAME):  # saved by an FSDP2 run, at any world size
+                optimizer = self.optim_wrapper.optimizer
+                load_full_optimizer_state_dict(unwrap_model(self.model), optimizer, state)
+                state = {**state, **optimizer.state_dict()}  # this run's layout, loaded again
+            self.optim_wrapper.load_state_dict(state)
 
         if resume_param_scheduler and self.param_schedulers is None:
             self.logger.warning(
@@ -1235,9 +1249,12 @@ class Runner:
                 meta["dataset_meta"] = metainfo
 
         model = unwrap_model(self.model)
+        sharded = is_fully_sharded(model)  # FSDP2: full state dicts, gathered to rank 0
         checkpoint: dict[str, Any] = {
             "meta": meta,
-            "state_dict": weights_to_cpu(model.state_dict()),
+            "state_dict": full_model_state_dict(model)
+            if sharded
+            else weights_to_cpu(model.state_dict()),
             "message_hub": self.message_hub.state_dict(),
         }
         if save_optimizer:
@@ -1246,7 +1263,16 @@ class Runner:
                     "self.optim_wrapper should be an `OptimWrapper` or `OptimWrapperDict` "
                     f"instance, but got {self.optim_wrapper}"
                 )
-            checkpoint["optimizer"] = _to_cpu(self.optim_wrapper.state_dict())
+            state = self.optim_wrapper.state_dict()
+            if sharded:
+                if isinstance(self.optim_wrapper, OptimWrapperDict):
+                    raise NotImplementedError(
+                        "checkpoints of an FSDP2 model with several optimizers (OptimWrapperDict)"
+                    )
+                # by parameter name, unsharded: it loads at any world size, with or without FSDP2
+                state.update(full_optimizer_state_dict(model, self.optim_wrapper.optimizer))
+                meta[OPTIMIZER_STATE_BY_NAME] = True
+            checkpoint["optimizer"] = _to_cpu(state)
         if save_param_scheduler and self.param_schedulers is None:
             if not self._warned_no_schedulers:
                 self._warned_no_schedulers = True
