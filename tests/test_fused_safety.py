@@ -433,7 +433,7 @@ def test_meta_param_is_refused():
     assert not o.state
 
 
-def test_dtensor_params_are_stepped_or_refused_without_a_crash():
+def test_dtensor_params_are_stepped_or_refused_without_a_crash(tmp_path):
     """Replicate and Shard DTensors step on their local shards (tests/test_fsdp2.py runs FSDP2
     over 2 processes); a Partial placement (unreduced sums) is refused before anything changes."""
     script = textwrap.dedent(
@@ -469,6 +469,7 @@ def test_dtensor_params_are_stepped_or_refused_without_a_crash():
         [sys.executable, "-c", script],
         capture_output=True,
         text=True,
+        cwd=tmp_path,  # not the source tree, which has no compiled engine in CI
         env=fastopt_subprocess_env(),
         timeout=120,
     )
