@@ -359,6 +359,21 @@ def test_val_and_test_before_train_with_schedulers_configured(tmp_path):
     assert runner.optim_wrapper.get_lr()["lr"][0] == pytest.approx(0.05)
 
 
+def test_val_before_train_with_save_best(tmp_path):
+    """A validation outside training saves no best checkpoint (there is no run state yet);
+    the training that follows saves its own."""
+    runner = build(
+        tmp_path,
+        train_cfg=dict(by_epoch=True, max_epochs=2),
+        val_evaluator=dict(type="RunnerToyAccuracy", scores=[0.9, 0.5, 0.6]),
+        default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=1, save_best="auto")),
+    )
+    assert runner.val() == {"acc": 0.9}
+    assert not list(tmp_path.glob("best_*.pth"))
+    runner.train()
+    assert [p.name for p in tmp_path.glob("best_*.pth")] == ["best_acc_epoch_2.pth"]
+
+
 def test_param_scheduler_hook_skips_configs_of_every_form():
     hook = HOOKS.build(dict(type="ParamSchedulerHook"))
     for configs in (

@@ -255,6 +255,8 @@ class CheckpointHook(Hook):
                     "will be skipped in this evaluation."
                 )
             return
+        if self.out_dir is None:  # runner.val() outside training: no run state to checkpoint
+            return
         self._save_best_checkpoint(runner, metrics)
 
     def after_train(self, runner: Runner) -> None:
