@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "core/ops.h"
 #include "plan.h"
 #if FASTOPT_WITH_CUDA || FASTOPT_SIMT
 #include "cuda/api.h"
@@ -32,8 +33,50 @@ using fastopt::Plan;
 
 namespace {
 
-// Chunk size of the CPU engine, in elements (see cpu/cpu_engine.cpp).
-constexpr int64_t kCpuChunkElems = 1 << 16;
+using fastopt::kCpuChunkElems;
+
+// The catalog of the op list (core/ops.h) and the codes Python hands the engine: what
+// fastopt.ops.catalog reads instead of repeating it.
+template <class Op>
+py::dict op_record() {
+  py::dict d;
+  d["name"] = Op::kName;
+  d["hyper_keys"] = std::vector<std::string>(std::begin(Op::kHyperKeys), std::end(Op::kHyperKeys));
+  d["state_keys"] = std::vector<std::string>(std::begin(Op::kStateKeys), std::end(Op::kStateKeys));
+  d["has_step"] = Op::kHasStep;
+  std::vector<std::string> reductions;
+  if (Op::kReductions & fastopt::kParamNorm) reductions.push_back("param_norm");
+  if (Op::kReductions & fastopt::kGradNorm) reductions.push_back("grad_norm");
+  if (Op::kReductions & fastopt::kDirectionNorm) reductions.push_back("direction_norm");
+  d["reductions"] = reductions;
+  return d;
+}
+
+py::dict catalog() {
+  py::dict ops;
+#define FASTOPT_OP_RECORD(Struct, name) ops[#name] = op_record<fastopt::Struct>();
+  FASTOPT_OPS(FASTOPT_OP_RECORD)
+#undef FASTOPT_OP_RECORD
+  py::dict dtypes, layouts, norm_types;
+  for (fastopt::DType d : {fastopt::DType::f32, fastopt::DType::f16, fastopt::DType::bf16})
+    dtypes[py::str(fastopt::dtype_name(d))] = int(d);
+  layouts["contiguous"] = int(fastopt::Layout::contiguous);
+  layouts["dense"] = int(fastopt::Layout::dense);
+  layouts["staged"] = int(fastopt::Layout::staged);
+  norm_types["l2"] = int(fastopt::NormType::l2);
+  norm_types["l1"] = int(fastopt::NormType::l1);
+  norm_types["inf"] = int(fastopt::NormType::inf);
+  norm_types["p"] = int(fastopt::NormType::p);
+  py::dict c;
+  c["ops"] = ops;
+  c["dtypes"] = dtypes;
+  c["layouts"] = layouts;
+  c["norm_types"] = norm_types;
+  c["max_states"] = fastopt::kMaxStates;
+  c["cpu_chunk_elems"] = kCpuChunkElems;
+  c["cuda_chunk_elems"] = fastopt::kCudaChunkElems;
+  return c;
+}
 
 py::dict build_info() {
   py::dict d;
@@ -78,12 +121,15 @@ std::vector<py::dict> launch_records(const std::vector<fastopt::LaunchRecord>& r
   return out;
 }
 
-fastopt::GradPipeline pipeline(int64_t loss_scale, double max_norm, int norm_type, double norm_p,
-                               int64_t norm_out, int64_t found_inf, int64_t total_out = 0,
-                               int64_t total_in = 0) {
+fastopt::GradPipeline pipeline(int64_t loss_scale, double max_norm, double rescale_max_norm,
+                               int norm_type, double norm_p, int64_t norm_out, int64_t found_inf,
+                               int64_t total_out = 0, int64_t total_in = 0) {
+  if (norm_type < 0 || norm_type > int(fastopt::NormType::p))
+    throw std::invalid_argument("bad norm type " + std::to_string(norm_type));
   fastopt::GradPipeline pipe;
   pipe.loss_scale = reinterpret_cast<const float*>(loss_scale);
   pipe.max_norm = max_norm;
+  pipe.rescale_max_norm = rescale_max_norm;
   pipe.norm_type = norm_type;
   pipe.norm_p = norm_p;
   pipe.norm_out = reinterpret_cast<float*>(norm_out);
@@ -110,8 +156,37 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
   m.attr("CPU_CHUNK_ELEMS") = kCpuChunkElems;
   m.def("build_info", &build_info, "What this build of the module contains");
   m.def("cpu_isa", &fastopt::cpu_isa, "The CPU code path in use (baseline, avx2, avx512)");
+  m.def("catalog", &catalog,
+        "The op list: per op its hyperparameter keys, state keys in engine order, whether it "
+        "counts steps and the per-tensor reductions it needs; the dtype, layout and norm type "
+        "codes; chunk sizes");
   m.def("hyper_keys", &fastopt::hyper_keys, py::arg("kind"),
         "Group keys an optimizer kind reads each step");
+
+  py::class_<fastopt::EntrySpec>(m, "Entry", py::module_local(),
+                                 "One tensor of a plan's table (see csrc/plan.h)")
+      .def(py::init([](int64_t param, std::vector<py::object> states, int64_t numel,
+                       int32_t param_dtype, int32_t grad_dtype, int32_t state_dtype,
+                       int32_t group, int64_t step, int32_t fresh, py::object expected_grad_dtype) {
+             fastopt::EntrySpec e;
+             e.param = param;
+             e.states = std::move(states);
+             e.numel = numel;
+             e.param_dtype = param_dtype;
+             e.grad_dtype = grad_dtype;
+             e.state_dtype = state_dtype;
+             e.group = group;
+             e.step = step;
+             e.fresh = fresh;
+             e.expected_grad_dtype = std::move(expected_grad_dtype);
+             return e;
+           }),
+           py::kw_only(), py::arg("param"), py::arg("states"), py::arg("numel"),
+           py::arg("param_dtype"), py::arg("grad_dtype"), py::arg("state_dtype"),
+           py::arg("group"), py::arg("step"), py::arg("fresh"), py::arg("expected_grad_dtype"))
+      .def_readonly("param", &fastopt::EntrySpec::param)
+      .def_readonly("numel", &fastopt::EntrySpec::numel)
+      .def_readonly("group", &fastopt::EntrySpec::group);
   m.def(
       "engine_for",
       [](const std::string& device_type) -> py::object {
@@ -148,15 +223,15 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
   // module_local: _C and _C_simt both bind fastopt::Plan and may be loaded together
   py::class_<Plan>(m, "Plan", py::module_local())
       .def(py::init<std::string, py::list, py::object, py::list, std::vector<int64_t>,
-                    std::vector<int32_t>, std::vector<py::object>, py::list, py::list,
-                    std::vector<int32_t>, int64_t, py::object, bool>(),
+                    std::vector<int32_t>, std::vector<py::object>,
+                    const std::vector<fastopt::EntrySpec>&, py::list, std::vector<int32_t>,
+                    int64_t, py::object, bool>(),
            py::arg("kind"), py::arg("owner_groups"), py::arg("owner_state"), py::arg("params"),
            py::arg("entry_of_param"), py::arg("layouts"), py::arg("dense_strides"),
            py::arg("entries"), py::arg("held"), py::arg("sharded") = std::vector<int32_t>{},
            py::arg("chunk_elems") = 0,
            py::arg("device") = py::none(), py::arg("check_sizes") = true,
-           "entries: per tensor (param ptr, 3 state tensors or None, numel, dtype codes, group, "
-           "step ptr, fresh, grad dtype); held: other tensors the entries point into; sharded: per "
+           "entries: an Entry per tensor; held: other tensors the entries point into; sharded: per "
            "param, 1 for a DTensor (read through its local shard); check_sizes=False "
            "(tests of index arithmetic with fabricated sizes only) skips the per-step size checks")
       .def_static("check_hypers", &Plan::check_hypers, py::arg("kind"), py::arg("groups"),
@@ -167,16 +242,16 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
       .def("set_grad", &Plan::set_grad, py::arg("entry"), py::arg("ptr"), py::arg("active") = true)
       .def(
           "run",
-          [](Plan& plan, int num_threads, double op_scalar, int64_t loss_scale, double max_norm,
-             int norm_type, double norm_p, int64_t norm_out, int64_t found_inf, int64_t stream,
-             int64_t total_out, int64_t total_in) {
-            plan.run(num_threads, op_scalar,
-                     pipeline(loss_scale, max_norm, norm_type, norm_p, norm_out, found_inf,
-                              total_out, total_in),
+          [](Plan& plan, int num_threads, int64_t loss_scale, double max_norm,
+             double rescale_max_norm, int norm_type, double norm_p, int64_t norm_out,
+             int64_t found_inf, int64_t stream, int64_t total_out, int64_t total_in) {
+            plan.run(num_threads,
+                     pipeline(loss_scale, max_norm, rescale_max_norm, norm_type, norm_p, norm_out,
+                              found_inf, total_out, total_in),
                      reinterpret_cast<void*>(stream));
           },
-          py::arg("num_threads"), py::arg("op_scalar") = 0.0, py::arg("loss_scale") = 0,
-          py::arg("max_norm") = 0.0, py::arg("norm_type") = 0, py::arg("norm_p") = 2.0,
+          py::arg("num_threads"), py::arg("loss_scale") = 0, py::arg("max_norm") = 0.0,
+          py::arg("rescale_max_norm") = 0.0, py::arg("norm_type") = 0, py::arg("norm_p") = 2.0,
           py::arg("norm_out") = 0, py::arg("found_inf") = 0, py::arg("stream") = 0,
           py::arg("total_out") = 0, py::arg("total_in") = 0,
           "One step; the pipeline arguments are data pointers of float32 scalars (0: unused), "
@@ -184,12 +259,12 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
           "phases of a norm reduced over processes")
       .def(
           "launches",
-          [](Plan& plan, double op_scalar, int64_t loss_scale, double max_norm, int norm_type,
-             double norm_p, int64_t norm_out, int64_t found_inf) {
-            return launch_records(plan.launches(
-                op_scalar, pipeline(loss_scale, max_norm, norm_type, norm_p, norm_out, found_inf)));
+          [](Plan& plan, int64_t loss_scale, double max_norm, double rescale_max_norm,
+             int norm_type, double norm_p, int64_t norm_out, int64_t found_inf) {
+            return launch_records(plan.launches(pipeline(loss_scale, max_norm, rescale_max_norm,
+                                                         norm_type, norm_p, norm_out, found_inf)));
           },
-          py::arg("op_scalar") = 0.0, py::arg("loss_scale") = 0, py::arg("max_norm") = 0.0,
+          py::arg("loss_scale") = 0, py::arg("max_norm") = 0.0, py::arg("rescale_max_norm") = 0.0,
           py::arg("norm_type") = 0, py::arg("norm_p") = 2.0, py::arg("norm_out") = 0,
           py::arg("found_inf") = 0,
           "The kernel launches run() would make now, as dicts (device engines; [] for the CPU)")

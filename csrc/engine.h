@@ -24,7 +24,6 @@ struct StepInputs {
   // by the device at run time so a captured CUDA graph follows it), or nullptr. Device engines
   // only.
   const float* const* lr_device;
-  double op_scalar;  // optimizer-level constant (LARS eps)
   int num_threads;   // CPU engine
   void* stream;      // cudaStream_t of the CUDA engine (torch's current stream)
 };

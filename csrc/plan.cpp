@@ -5,9 +5,7 @@
 #include <cstring>
 #include <stdexcept>
 
-#include "core/adam.h"
-#include "core/lars.h"
-#include "core/sgd.h"
+#include "core/ops.h"
 
 namespace fastopt {
 
@@ -163,11 +161,6 @@ struct Reader {
   }
 };
 
-template <class Op>
-std::vector<std::string> keys_of() {
-  return std::vector<std::string>(std::begin(Op::kHyperKeys), std::end(Op::kHyperKeys));
-}
-
 // The engine of this module for a device type. _C runs cpu tensors on the CPU engine and cuda
 // tensors on the CUDA engine (when built); _C_simt runs cpu tensors on the CUDA engine compiled
 // for the host emulation, so the CUDA kernels and launch plans execute without a GPU.
@@ -199,10 +192,13 @@ std::string engine_for(const std::string& device_type) {
 }
 
 std::vector<std::string> hyper_keys(const std::string& kind) {
-  if (kind == Sgd::kName) return keys_of<Sgd>();
-  if (kind == Adam::kName) return keys_of<Adam>();
-  if (kind == Lars::kName) return keys_of<Lars>();
-  throw std::invalid_argument("unknown optimizer kind '" + kind + "'");
+  std::vector<std::string> keys;
+  if (!with_op(kind.c_str(), [&](auto op, OpId) {
+        using Op = decltype(op);
+        keys.assign(std::begin(Op::kHyperKeys), std::end(Op::kHyperKeys));
+      }))
+    throw std::invalid_argument("unknown optimizer kind '" + kind + "'");
+  return keys;
 }
 
 Plan::Plan(std::string kind, py::list owner_groups, py::object device)
@@ -254,7 +250,8 @@ void Plan::check_hypers(const std::string& kind, py::list groups, py::object dev
 
 Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::list params,
            std::vector<int64_t> entry_of_param, std::vector<int32_t> layouts,
-           std::vector<py::object> dense_strides, py::list entries, py::list held,
+           std::vector<py::object> dense_strides, const std::vector<EntrySpec>& entries,
+           py::list held,
            std::vector<int32_t> sharded, int64_t chunk_elems, py::object device, bool check_sizes)
     : Plan(std::move(kind), owner_groups, device) {
   check_sizes_ = check_sizes;
@@ -291,17 +288,18 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
   }
 
   Reader read;
-  for (py::handle item : entries) {
-    py::tuple t = py::reinterpret_borrow<py::tuple>(item);
-    if (py::len(t) != 12) throw std::invalid_argument("Plan: an entry has 12 fields");
+  for (const EntrySpec& spec : entries) {
+    if (spec.states.size() != size_t(kMaxStates))
+      throw std::invalid_argument("Plan: an entry has " + std::to_string(kMaxStates) +
+                                  " state slots");
     TensorEntry e{};
-    e.param = reinterpret_cast<void*>(t[0].cast<int64_t>());
+    e.param = reinterpret_cast<void*>(spec.param);
     e.grad = nullptr;
-    e.numel = t[4].cast<int64_t>();
+    e.numel = spec.numel;
     // the state tensors themselves: held, and their pointers and sizes re-checked each step
     // (an int is a raw address, unchecked: for tests of the engine's index arithmetic)
     for (int k = 0; k < kMaxStates; ++k) {
-      py::object state = py::reinterpret_borrow<py::object>(t[1 + k]);
+      py::object state = spec.states[size_t(k)];
       if (PyLong_Check(state.ptr())) {
         e.state[k] = reinterpret_cast<void*>(state.cast<int64_t>());
         state = py::none();
@@ -314,13 +312,19 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
       if (numel != e.numel) throw std::invalid_argument("Plan: a state's size is not its param's");
       e.state[k] = reinterpret_cast<void*>(ptr);
     }
-    e.param_dtype = DType(t[5].cast<int32_t>());
-    e.grad_dtype = DType(t[6].cast<int32_t>());
-    e.state_dtype = DType(t[7].cast<int32_t>());
-    e.group = t[8].cast<int32_t>();
-    e.step = reinterpret_cast<float*>(t[9].cast<int64_t>());
-    e.fresh = t[10].cast<int32_t>();
-    grad_dtype_.push_back(py::reinterpret_borrow<py::object>(t[11]));  // expected grad dtype
+    for (int32_t code : {spec.param_dtype, spec.grad_dtype, spec.state_dtype})
+      if (code < 0 || code > int32_t(DType::bf16))
+        throw std::invalid_argument("Plan: bad dtype code " + std::to_string(code));
+    e.param_dtype = DType(spec.param_dtype);
+    e.grad_dtype = DType(spec.grad_dtype);
+    e.state_dtype = DType(spec.state_dtype);
+    if (spec.group < 0 || size_t(spec.group) >= groups_.size())
+      throw std::invalid_argument("Plan: an entry's group " + std::to_string(spec.group) +
+                                  " is not one of the " + std::to_string(groups_.size()));
+    e.group = spec.group;
+    e.step = reinterpret_cast<float*>(spec.step);
+    e.fresh = spec.fresh;
+    grad_dtype_.push_back(spec.expected_grad_dtype);
     total_elems_ += e.numel;
     entries_.push_back(e);
   }
@@ -585,7 +589,7 @@ void Plan::set_grad(int64_t entry, int64_t ptr, bool active) {
   entries_[entry].active = active;
 }
 
-StepInputs Plan::inputs(int num_threads, double op_scalar, void* stream) {
+StepInputs Plan::inputs(int num_threads, void* stream) {
   StepInputs in;
   in.entries = entries_.data();
   in.n_entries = num_entries();
@@ -593,14 +597,13 @@ StepInputs Plan::inputs(int num_threads, double op_scalar, void* stream) {
   in.hyper_stride = int64_t(keys_.size());
   in.n_groups = int64_t(groups_.size());
   in.lr_device = lr_device_.data();
-  in.op_scalar = op_scalar;
   in.num_threads = num_threads < 1 ? 1 : num_threads;
   in.stream = stream;
   return in;
 }
 
-void Plan::run(int num_threads, double op_scalar, const GradPipeline& pipe, void* stream) {
-  const StepInputs in = inputs(num_threads, op_scalar, stream);
+void Plan::run(int num_threads, const GradPipeline& pipe, void* stream) {
+  const StepInputs in = inputs(num_threads, stream);
   py::gil_scoped_release release;
   engine_->step(in, pipe);
 }
@@ -609,13 +612,13 @@ std::vector<double> Plan::tensor_norms(int which, int norm_type, double p, float
                                        int num_threads, void* stream) {
   if (which != 0 && which != 1) throw std::invalid_argument("which must be 0 or 1");
   if (norm_type < 0 || norm_type > 3) throw std::invalid_argument("bad norm type");
-  const StepInputs in = inputs(num_threads, 0.0, stream);
+  const StepInputs in = inputs(num_threads, stream);
   py::gil_scoped_release release;
   return engine_->tensor_norms(in, which, NormMeasure{NormType(norm_type), p}, scale);
 }
 
-std::vector<LaunchRecord> Plan::launches(double op_scalar, const GradPipeline& pipe) {
-  return engine_->launches(inputs(1, op_scalar, nullptr), pipe);
+std::vector<LaunchRecord> Plan::launches(const GradPipeline& pipe) {
+  return engine_->launches(inputs(1, nullptr), pipe);
 }
 
 void Plan::bind_workspace(int64_t ptr, void* stream) {

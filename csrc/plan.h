@@ -47,13 +47,28 @@ enum class Layout : int32_t {
 
 enum class Refresh : int32_t { ok = 0, rebuild = 1 };
 
+// One tensor of the table as Python describes it (fastopt/ops/plan.py builds these by keyword;
+// the field names are the record's documentation).
+struct EntrySpec {
+  int64_t param = 0;  // the address the engine updates (the param, or its staged copy)
+  // kMaxStates items in the op's state order: state tensors, or None (an int is a raw address,
+  // unchecked: only for tests of the engine's index arithmetic)
+  std::vector<py::object> states;
+  int64_t numel = 0;
+  int32_t param_dtype = 0, grad_dtype = 0, state_dtype = 0;  // DType codes
+  int32_t group = 0;                                         // its param group
+  int64_t step = 0;  // address of its float32 step count (ops with kHasStep), or 0
+  int32_t fresh = 0;  // its fresh state is new: the first update initialises it from the grad
+  py::object expected_grad_dtype;  // the torch.dtype its grads must have
+};
+
 class Plan {
  public:
   // device: the params' torch.device (None: cpu); it selects the engine (see make_engine).
   // chunk_elems 0: the engine's default chunk size.
   Plan(std::string kind, py::list owner_groups, py::object owner_state, py::list params,
        std::vector<int64_t> entry_of_param, std::vector<int32_t> layouts,
-       std::vector<py::object> dense_strides, py::list entries, py::list held,
+       std::vector<py::object> dense_strides, const std::vector<EntrySpec>& entries, py::list held,
        std::vector<int32_t> sharded, int64_t chunk_elems, py::object device, bool check_sizes);
 
   // Re-reads grads and hyperparameters. Returns (status, reason, fixups): fixups are entries
@@ -67,13 +82,13 @@ class Plan {
   // loss scale the grads are unscaled; the total norm is reduced when clipping or reporting;
   // with found_inf set a non-finite grad turns the step into a no-op.
   // stream: the cudaStream_t a device engine launches on (ignored by the CPU engine).
-  void run(int num_threads, double op_scalar, const GradPipeline& pipe, void* stream);
+  void run(int num_threads, const GradPipeline& pipe, void* stream);
   // Per-tensor norm measures (folded, see NormMeasure) of params (which=0) or grads (which=1).
   // A device engine waits for the result (a host synchronisation: for diagnostics, not steps).
   std::vector<double> tensor_norms(int which, int norm_type, double p, float scale, int num_threads,
                                    void* stream);
   // The kernel launches run() would make now (device engines; empty for the CPU engine).
-  std::vector<LaunchRecord> launches(double op_scalar, const GradPipeline& pipe);
+  std::vector<LaunchRecord> launches(const GradPipeline& pipe);
   // Device engines: scratch memory on the params' device, allocated by the caller once per plan.
   int64_t workspace_bytes() const { return engine_->workspace_bytes(); }
   void bind_workspace(int64_t ptr, void* stream);
@@ -90,7 +105,7 @@ class Plan {
  private:
   // The groups, their hyperparameter keys and the device: what check_hypers needs.
   Plan(std::string kind, py::list owner_groups, py::object device);
-  StepInputs inputs(int num_threads, double op_scalar, void* stream);
+  StepInputs inputs(int num_threads, void* stream);
   bool read_hypers(std::string* reason);
   bool read_device_lr(size_t group, PyObject* value, std::string* reason);
   void snapshot_state();

@@ -10,15 +10,13 @@ import importlib
 import pkgutil
 from typing import Any
 
+from fastopt.catalog import CATALOG
+
 __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
-    # fused optimizers
-    "FusedSGD": "fastopt.optim",
-    "FusedAdam": "fastopt.optim",
-    "FusedAdamW": "fastopt.optim",
-    "FusedLARS": "fastopt.optim",
+    # fused optimizers: added from fastopt.catalog below
     # optimizer wrappers
     "OptimWrapper": "fastopt.wrapper",
     "AmpOptimWrapper": "fastopt.wrapper",
@@ -34,6 +32,8 @@ _EXPORTS: dict[str, str] = {
     # introspection
     "info": "fastopt._ext",
 }
+
+_EXPORTS.update({entry.name: "fastopt.optim" for entry in CATALOG})
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -1,19 +1,13 @@
-"""Reference implementations the fused optimizers are tested against."""
+"""Reference implementations the fused optimizers are tested against: the catalog's
+(:mod:`fastopt.catalog`), by fused class name."""
 
 from __future__ import annotations
 
-import torch
-
-from fastopt.benchmark.candidates import reference_lars_class
+from fastopt.benchmark.references import reference_lars_class
+from fastopt.catalog import CATALOG
 
 # mmpretrain's LARS written from its rule (reference doc §2), one tensor at a time: the same
 # baseline `fastopt bench` times
 ReferenceLARS = reference_lars_class()
 
-
-TORCH_FOR_LOOP = {
-    "FusedSGD": lambda params, **kw: torch.optim.SGD(params, foreach=False, **kw),
-    "FusedAdam": lambda params, **kw: torch.optim.Adam(params, foreach=False, **kw),
-    "FusedAdamW": lambda params, **kw: torch.optim.AdamW(params, foreach=False, **kw),
-    "FusedLARS": lambda params, **kw: ReferenceLARS(params, **kw),
-}
+TORCH_FOR_LOOP = {entry.name: entry.reference.build for entry in CATALOG}

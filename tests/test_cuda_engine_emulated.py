@@ -285,8 +285,19 @@ def test_huge_tensor_chunk_arithmetic_with_small_data(case, hooks):
     names = opt._state_spec(opt.param_groups[0]).names
     states = [torch.zeros(real) for _ in names]
     steps = torch.zeros(1)
-    fake = [t.data_ptr() - 4 * offset for t in [p.detach(), *states]] + [0] * (3 - len(states))
-    entry = (fake[0], *fake[1:4], numel, 0, 0, 0, 0, steps.data_ptr(), 1, torch.float32)
+    fake = [t.data_ptr() - 4 * offset for t in [p.detach(), *states]]
+    entry = SIMT.Entry(
+        param=fake[0],
+        states=fake[1:] + [0] * (SIMT.catalog()["max_states"] - len(states)),
+        numel=numel,
+        param_dtype=0,
+        grad_dtype=0,
+        state_dtype=0,
+        group=0,
+        step=steps.data_ptr(),
+        fresh=1,
+        expected_grad_dtype=torch.float32,
+    )
     plan = SIMT.Plan(
         opt._kind,
         opt.param_groups,
@@ -307,7 +318,7 @@ def test_huge_tensor_chunk_arithmetic_with_small_data(case, hooks):
     [update] = [r for r in plan.launches() if r["kernel"].startswith("update")]
     assert update["blocks"] == chunks and update["tensors"] == 1
     hooks(skip=["update", "norms"], skip_below=first)
-    plan.run(1, opt._op_scalar())
+    plan.run(1)
 
     q = torch.nn.Parameter(values.clone())
     q.grad = grads.clone()
@@ -327,7 +338,21 @@ def test_launch_records_of_huge_tensors(limits):
     numel = 3 * 2**31 + 5
     params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(3)]
     opt = fastopt.FusedSGD(params, lr=0.1)
-    entries = [(p.data_ptr(), 0, 0, 0, numel, 0, 0, 0, 0, 0, 0, torch.float32) for p in params]
+    entries = [
+        SIMT.Entry(
+            param=p.data_ptr(),
+            states=[0] * SIMT.catalog()["max_states"],
+            numel=numel,
+            param_dtype=0,
+            grad_dtype=0,
+            state_dtype=0,
+            group=0,
+            step=0,
+            fresh=0,
+            expected_grad_dtype=torch.float32,
+        )
+        for p in params
+    ]
     plan = SIMT.Plan(
         "sgd",
         opt.param_groups,

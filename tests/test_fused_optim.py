@@ -1,4 +1,4 @@
-"""Fused optimizers against torch.optim's for-loop implementations (and a reference LARS)."""
+"""Fused optimizers against the implementations they follow (the catalog's references)."""
 
 from __future__ import annotations
 
@@ -7,35 +7,16 @@ import torch
 from optim_reference import TORCH_FOR_LOOP
 
 import fastopt
+from fastopt.catalog import CATALOG
 
 CHUNK = 1 << 16  # the CPU engine's chunk size
 
 # shapes: empty, one element, odd, larger than one chunk
 SHAPES = [(0,), (1,), (7, 3), (CHUNK + 123,), (33, 5, 2)]
 
-CASES = {
-    "sgd": ("FusedSGD", dict(lr=0.1)),
-    "sgd_momentum": ("FusedSGD", dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=1e-2)),
-    "sgd_nesterov": ("FusedSGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)),
-    "sgd_maximize": ("FusedSGD", dict(lr=0.05, momentum=0.5, maximize=True)),
-    "adam": ("FusedAdam", dict(lr=1e-2)),
-    "adam_l2_amsgrad": ("FusedAdam", dict(lr=1e-2, weight_decay=0.1, amsgrad=True)),
-    "adam_maximize": ("FusedAdam", dict(lr=1e-2, betas=(0.8, 0.99), maximize=True)),
-    "adam_low_beta": ("FusedAdam", dict(lr=1e-2, betas=(0.3, 0.9), eps=1e-6)),
-    "adamw": ("FusedAdamW", dict(lr=1e-2, weight_decay=0.05)),
-    "adamw_amsgrad": ("FusedAdamW", dict(lr=1e-2, weight_decay=0.05, amsgrad=True)),
-    "lars": ("FusedLARS", dict(lr=0.1, momentum=0.9, weight_decay=1e-4)),
-    "lars_nesterov": ("FusedLARS", dict(lr=0.1, momentum=0.9, nesterov=True, eta=0.02)),
-    "lars_no_momentum": ("FusedLARS", dict(lr=0.1, weight_decay=1e-4)),
-}
-
-# per-group overrides: different lr / wd / momentum in each group
-GROUP_OVERRIDES = {
-    "FusedSGD": [{}, {"lr": 0.01, "weight_decay": 0.1}, {"momentum": 0.0}],
-    "FusedAdam": [{}, {"lr": 3e-3, "weight_decay": 0.01}, {"betas": (0.5, 0.9)}],
-    "FusedAdamW": [{}, {"lr": 3e-3, "weight_decay": 0.0}, {"betas": (0.5, 0.9)}],
-    "FusedLARS": [{}, {"lr": 0.01, "lars_exclude": True}, {"momentum": 0.5, "weight_decay": 0.0}],
-}
+# every optimizer's test cases and per-group overrides, from the catalog
+CASES = {case: (o.name, kw) for o in CATALOG for case, kw in o.cases.items()}
+GROUP_OVERRIDES = {o.name: list(o.group_overrides) for o in CATALOG}
 
 
 def make_params(seed: int, dtype=torch.float32):

@@ -9,15 +9,17 @@
 #include <cmath>
 #include <utility>
 
+#include "lerp.h"
 #include "table.h"
 
 namespace fastopt {
 
 struct Adam {
   static constexpr const char* kName = "adam";
-  static constexpr int kStates = 3;  // exp_avg, exp_avg_sq, max_exp_avg_sq (amsgrad only)
+  static constexpr int kStates = 3;  // max_exp_avg_sq: amsgrad only
+  static constexpr const char* kStateKeys[kStates] = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
   static constexpr bool kHasStep = true;
-  static constexpr bool kNeedsNorms = false;
+  static constexpr unsigned kReductions = 0;
   enum Hyper {
     kLr,
     kBeta1,
@@ -48,8 +50,7 @@ struct Adam {
   };
 
   // Scalars are formed in double and rounded once, as torch does with Python floats.
-  FASTOPT_HD static Args prepare(const double* h, double step, TensorNorms, int /*fresh*/,
-                                 double /*op_scalar*/) {
+  FASTOPT_HD static Args prepare(const double* h, double step, int /*fresh*/) {
     const double lr = h[kLr], beta1 = h[kBeta1], beta2 = h[kBeta2], wd = h[kWeightDecay];
     const bool decoupled = h[kDecoupled] != 0.0;
     Args a;
@@ -63,7 +64,7 @@ struct Adam {
     a.decay = decoupled ? float(1.0 - lr * wd) : 1.f;
     a.wd = decoupled ? 0.f : float(wd);
     a.wd_mask = mask_of(!decoupled && wd != 0.0);
-    a.variant = (h[kAmsgrad] != 0.0 ? kAmsgrad_ : 0) | (a.one_minus_beta1 < 0.5f ? 0 : kLargeWeight);
+    a.variant = (h[kAmsgrad] != 0.0 ? kAmsgrad_ : 0) | (lerp_large_weight(a.one_minus_beta1) ? kLargeWeight : 0);
     return a;
   }
 
@@ -72,9 +73,7 @@ struct Adam {
     g = g * a.grad_sign;
     p = p * a.decay;
     g = g + masked(a.wd * p, a.wd_mask);
-    // torch's lerp: self + w * (end - self) for |w| < 0.5, else end - (end - self) * (1 - w)
-    const float w = a.one_minus_beta1;
-    const float m = V & kLargeWeight ? g - (g - s[0]) * (1.f - w) : s[0] + w * (g - s[0]);
+    const float m = torch_lerp<(V & kLargeWeight) != 0>(s[0], g, a.one_minus_beta1);
     float v = s[1] * a.beta2;
     v = v + a.one_minus_beta2 * g * g;
     float v_hat = v;

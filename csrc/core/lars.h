@@ -5,7 +5,7 @@
 //   buf = first ? d : momentum * buf + (1 - dampening) * d     (when momentum != 0)
 //   d = nesterov ? d + momentum * buf : buf
 //   p -= d
-// The per-tensor norms come from the engine's reduction pass (no host round trip).
+// The per-tensor norms come from the engines' reduction pass (no host round trip).
 #pragma once
 
 #include <utility>
@@ -16,9 +16,10 @@ namespace fastopt {
 
 struct Lars {
   static constexpr const char* kName = "lars";
-  static constexpr int kStates = 1;  // momentum_buffer (only when momentum != 0)
+  static constexpr int kStates = 1;  // (only when momentum != 0)
+  static constexpr const char* kStateKeys[kStates] = {"momentum_buffer"};
   static constexpr bool kHasStep = false;
-  static constexpr bool kNeedsNorms = true;
+  static constexpr unsigned kReductions = kParamNorm | kGradNorm;
   enum Hyper {
     kLr,
     kMomentum,
@@ -26,11 +27,12 @@ struct Lars {
     kWeightDecay,
     kNesterov,
     kEta,
+    kEps,
     kLarsExclude,
     kNumHyper
   };
   static constexpr const char* kHyperKeys[kNumHyper] = {
-      "lr", "momentum!", "dampening", "weight_decay", "nesterov", "eta", "lars_exclude?"};
+      "lr", "momentum!", "dampening", "weight_decay", "nesterov", "eta", "eps", "lars_exclude?"};
 
   // Compile-time variants (uniform per tensor): bit 0 momentum, 1 first step, 2 Nesterov.
   enum Variant { kMomentum_ = 1, kFirst = 2, kNesterov_ = 4 };
@@ -40,23 +42,32 @@ struct Lars {
   struct Args {
     float actual_lr, momentum, one_minus_dampening, wd;
     int variant;
+    int trust;  // the trust ratio applies (lars_exclude is false)
+    double lr, eta, wd_d, eps;  // for adapt(): the trust ratio is formed in double
   };
 
-  // op_scalar is the optimizer's eps (an attribute of mmpretrain's LARS, not a group key).
-  FASTOPT_HD static Args prepare(const double* h, double /*step*/, TensorNorms norms, int fresh,
-                                 double eps) {
-    const double wd = h[kWeightDecay], w = norms.param, g = norms.grad;
-    const bool trust = h[kLarsExclude] == 0.0 && w != 0.0 && g != 0.0;
-    const double local_lr = trust ? h[kEta] * w / (g + wd * w + eps) : 1.0;
+  FASTOPT_HD static Args prepare(const double* h, double /*step*/, int fresh) {
     Args a;
-    a.actual_lr = float(local_lr * h[kLr]);
+    a.lr = h[kLr];
+    a.eta = h[kEta];
+    a.wd_d = h[kWeightDecay];
+    a.eps = h[kEps];
+    a.trust = h[kLarsExclude] == 0.0;
+    a.actual_lr = float(a.lr);
     a.momentum = float(h[kMomentum]);
     a.one_minus_dampening = float(1.0 - h[kDampening]);
-    a.wd = float(wd);
+    a.wd = float(a.wd_d);
     a.variant = h[kMomentum] == 0.0 ? 0
                                     : kMomentum_ | (fresh ? kFirst : 0) |
                                           (h[kNesterov] != 0.0 ? kNesterov_ : 0);
     return a;
+  }
+
+  FASTOPT_HD static void adapt(Args& a, const TensorNorms& n) {
+    const double w = n.param, g = n.grad;
+    const bool trust = a.trust && w != 0.0 && g != 0.0;
+    const double local_lr = trust ? a.eta * w / (g + a.wd_d * w + a.eps) : 1.0;
+    a.actual_lr = float(local_lr * a.lr);
   }
 
   template <int V>

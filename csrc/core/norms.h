@@ -39,4 +39,21 @@ struct NormMeasure {
   }
 };
 
+// The factor the update multiplies unscaled grads by: torch's clip_grad_norm_ coefficient
+// clamp(max_norm / (norm + 1e-6), max=1) in float32 (clamp propagates nan) when max_norm > 0,
+// then timm's LAMB rescaling, a division by max(1, norm' / rescale_max_norm) of the total norm
+// norm' after that clipping, when rescale_max_norm > 0. Shared by the engines' pipelines.
+FASTOPT_HD float clip_coefficient(float norm, double max_norm, double rescale_max_norm) {
+  float clip = 1.f;
+  if (max_norm > 0.0) {
+    const float coef = float(max_norm) / (norm + 1e-6f);
+    clip = (coef < 1.f || coef != coef) ? coef : 1.f;
+  }
+  if (rescale_max_norm > 0.0) {
+    const float ratio = (max_norm > 0.0 ? norm * clip : norm) / float(rescale_max_norm);
+    if (ratio > 1.f || ratio != ratio) clip = clip / ratio;
+  }
+  return clip;
+}
+
 }  // namespace fastopt

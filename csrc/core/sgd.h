@@ -13,9 +13,10 @@ namespace fastopt {
 
 struct Sgd {
   static constexpr const char* kName = "sgd";
-  static constexpr int kStates = 1;  // momentum_buffer (only when momentum != 0)
+  static constexpr int kStates = 1;  // (only when momentum != 0)
+  static constexpr const char* kStateKeys[kStates] = {"momentum_buffer"};
   static constexpr bool kHasStep = false;
-  static constexpr bool kNeedsNorms = false;
+  static constexpr unsigned kReductions = 0;
   enum Hyper { kLr, kMomentum, kDampening, kWeightDecay, kNesterov, kMaximize, kNumHyper };
   static constexpr const char* kHyperKeys[kNumHyper] = {"lr",           "momentum!", "dampening",
                                                         "weight_decay", "nesterov",  "maximize"};
@@ -31,8 +32,7 @@ struct Sgd {
     int variant;
   };
 
-  FASTOPT_HD static Args prepare(const double* h, double /*step*/, TensorNorms, int fresh,
-                                 double /*op_scalar*/) {
+  FASTOPT_HD static Args prepare(const double* h, double /*step*/, int fresh) {
     Args a;
     a.neg_lr = float(-h[kLr]);
     a.momentum = float(h[kMomentum]);

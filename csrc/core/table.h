@@ -8,7 +8,8 @@
 
 namespace fastopt {
 
-constexpr int kMaxStates = 3;
+// State buffers per tensor: the most any op of the list keeps (Adan: 4); ops.h checks it.
+constexpr int kMaxStates = 4;
 
 struct TensorEntry {
   void* param;
@@ -22,24 +23,37 @@ struct TensorEntry {
   int32_t active;  // the param has a grad this step
 };
 
+// Chunk sizes, in elements, of the engines' default plans: fixed, so results do not depend on
+// the thread count (CPU) or the launch shape (CUDA).
+constexpr int64_t kCpuChunkElems = int64_t(1) << 16;
+constexpr int64_t kCudaChunkElems = int64_t(1) << 16;
+
 struct Chunk {
   int64_t entry;
   int64_t begin;
   int64_t size;
 };
 
-// Per-tensor norms an optimizer may need before its update pass (LARS trust ratios).
+// Per-tensor reductions an op may declare (Op::kReductions, a mask): the engines run them in a
+// reduction pass between prepare() and the update pass, then hand them to Op::adapt().
+enum Reduction : unsigned {
+  kParamNorm = 1,      // ||p||_2
+  kGradNorm = 2,       // ||g||_2 of the grad as the update reads it (unscaled, clipped)
+  kDirectionNorm = 4,  // ||d||_2 of Op::direction(), the update direction before any trust ratio
+};
+constexpr int kNumReductions = 3;
+
 struct TensorNorms {
-  double param;  // ||p||_2
-  double grad;   // ||g||_2 of the (scaled) gradient
+  double param = 0.0;
+  double grad = 0.0;
+  double direction = 0.0;
 };
 
 // Values shared by all tensors of one step. A grad is read as (g * inv_scale) * clip_coef:
 // the same two roundings as torch's unscale_ then clip_grad_norm_ passes.
 struct StepScalars {
   float inv_scale = 1.f;  // 1 / loss scale
-  float clip_coef = 1.f;  // min(1, max_norm / (norm + 1e-6))
-  double op_scalar = 0.;  // optimizer-level constant (LARS eps)
+  float clip_coef = 1.f;  // min(1, max_norm / (norm + 1e-6)), times LAMB's rescaling
 };
 
 // The fused gradient pipeline of one step. Pointers are float32 scalars in the params' memory
@@ -49,6 +63,9 @@ struct GradPipeline {
   double max_norm = 0.0;              // > 0: clip the total norm to it
   int32_t norm_type = 0;              // NormType of the total norm
   double norm_p = 2.0;
+  // > 0: grads are then divided by max(1, norm / rescale_max_norm), norm being the total after
+  // the clipping above (the global-norm rescaling of timm's LAMB, `max_grad_norm`)
+  double rescale_max_norm = 0.0;
   float* norm_out = nullptr;          // receives the pre-clip total norm of the unscaled grads
   float* found_inf = nullptr;         // receives 1 when a grad is inf/nan (the step is skipped)
   // Two phases for grads sharded over processes (ZeRO): total_out receives this process's

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "../core/norms.h"
+#include "../core/ops.h"
 #include "../core/table.h"
 
 namespace fastopt {
@@ -21,9 +22,7 @@ struct StepCall {
 };
 
 struct CpuKernels {
-  void (*sgd)(const StepCall&);
-  void (*adam)(const StepCall&);
-  void (*lars)(const StepCall&);
+  void (*step[kNumOps])(const StepCall&);  // by OpId
   // which: 0 params, 1 grads; out[t] = folded measure of entry t (before finish())
   void (*tensor_norms)(const StepCall&, int which, float scale, NormMeasure, double* out);
 };

@@ -6,18 +6,13 @@
 #include <cstring>
 #include <stdexcept>
 
-#include "../core/adam.h"
-#include "../core/lars.h"
-#include "../core/sgd.h"
+#include "../core/ops.h"
 #include "../engine.h"
 #include "api.h"
 
 namespace fastopt {
 
 namespace {
-
-// Chunk size, in elements: fixed, so results do not depend on the thread count.
-constexpr int64_t kCpuChunkElems = 1 << 16;
 
 bool cpu_has(const char* feature) {
   __builtin_cpu_init();
@@ -62,9 +57,7 @@ class CpuEngine final : public Engine {
  public:
   CpuEngine(const std::string& kind, const std::vector<TensorEntry>& entries, int64_t chunk_elems)
       : kernels_(cpu_kernels()) {
-    if (kind == Sgd::kName) step_ = kernels_.sgd;
-    if (kind == Adam::kName) step_ = kernels_.adam;
-    if (kind == Lars::kName) step_ = kernels_.lars;
+    with_op(kind.c_str(), [&](auto, OpId id) { step_ = kernels_.step[int(id)]; });
     if (step_ == nullptr) throw std::invalid_argument("unknown optimizer kind '" + kind + "'");
     if (chunk_elems == 0) chunk_elems = kCpuChunkElems;
     if (chunk_elems < 0) throw std::invalid_argument("chunk_elems must be positive");
@@ -81,11 +74,10 @@ class CpuEngine final : public Engine {
 
   void step(const StepInputs& in, const GradPipeline& pipe) override {
     StepScalars scalars;
-    scalars.op_scalar = in.op_scalar;
     if (pipe.loss_scale != nullptr)  // as torch: scale.double().reciprocal().float()
       scalars.inv_scale = float(1.0 / double(*pipe.loss_scale));
-    if (pipe.max_norm > 0.0 || pipe.norm_out != nullptr || pipe.found_inf != nullptr ||
-        pipe.total_out != nullptr) {
+    if (pipe.max_norm > 0.0 || pipe.rescale_max_norm > 0.0 || pipe.norm_out != nullptr ||
+        pipe.found_inf != nullptr || pipe.total_out != nullptr) {
       const NormMeasure m{NormType(pipe.norm_type), pipe.norm_p};
       double total = 0.0;
       if (pipe.total_in != nullptr) {
@@ -106,10 +98,7 @@ class CpuEngine final : public Engine {
         *pipe.found_inf = nonfinite ? 1.f : 0.f;
         if (nonfinite) return;
       }
-      if (pipe.max_norm > 0.0) {  // torch: clamp(max_norm / (norm + 1e-6), max=1) in float32
-        const float coef = float(pipe.max_norm) / (norm + 1e-6f);
-        scalars.clip_coef = (coef < 1.f || coef != coef) ? coef : 1.f;  // clamp propagates nan
-      }
+      scalars.clip_coef = clip_coefficient(norm, pipe.max_norm, pipe.rescale_max_norm);
     }
     step_(call(in, scalars));
   }

@@ -10,11 +10,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "../core/adam.h"
 #include "../core/element.h"
-#include "../core/lars.h"
 #include "../core/norms.h"
-#include "../core/sgd.h"
+#include "../core/ops.h"
 #include "../core/table.h"
 #include "api.h"
 
@@ -65,20 +63,43 @@ void dispatch_types(const TensorEntry& e, F&& f) {
 // No per-element branch remains, so the loop vectorizes.
 template <class Op, int V, class P, class G, class S>
 void update_span(const typename Op::Args& args, P* __restrict p, const G* __restrict g,
-                 S* __restrict s0, S* __restrict s1, S* __restrict s2, int64_t n,
-                 float inv_scale, float clip_coef) {
+                 S* __restrict s0, S* __restrict s1, S* __restrict s2, S* __restrict s3,
+                 int64_t n, float inv_scale, float clip_coef) {
   const typename Op::Args a = args;  // a local copy cannot alias the stores below
   for (int64_t i = 0; i < n; ++i)
-    update_element<Op, V>(a, p, g, s0, s1, s2, i, inv_scale, clip_coef);
+    update_element<Op, V>(a, p, g, s0, s1, s2, s3, i, inv_scale, clip_coef);
 }
 
-// Runs the instantiation of update_span for the entry's runtime variant.
-template <class Op, class P, class G, class S, int... Vs>
-void update_span_variant(std::integer_sequence<int, Vs...>, const typename Op::Args& a, P* p,
-                         const G* g, S* s0, S* s1, S* s2, int64_t n, float inv_scale,
-                         float clip_coef) {
-  ((a.variant == Vs ? update_span<Op, Vs>(a, p, g, s0, s1, s2, n, inv_scale, clip_coef) : void()),
-   ...);
+// The sum of squares of the op's direction over a span, in kLanes fixed accumulators (as
+// reduce_span below: the same bits on every instruction set).
+template <class Op, int V, class P, class G, class S>
+double direction_span(const typename Op::Args& args, const P* __restrict p,
+                      const G* __restrict g, const S* __restrict s0, const S* __restrict s1,
+                      const S* __restrict s2, const S* __restrict s3, int64_t n, float inv_scale,
+                      float clip_coef) {
+  constexpr int kLanes = 16;
+  const typename Op::Args a = args;
+  double acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      const double d =
+          direction_element<Op, V>(a, p, g, s0, s1, s2, s3, i + l, inv_scale, clip_coef);
+      acc[l] += d * d;
+    }
+  double total = 0.0;
+  for (int l = 0; l < kLanes; ++l) total += acc[l];
+  for (; i < n; ++i) {
+    const double d = direction_element<Op, V>(a, p, g, s0, s1, s2, s3, i, inv_scale, clip_coef);
+    total += d * d;
+  }
+  return total;
+}
+
+// f(std::integral_constant<int, V>) for the variant V of the op's Variants equal to `variant`.
+template <class F, int... Vs>
+void with_variant(std::integer_sequence<int, Vs...>, int variant, F&& f) {
+  ((variant == Vs ? f(std::integral_constant<int, Vs>{}) : void()), ...);
 }
 
 // Fold of a span into kLanes independent accumulators: vectorizes without reassociating, and
@@ -157,37 +178,73 @@ inline void tensor_norms(const StepCall& c, int which, float scale, NormMeasure 
   per_tensor(c, partial.data(), m, out);
 }
 
+// f(V, p, g, s0..s3) at chunk ch of its entry, with the entry's element types and variant.
+template <class Op, class F>
+void with_chunk(const TensorEntry& e, const Chunk& ch, int variant, F&& f) {
+  dispatch_types(e, [&](auto* p, const auto* g, auto* s) {
+    using S = std::remove_pointer_t<decltype(s)>;
+    auto st = [&](int k) { return static_cast<S*>(e.state[k]) + (e.state[k] ? ch.begin : 0); };
+    with_variant(typename Op::Variants{}, variant, [&](auto v) {
+      f(v, p + ch.begin, g + ch.begin, st(0), st(1), st(2), st(3));
+    });
+  });
+}
+
 template <class Op>
 void step(const StepCall& c) {
-  std::vector<typename Op::Args> args(c.n_entries);
-  std::vector<double> pnorm, gnorm;
-  if (Op::kNeedsNorms) {
-    const NormMeasure l2{NormType::l2, 2.0};
-    pnorm.resize(c.n_entries);
-    gnorm.resize(c.n_entries);
-    tensor_norms(c, 0, 1.f, l2, pnorm.data());
-    tensor_norms(c, 1, c.scalars.inv_scale * c.scalars.clip_coef, l2, gnorm.data());
-  }
+  using Args = typename Op::Args;
+  std::vector<Args> args(c.n_entries);
   for (int64_t t = 0; t < c.n_entries; ++t) {
     TensorEntry& e = c.entries[t];
     if (!e.active) continue;
     double step = 0.0;
     if (Op::kHasStep) step = double(*e.step += 1.f);
-    TensorNorms norms{0.0, 0.0};
-    if (Op::kNeedsNorms) norms = {sqrt(pnorm[t]), sqrt(gnorm[t])};
-    args[t] = Op::prepare(c.hyper + int64_t(e.group) * c.hyper_stride, step, norms, e.fresh,
-                          c.scalars.op_scalar);
+    args[t] = Op::prepare(c.hyper + int64_t(e.group) * c.hyper_stride, step, e.fresh);
   }
   const float inv_scale = c.scalars.inv_scale, clip_coef = c.scalars.clip_coef;
+  if constexpr (Op::kReductions != 0) {  // the reduction pass, then adapt()
+    const NormMeasure l2{NormType::l2, 2.0};
+    std::vector<double> sums(c.n_entries), partial(c.n_chunks);
+    std::vector<TensorNorms> norms(c.n_entries);
+    auto into = [&](double TensorNorms::*field) {
+      per_tensor(c, partial.data(), l2, sums.data());
+      for (int64_t t = 0; t < c.n_entries; ++t) norms[t].*field = sqrt(sums[t]);
+    };
+    if (Op::kReductions & kParamNorm) {
+      chunk_partials(c, 0, 1.f, l2, partial.data());
+      into(&TensorNorms::param);
+    }
+    if (Op::kReductions & kGradNorm) {
+      chunk_partials(c, 1, inv_scale * clip_coef, l2, partial.data());
+      into(&TensorNorms::grad);
+    }
+    if constexpr ((Op::kReductions & kDirectionNorm) != 0) {
+      for_chunks(c, [&](const Chunk& ch) {
+        const TensorEntry& e = c.entries[ch.entry];
+        const int64_t idx = &ch - c.chunks;
+        partial[idx] = 0.0;
+        if (!e.active) return;
+        const Args& a = args[ch.entry];
+        with_chunk<Op>(e, ch, a.variant, [&](auto v, auto* p, auto* g, auto* s0, auto* s1,
+                                             auto* s2, auto* s3) {
+          partial[idx] = direction_span<Op, decltype(v)::value>(a, p, g, s0, s1, s2, s3, ch.size,
+                                                               inv_scale, clip_coef);
+        });
+      });
+      into(&TensorNorms::direction);
+    }
+    for (int64_t t = 0; t < c.n_entries; ++t)
+      if (c.entries[t].active) Op::adapt(args[t], norms[t]);
+  }
   for_chunks(c, [&](const Chunk& ch) {
     const TensorEntry& e = c.entries[ch.entry];
     if (!e.active) return;
-    dispatch_types(e, [&](auto* p, const auto* g, auto* s) {
-      using S = std::remove_pointer_t<decltype(s)>;
-      auto st = [&](int k) { return static_cast<S*>(e.state[k]) + (e.state[k] ? ch.begin : 0); };
-      update_span_variant<Op>(typename Op::Variants{}, args[ch.entry], p + ch.begin, g + ch.begin, st(0), st(1), st(2), ch.size,
-                      inv_scale, clip_coef);
-    });
+    const Args& a = args[ch.entry];
+    with_chunk<Op>(e, ch, a.variant,
+                   [&](auto v, auto* p, auto* g, auto* s0, auto* s1, auto* s2, auto* s3) {
+                     update_span<Op, decltype(v)::value>(a, p, g, s0, s1, s2, s3, ch.size,
+                                                         inv_scale, clip_coef);
+                   });
   });
   for (int64_t t = 0; t < c.n_entries; ++t)
     if (c.entries[t].active) c.entries[t].fresh = 0;
@@ -195,9 +252,9 @@ void step(const StepCall& c) {
 
 CpuKernels kernels() {
   CpuKernels k;
-  k.sgd = &step<Sgd>;
-  k.adam = &step<Adam>;
-  k.lars = &step<Lars>;
+#define FASTOPT_CPU_STEP(Struct, name) k.step[int(OpId::name)] = &step<Struct>;
+  FASTOPT_OPS(FASTOPT_CPU_STEP)
+#undef FASTOPT_CPU_STEP
   k.tensor_norms = &tensor_norms;
   return k;
 }

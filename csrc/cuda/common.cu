@@ -3,13 +3,18 @@
 #include <cstdlib>
 #include <mutex>
 
-#include "../core/adam.h"
-#include "../core/lars.h"
-#include "../core/sgd.h"
+#include "../core/ops.h"
 #include "engine.cuh"
 
 namespace fastopt {
 namespace cuda {
+
+// Each op's engine is instantiated in its generated engine_<op>.cu, not here.
+#define FASTOPT_EXTERN_ENGINE(Struct, name)                                        \
+  extern template std::unique_ptr<Engine> make_op_engine<Struct>(                  \
+      const std::vector<TensorEntry>& entries, int device, int64_t chunk_elems);
+FASTOPT_OPS(FASTOPT_EXTERN_ENGINE)
+#undef FASTOPT_EXTERN_ENGINE
 
 namespace {
 
@@ -140,10 +145,8 @@ __global__ void __launch_bounds__(kBlockThreads) pipeline_kernel(PipelineArgs a)
     *a.found_inf = nonfinite ? 1.f : 0.f;
     skip = nonfinite;
   }
-  // torch: clamp(max_norm / (norm + 1e-6), max=1) in float32; clamp propagates nan
-  const float coef = float(a.max_norm) / (norm + 1e-6f);
-  const float clip = a.max_norm > 0.0 && (coef < 1.f || coef != coef) ? coef : 1.f;
-  *a.state = PipelineState{inv_scale, clip, skip, 0};
+  *a.state = PipelineState{inv_scale, clip_coefficient(norm, a.max_norm, a.rescale_max_norm),
+                           skip, 0};
 }
 
 void launch_pipeline(const PipelineArgs& args, Launcher& launcher) {
@@ -156,10 +159,12 @@ void launch_pipeline(const PipelineArgs& args, Launcher& launcher) {
 std::unique_ptr<Engine> make_cuda_engine(const std::string& kind,
                                          const std::vector<TensorEntry>& entries, int device,
                                          int64_t chunk_elems) {
-  if (kind == Sgd::kName) return cuda::make_sgd_engine(entries, device, chunk_elems);
-  if (kind == Adam::kName) return cuda::make_adam_engine(entries, device, chunk_elems);
-  if (kind == Lars::kName) return cuda::make_lars_engine(entries, device, chunk_elems);
-  throw std::invalid_argument("unknown optimizer kind '" + kind + "'");
+  std::unique_ptr<Engine> engine;
+  if (!with_op(kind.c_str(), [&](auto op, OpId) {
+        engine = cuda::make_op_engine<decltype(op)>(entries, device, chunk_elems);
+      }))
+    throw std::invalid_argument("unknown optimizer kind '" + kind + "'");
+  return engine;
 }
 
 }  // namespace fastopt

@@ -119,7 +119,8 @@ class CudaEngine final : public Engine {
     }
     if (total_chunks_ > 0x7fffffff) throw std::invalid_argument("too many chunks for one plan");
     chunk_base_.assign(size_t(n), 0);
-    // workspace: prepared args | first-step flags | 2 x chunk partials | pipeline | tensor norms
+    // workspace: prepared args | first-step flags | chunk partials (one row per Reduction; row
+    // 0 also serves the pipeline and tensor_norms) | pipeline | tensor norms
     auto region = [&](int64_t bytes) {
       const int64_t at = workspace_bytes_;
       workspace_bytes_ += (bytes + 15) / 16 * 16;
@@ -127,7 +128,7 @@ class CudaEngine final : public Engine {
     };
     args_at_ = region(n * int64_t(sizeof(Args)));
     fresh_at_ = region(n * 4);
-    partials_at_ = region(2 * total_chunks_ * 8);
+    partials_at_ = region(kNumReductions * total_chunks_ * 8);
     pipeline_at_ = region(sizeof(PipelineState));
     norms_at_ = region(n * 8);
     update_ = std::make_unique<Update>();
@@ -328,8 +329,6 @@ class CudaEngine final : public Engine {
           L.row[i] = row;
           L.slot[i] = int32_t(e);
           L.step[i] = t.step;
-          L.chunk_base[i] = chunk_base_[size_t(e)];
-          L.chunks[i] = int32_t(chunks_[size_t(e)]);
         },
         [&](int count, int64_t) {
           L.n = count;
@@ -337,21 +336,64 @@ class CudaEngine final : public Engine {
           used.clear();
           LaunchRecord info;
           info.tensors = count;
-          const bool per_block = Op::kNeedsNorms;
-          const unsigned grid = per_block
-                                    ? unsigned(count)
-                                    : unsigned((count + kPrepareThreads - 1) / kPrepareThreads);
           launcher([] { return std::string("prepare<") + Op::kName + ">"; }, info,
-                   &prepare_kernel<Op, kPrepareN>, dim3(grid),
-                   dim3(per_block ? kTensorThreads : kPrepareThreads), L, args(), fresh(),
-                   static_cast<const double*>(partials(0)), static_cast<const double*>(partials(1)),
-                   pipe, in.op_scalar);
+                   &prepare_kernel<Op, kPrepareN>,
+                   dim3(unsigned((count + kPrepareThreads - 1) / kPrepareThreads)),
+                   dim3(kPrepareThreads), L, args(), fresh(), pipe);
         });
   }
 
-  template <class P, class G, class S>
-  void update(const StepInputs& in, Launcher& launcher, const std::vector<int64_t>& list,
-              const PipelineState* pipe) {
+  // The op's per-tensor reductions (partials(k) for Reduction 1 << k), then adapt().
+  void reduce_and_adapt(const StepInputs& in, Launcher& launcher, const PipelineState* state) {
+    const NormMeasure l2{NormType::l2, 2.0};
+    if (Op::kReductions & kParamNorm)
+      norms(in, launcher, 0, ScaleSource{1.f, nullptr, nullptr}, l2, partials(0));
+    if (Op::kReductions & kGradNorm)
+      norms(in, launcher, 1, ScaleSource{1.f, nullptr, state}, l2, partials(1));
+    if constexpr ((Op::kReductions & kDirectionNorm) != 0)
+      for_type_lists(in, [&](auto p, auto g, auto s, const std::vector<int64_t>& list) {
+        chunk_launches<typename decltype(p)::type, typename decltype(g)::type,
+                       typename decltype(s)::type, true>(in, launcher, list, state);
+      });
+    Combine& c = *combine_;
+    pack(
+        active_, capacity(kCombineTensors), nullptr,
+        [&](int i, int64_t e) {
+          c.chunk_base[i] = chunk_base_[size_t(e)];
+          c.chunks[i] = int32_t(chunks_[size_t(e)]);
+          c.out[i] = int32_t(e);
+        },
+        [&](int count, int64_t) {
+          c.n = count;
+          LaunchRecord info;
+          info.tensors = count;
+          launcher([] { return std::string("adapt<") + Op::kName + ">"; }, info,
+                   &adapt_kernel<Op, kCombineTensors>, dim3(unsigned(count)), dim3(kTensorThreads),
+                   c, args(), static_cast<const double*>(partials(0)), total_chunks_, state);
+        });
+  }
+
+  // f(Tag<P>, Tag<G>, Tag<S>, entries) for each combination of element types (usually one).
+  template <class F>
+  void for_type_lists(const StepInputs& in, F&& f) {
+    std::vector<int64_t> by_types[27];
+    for (int64_t e : nonempty_) {
+      const TensorEntry& t = in.entries[e];
+      by_types[int(t.param_dtype) * 9 + int(t.grad_dtype) * 3 + int(t.state_dtype)].push_back(e);
+    }
+    for (const std::vector<int64_t>& list : by_types) {
+      if (list.empty()) continue;
+      const TensorEntry& t = in.entries[list.front()];
+      with_types(t.param_dtype, t.grad_dtype, t.state_dtype,
+                 [&](auto p, auto g, auto s) { f(p, g, s, list); });
+    }
+  }
+
+  // The chunk-grid launches over params, grads and states: the update, or (direction) the
+  // partials of the op's direction norm into partials(2).
+  template <class P, class G, class S, bool kDirection>
+  void chunk_launches(const StepInputs& in, Launcher& launcher, const std::vector<int64_t>& list,
+                      const PipelineState* pipe) {
     Update& L = *update_;
     L.grid.chunk_elems = int32_t(limits_.chunk_elems);
     pack(
@@ -378,25 +420,29 @@ class CudaEngine final : public Engine {
                              ? static_cast<const S*>(L.state[k][i]) + at
                              : nullptr;
                 };
-                const bool vec =
-                    chunk_vectorizable(static_cast<const P*>(L.param[i]) + at,
-                                       static_cast<const G*>(L.grad[i]) + at, st(0), st(1), st(2));
+                const bool vec = chunk_vectorizable(static_cast<const P*>(L.param[i]) + at,
+                                                    static_cast<const G*>(L.grad[i]) + at, st(0),
+                                                    st(1), st(2), st(3));
                 (vec ? info.vector_chunks : info.scalar_chunks) += 1;
               }
-          launcher(
-              [] {
-                return std::string("update<") + Op::kName + ", " + type_name<P>() + ", " +
-                       type_name<G>() + ", " + type_name<S>() + ">";
-              },
-              info, &update_kernel<Op, P, G, S, kUpdateN>, dim3(unsigned(blocks)),
-              dim3(kBlockThreads), L, static_cast<const Args*>(args()), pipe);
+          auto name = [] {
+            return std::string(kDirection ? "direction_norms<" : "update<") + Op::kName + ", " +
+                   type_name<P>() + ", " + type_name<G>() + ", " + type_name<S>() + ">";
+          };
+          if constexpr (kDirection)
+            launcher(name, info, &direction_partials_kernel<Op, P, G, S, kUpdateN>,
+                     dim3(unsigned(blocks)), dim3(kBlockThreads), L,
+                     static_cast<const Args*>(args()), pipe, partials(2));
+          else
+            launcher(name, info, &update_kernel<Op, P, G, S, kUpdateN>, dim3(unsigned(blocks)),
+                     dim3(kBlockThreads), L, static_cast<const Args*>(args()), pipe);
         });
   }
 
   void run(const StepInputs& in, const GradPipeline& pipe, Launcher& launcher) {
     const int64_t step_chunks = collect_active(in);
-    const bool finish =
-        pipe.max_norm > 0.0 || pipe.norm_out != nullptr || pipe.found_inf != nullptr;
+    const bool finish = pipe.max_norm > 0.0 || pipe.rescale_max_norm > 0.0 ||
+                        pipe.norm_out != nullptr || pipe.found_inf != nullptr;
     const bool reduce = (finish || pipe.total_out != nullptr) && pipe.total_in == nullptr;
     const bool use_pipeline = reduce || pipe.total_in != nullptr || pipe.loss_scale != nullptr;
     const PipelineState* state = use_pipeline ? pipeline_state() : nullptr;
@@ -404,32 +450,18 @@ class CudaEngine final : public Engine {
     if (reduce)
       norms(in, launcher, 1, ScaleSource{1.f, pipe.loss_scale, nullptr}, measure, partials(0));
     if (use_pipeline)
-      launch_pipeline(
-          PipelineArgs{partials(0), step_chunks, measure, int32_t(reduce), pipe.loss_scale,
-                       pipe.max_norm, pipe.norm_out, pipe.found_inf, pipeline_state(),
-                       pipe.total_in, pipe.total_out},
-          launcher);
+      launch_pipeline(PipelineArgs{partials(0), step_chunks, measure, int32_t(reduce),
+                                   pipe.loss_scale, pipe.max_norm, pipe.rescale_max_norm,
+                                   pipe.norm_out, pipe.found_inf, pipeline_state(), pipe.total_in,
+                                   pipe.total_out},
+                      launcher);
     if (pipe.total_out != nullptr) return;  // the reduction phase only
-    if (Op::kNeedsNorms) {
-      const NormMeasure l2{NormType::l2, 2.0};
-      norms(in, launcher, 0, ScaleSource{1.f, nullptr, nullptr}, l2, partials(0));
-      norms(in, launcher, 1, ScaleSource{1.f, nullptr, state}, l2, partials(1));
-    }
     prepare(in, launcher, state);
-    // one launch plan per combination of element types (usually one)
-    std::vector<int64_t> by_types[27];
-    for (int64_t e : nonempty_) {
-      const TensorEntry& t = in.entries[e];
-      by_types[int(t.param_dtype) * 9 + int(t.grad_dtype) * 3 + int(t.state_dtype)].push_back(e);
-    }
-    for (const std::vector<int64_t>& list : by_types) {
-      if (list.empty()) continue;
-      const TensorEntry& t = in.entries[list.front()];
-      with_types(t.param_dtype, t.grad_dtype, t.state_dtype, [&](auto p, auto g, auto s) {
-        update<typename decltype(p)::type, typename decltype(g)::type, typename decltype(s)::type>(
-            in, launcher, list, state);
-      });
-    }
+    if (Op::kReductions != 0) reduce_and_adapt(in, launcher, state);
+    for_type_lists(in, [&](auto p, auto g, auto s, const std::vector<int64_t>& list) {
+      chunk_launches<typename decltype(p)::type, typename decltype(g)::type,
+                     typename decltype(s)::type, false>(in, launcher, list, state);
+    });
   }
 
   int device_;
@@ -451,12 +483,13 @@ class CudaEngine final : public Engine {
   std::unique_ptr<Combine> combine_;
 };
 
-std::unique_ptr<Engine> make_sgd_engine(const std::vector<TensorEntry>& entries, int device,
-                                        int64_t chunk_elems);
-std::unique_ptr<Engine> make_adam_engine(const std::vector<TensorEntry>& entries, int device,
-                                         int64_t chunk_elems);
-std::unique_ptr<Engine> make_lars_engine(const std::vector<TensorEntry>& entries, int device,
-                                         int64_t chunk_elems);
+// The engine of one op; each op's instantiation is in its own generated source (CMakeLists.txt
+// writes engine_<op>.cu from the op list), so they compile in parallel.
+template <class Op>
+std::unique_ptr<Engine> make_op_engine(const std::vector<TensorEntry>& entries, int device,
+                                       int64_t chunk_elems) {
+  return std::make_unique<CudaEngine<Op>>(entries, device, chunk_elems);
+}
 
 }  // namespace cuda
 }  // namespace fastopt

@@ -35,7 +35,7 @@ constexpr int kIlp = 4;  // elements in flight per thread on the scalar path
 // kernels' other parameters.
 constexpr int kParamBytes = 32764;
 constexpr int kStructBytes = kParamBytes - 256;
-constexpr int64_t kDefaultChunkElems = int64_t(1) << 16;
+constexpr int64_t kDefaultChunkElems = kCudaChunkElems;
 constexpr int64_t kMaxChunkElems = int64_t(1) << 30;  // chunk-local indices are int
 constexpr int64_t kMaxGridBlocks = 0x7fffffff;
 
@@ -95,8 +95,6 @@ struct PrepareLaunch {
   float* step[N];
   int32_t row[N];
   int32_t slot[N];
-  int32_t chunk_base[N];  // norm partials of the tensor (optimizers that need norms)
-  int32_t chunks[N];
 };
 
 template <int N>
@@ -114,6 +112,7 @@ struct PipelineArgs {
   int32_t reduce;
   const float* loss_scale;
   double max_norm;
+  double rescale_max_norm;
   float* norm_out;
   float* found_inf;
   PipelineState* state;
@@ -126,7 +125,7 @@ template <int S>
 constexpr int kUpdateTensors = (kStructBytes - 64) / (4 + 4 + 8 + 8 + 8 + 8 * S + 4);
 constexpr int kNormTensors = (kStructBytes - 128) / (4 + 4 + 8 + 8);
 template <int K>
-constexpr int kPrepareTensors = (kStructBytes - 64) / (8 * K + 8 + 8 + 4 * 4);
+constexpr int kPrepareTensors = (kStructBytes - 64) / (8 * K + 8 + 8 + 4 * 2);
 constexpr int kCombineTensors = (kStructBytes - 64) / (4 * 3);
 
 FASTOPT_HD bool aligned16(const void* p) {
@@ -188,8 +187,9 @@ constexpr int vec_elems() {
 // pointers, of states a tensor does not have, count as aligned). Shared with the host's launch
 // records, so tests can check which path each chunk takes.
 FASTOPT_HD bool chunk_vectorizable(const void* p, const void* g, const void* s0, const void* s1,
-                                   const void* s2) {
-  return aligned16(p) && aligned16(g) && aligned16(s0) && aligned16(s1) && aligned16(s2);
+                                   const void* s2, const void* s3) {
+  return aligned16(p) && aligned16(g) && aligned16(s0) && aligned16(s1) && aligned16(s2) &&
+         aligned16(s3);
 }
 
 template <int kVec, class T>
@@ -250,13 +250,14 @@ FASTOPT_DEVICE void with_variant(std::integer_sequence<int, Vs...>, int variant,
 template <class Op, int V, class P, class G, class S>
 FASTOPT_DEVICE void update_chunk(const typename Op::Args& a, P* __restrict__ p,
                                  const G* __restrict__ g, S* __restrict__ s0, S* __restrict__ s1,
-                                 S* __restrict__ s2, int n, float inv_scale, float clip_coef) {
+                                 S* __restrict__ s2, S* __restrict__ s3, int n, float inv_scale,
+                                 float clip_coef) {
   constexpr int kUsed = Op::states_used(V);
   const int tid = int(threadIdx.x), threads = int(blockDim.x);
   auto element = [&](int i) {
-    update_element<Op, V>(a, p, g, s0, s1, s2, i, inv_scale, clip_coef);
+    update_element<Op, V>(a, p, g, s0, s1, s2, s3, i, inv_scale, clip_coef);
   };
-  if (chunk_vectorizable(p, g, s0, s1, s2)) {
+  if (chunk_vectorizable(p, g, s0, s1, s2, s3)) {
     constexpr int kVec = vec_elems<P, G, S>();
     const int vectors = n / kVec;
     for (int i = tid; i < vectors; i += threads) {
@@ -266,10 +267,11 @@ FASTOPT_DEVICE void update_chunk(const typename Op::Args& a, P* __restrict__ p,
       if (kUsed & 1) load_vec<kVec>(s0, i, sv[0]);
       if (kUsed & 2) load_vec<kVec>(s1, i, sv[1]);
       if (kUsed & 4) load_vec<kVec>(s2, i, sv[2]);
+      if (kUsed & 8) load_vec<kVec>(s3, i, sv[3]);
 #pragma unroll
       for (int j = 0; j < kVec; ++j) {
         float s[kMaxStates] = {kUsed & 1 ? sv[0][j] : 0.f, kUsed & 2 ? sv[1][j] : 0.f,
-                               kUsed & 4 ? sv[2][j] : 0.f};
+                               kUsed & 4 ? sv[2][j] : 0.f, kUsed & 8 ? sv[3][j] : 0.f};
         Op::template update<V>(a, pv[j], (gv[j] * inv_scale) * clip_coef, s);
 #pragma unroll
         for (int k = 0; k < kMaxStates; ++k) sv[k][j] = s[k];
@@ -278,6 +280,7 @@ FASTOPT_DEVICE void update_chunk(const typename Op::Args& a, P* __restrict__ p,
       if (kUsed & 1) store_vec<kVec>(s0, i, sv[0]);
       if (kUsed & 2) store_vec<kVec>(s1, i, sv[1]);
       if (kUsed & 4) store_vec<kVec>(s2, i, sv[2]);
+      if (kUsed & 8) store_vec<kVec>(s3, i, sv[3]);
     }
     for (int i = vectors * kVec + tid; i < n; i += threads) element(i);  // tail < kVec
     return;
@@ -287,13 +290,10 @@ FASTOPT_DEVICE void update_chunk(const typename Op::Args& a, P* __restrict__ p,
 #pragma unroll
     for (int j = 0; j < kIlp; ++j) {
       const int i = base + tid + j * threads;
-      sv[j][0] = sv[j][1] = sv[j][2] = 0.f;
       if (i < n) {
         pv[j] = load(p + i);
         gv[j] = (load(g + i) * inv_scale) * clip_coef;
-        if (kUsed & 1) sv[j][0] = load(s0 + i);
-        if (kUsed & 2) sv[j][1] = load(s1 + i);
-        if (kUsed & 4) sv[j][2] = load(s2 + i);
+        load_states<Op, V>(sv[j], s0, s1, s2, s3, i);
       }
     }
 #pragma unroll
@@ -305,9 +305,27 @@ FASTOPT_DEVICE void update_chunk(const typename Op::Args& a, P* __restrict__ p,
         if (kUsed & 1) store(s0 + i, sv[j][0]);
         if (kUsed & 2) store(s1 + i, sv[j][1]);
         if (kUsed & 4) store(s2 + i, sv[j][2]);
+        if (kUsed & 8) store(s3 + i, sv[j][3]);
       }
     }
   }
+}
+
+// This thread's share of the sum of squares of the op's direction over a chunk (scalar loads:
+// the pass reads what the update reads, once, in a fixed order per thread).
+template <class Op, int V, class P, class G, class S>
+FASTOPT_DEVICE double direction_chunk(const typename Op::Args& a, const P* __restrict__ p,
+                                      const G* __restrict__ g, const S* __restrict__ s0,
+                                      const S* __restrict__ s1, const S* __restrict__ s2,
+                                      const S* __restrict__ s3, int n, float inv_scale,
+                                      float clip_coef) {
+  double acc = 0.0;
+  for (int i = int(threadIdx.x); i < n; i += int(blockDim.x)) {
+    const double d =
+        direction_element<Op, V>(a, p, g, s0, s1, s2, s3, i, inv_scale, clip_coef);
+    acc += d * d;
+  }
+  return acc;
 }
 
 template <class Op, class P, class G, class S, int N>
@@ -333,9 +351,39 @@ __global__ void __launch_bounds__(kBlockThreads)
   S* const s0 = state(0);
   S* const s1 = state(1);
   S* const s2 = state(2);
+  S* const s3 = state(3);
   with_variant<Op>(typename Op::Variants{}, a.variant, [&](auto v) {
-    update_chunk<Op, decltype(v)::value>(a, p, g, s0, s1, s2, c.n, inv_scale, clip_coef);
+    update_chunk<Op, decltype(v)::value>(a, p, g, s0, s1, s2, s3, c.n, inv_scale, clip_coef);
   });
+}
+
+// partials[chunk] = the sum of squares of the op's direction over the chunk (kDirectionNorm).
+template <class Op, class P, class G, class S, int N>
+__global__ void __launch_bounds__(kBlockThreads)
+    direction_partials_kernel(FASTOPT_KERNEL_ARG(UpdateLaunch<N, Op::kStates>) L,
+                              const typename Op::Args* args, const PipelineState* pipe,
+                              double* partials) {
+  float inv_scale = 1.f, clip_coef = 1.f;
+  if (pipe != nullptr) {
+    if (pipe->skip) return;
+    inv_scale = pipe->inv_scale;
+    clip_coef = pipe->clip_coef;
+  }
+  const ChunkPos c = chunk_pos(L.grid);
+  const typename Op::Args a = args[L.slot[c.t]];
+  const P* p = static_cast<const P*>(L.param[c.t]) + c.begin;
+  const G* g = static_cast<const G*>(L.grad[c.t]) + c.begin;
+  auto state = [&](int k) -> const S* {
+    const void* base = k < Op::kStates ? L.state[k < Op::kStates ? k : 0][c.t] : nullptr;
+    return base != nullptr ? static_cast<const S*>(base) + c.begin : nullptr;
+  };
+  double acc = 0.0;
+  with_variant<Op>(typename Op::Variants{}, a.variant, [&](auto v) {
+    acc = direction_chunk<Op, decltype(v)::value>(a, p, g, state(0), state(1), state(2), state(3),
+                                                  c.n, inv_scale, clip_coef);
+  });
+  acc = block_reduce(acc, NormMeasure{NormType::l2, 2.0});
+  if (threadIdx.x == 0) partials[int64_t(L.grid.chunk_base[c.t]) + c.chunk] = acc;
 }
 
 // ---- norms -----------------------------------------------------------------------------------
@@ -396,33 +444,14 @@ __global__ void __launch_bounds__(kTensorThreads)
 
 // ---- gradient pipeline and per-tensor preparation --------------------------------------------
 
-// Per tensor: counts the step, combines the norms the optimizer needs (LARS: one block per
-// tensor) and stores the functor's prepared arguments for the update kernel.
+// Per tensor (one thread each): counts the step and stores the op's prepared arguments.
 template <class Op, int N>
-__global__ void __launch_bounds__(kTensorThreads)
+__global__ void __launch_bounds__(kPrepareThreads)
     prepare_kernel(FASTOPT_KERNEL_ARG(PrepareLaunch<N, Op::kNumHyper>) L, typename Op::Args* args,
-                   int32_t* fresh, const double* param_partials, const double* grad_partials,
-                   const PipelineState* pipe, double op_scalar) {
+                   int32_t* fresh, const PipelineState* pipe) {
   if (pipe != nullptr && pipe->skip) return;
-  int t;
-  TensorNorms norms{0.0, 0.0};
-  if constexpr (Op::kNeedsNorms) {
-    t = int(blockIdx.x);
-    const NormMeasure l2{NormType::l2, 2.0};
-    double ps = 0.0, gs = 0.0;
-    const int64_t base = L.chunk_base[t];
-    for (int i = int(threadIdx.x); i < L.chunks[t]; i += int(blockDim.x)) {
-      ps += param_partials[base + i];
-      gs += grad_partials[base + i];
-    }
-    ps = block_reduce(ps, l2);
-    gs = block_reduce(gs, l2);
-    if (threadIdx.x != 0) return;
-    norms = TensorNorms{sqrt(ps), sqrt(gs)};
-  } else {
-    t = int(blockIdx.x * blockDim.x + threadIdx.x);
-    if (t >= L.n) return;
-  }
+  const int t = int(blockIdx.x * blockDim.x + threadIdx.x);
+  if (t >= L.n) return;
   const int row = L.row[t];
   double h[Op::kNumHyper];
 #pragma unroll
@@ -431,8 +460,36 @@ __global__ void __launch_bounds__(kTensorThreads)
   double step = 0.0;
   if constexpr (Op::kHasStep) step = double(*L.step[t] += 1.f);
   const int slot = L.slot[t];
-  args[slot] = Op::prepare(h, step, norms, fresh[slot], op_scalar);
+  args[slot] = Op::prepare(h, step, fresh[slot]);
   fresh[slot] = 0;
+}
+
+// Per tensor (one block each): its reductions from the chunk partials (partials[k] holds those
+// of Reduction 1 << k), then Op::adapt on its prepared arguments.
+template <class Op, int N>
+__global__ void __launch_bounds__(kTensorThreads)
+    adapt_kernel(FASTOPT_KERNEL_ARG(CombineLaunch<N>) L, typename Op::Args* args,
+                 const double* partials, int64_t partials_stride, const PipelineState* pipe) {
+  if (pipe != nullptr && pipe->skip) return;
+  const int t = int(blockIdx.x);
+  const NormMeasure l2{NormType::l2, 2.0};
+  double sums[kNumReductions];
+#pragma unroll
+  for (int k = 0; k < kNumReductions; ++k) {
+    double acc = 0.0;
+    if (Op::kReductions & (1u << k)) {
+      const double* part = partials + k * partials_stride + L.chunk_base[t];
+      for (int i = int(threadIdx.x); i < L.chunks[t]; i += int(blockDim.x)) acc += part[i];
+      acc = block_reduce(acc, l2);
+    }
+    sums[k] = acc;
+  }
+  if (threadIdx.x != 0) return;
+  TensorNorms norms;
+  norms.param = sqrt(sums[0]);
+  norms.grad = sqrt(sums[1]);
+  norms.direction = sqrt(sums[2]);
+  if constexpr (Op::kReductions != 0) Op::adapt(args[L.out[t]], norms);
 }
 
 }  // namespace cuda

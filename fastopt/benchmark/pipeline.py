@@ -132,7 +132,7 @@ def run_pipeline_benchmarks(
                 if dtype not in pipeline_dtypes(pipeline, [dtype]):
                     continue
                 for optim in optims:
-                    if get_optim(optim).torch_cls is None:
+                    if not get_optim(optim).has_fused_peer:
                         continue  # no torch fused counterpart
                     if params is None:
                         params = make_params(pset, dtype, device, scale, seed)

@@ -144,18 +144,6 @@ def stream_reference(nbytes: int, device: str = "cpu") -> tuple[Callable[[], Any
     return (lambda: a.add_(b)), 12 * n, "add_"
 
 
-#: per element, in units of (param, grad, state) element sizes: reads + writes of one step
-_TRAFFIC: dict[str, tuple[int, int, int]] = {
-    # p read+write, g read, momentum_buffer read+write
-    "sgd": (2, 1, 2),
-    # p read+write, g read, exp_avg and exp_avg_sq read+write
-    "adam": (2, 1, 4),
-    "adamw": (2, 1, 4),
-    # norm pass reads p and g; update pass as SGD momentum
-    "lars": (3, 2, 2),
-}
-
-
 def step_bytes(
     optim: str,
     numel: int,
@@ -169,6 +157,8 @@ def step_bytes(
 
     ``extra_grad_reads`` adds passes over the grads (1 for a norm reduction before clipping).
     """
-    p, g, s = _TRAFFIC[optim]
+    from fastopt.benchmark.candidates import get_optim
+
+    p, g, s = get_optim(optim).traffic
     gsize = param_size if grad_size is None else grad_size
     return numel * (p * param_size + (g + extra_grad_reads) * gsize + s * state_size)

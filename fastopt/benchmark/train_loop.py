@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 LOOP_IMPLS: tuple[str, ...] = ("fastopt", "fused", "foreach")
 MODELS: tuple[str, ...] = ("cnn", "transformer")
 #: optimizers with a torch fused counterpart (the loop compares against it)
-LOOP_OPTIMS: tuple[str, ...] = tuple(n for n, s in OPTIMS.items() if s.torch_cls is not None)
+LOOP_OPTIMS: tuple[str, ...] = tuple(n for n, s in OPTIMS.items() if s.has_fused_peer)
 
 
 def build_model(name: str, seed: int = 0) -> nn.Module:
@@ -123,9 +123,7 @@ def _build_loop_optimizer(optim: str, impl: str, model: nn.Module) -> torch.opti
     params = list(model.parameters())
     if impl == "fastopt":
         return getattr(fastopt.optim, spec.fused_cls)(params, **spec.kwargs)
-    flags = dict(fused=True) if impl == "fused" else dict(foreach=impl == "foreach")
-    assert spec.torch_cls is not None
-    return getattr(torch.optim, spec.torch_cls)(params, **spec.kwargs, **flags)
+    return spec.peers[impl].build(params, **spec.kwargs)
 
 
 class TrainStep:

@@ -17,9 +17,11 @@ from typing import Any
 
 HELP = "benchmark the fused optimizers against torch.optim (step, training loop, pipeline)"
 
+from fastopt.catalog import CATALOG
+
 # kept in sync with fastopt.benchmark (not imported here: building the parser stays cheap)
 SET_NAMES = ("resnet50", "resnet50-paramwise", "gpt2", "mixed2000", "tiny2000")
-OPTIM_NAMES = ("sgd", "adam", "adamw", "lars")
+OPTIM_NAMES = tuple(o.bench_name for o in CATALOG)
 DTYPE_NAMES = ("fp32", "bf16")
 TORCH_IMPLS = ("for-loop", "foreach", "fused")
 

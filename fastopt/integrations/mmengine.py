@@ -7,8 +7,9 @@ e.g. ``mmdet``, finds them through its parents)::
     optim_wrapper = dict(optimizer=dict(type='FusedAdamW', lr=1e-3, weight_decay=0.05),
                          paramwise_cfg=dict(norm_decay_mult=0.0))
 
-* ``OPTIMIZERS``: ``FusedSGD``, ``FusedAdam``, ``FusedAdamW``, ``FusedLARS``, and ``LARS`` (for
-  ``FusedLARS``, as mmpretrain/mmselfsup configs name it) unless that name is already taken.
+* ``OPTIMIZERS``: every fused optimizer of :mod:`fastopt.catalog` (``FusedSGD``,
+  ``FusedAdamW``, ``FusedLAMB``, ...) and the names configs use for them (``LARS``, ``Lamb``,
+  ``Lion``, ``Adan``, as mmpretrain / timm name them) unless a name is already taken.
 * ``OPTIM_WRAPPERS``: ``FusedOptimWrapper``, an MMEngine ``OptimWrapper`` whose clip-and-step
   goes through fastopt's wrapper (its fused gradient pipeline when the optimizer is a fastopt
   one); MMEngine's ``OptimWrapper`` keeps its name and behaviour.
@@ -34,7 +35,9 @@ except ImportError as e:  # pragma: no cover - exercised only without mmengine
 
 import torch
 
-OPTIMIZER_NAMES = ("FusedSGD", "FusedAdam", "FusedAdamW", "FusedLARS")
+from fastopt.catalog import registry_names
+
+OPTIMIZER_NAMES = tuple(registry_names())
 
 
 class FusedOptimWrapper(_MMEngineOptimWrapper):
@@ -87,8 +90,7 @@ def register(force: bool = False) -> dict[str, list[str]]:
     from fastopt import optim
 
     done: dict[str, list[str]] = {"optimizers": [], "optim_wrappers": []}
-    optimizers = {name: getattr(optim, name) for name in OPTIMIZER_NAMES}
-    optimizers["LARS"] = optim.FusedLARS
+    optimizers = {name: getattr(optim, cls) for name, cls in registry_names().items()}
     for name, cls in optimizers.items():
         if _register(MMENGINE_OPTIMIZERS, name, cls, force):
             done["optimizers"].append(name)

@@ -18,19 +18,19 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from fastopt._ext import require_C
-from fastopt.ops import dtensor
+from fastopt.ops import catalog, dtensor
 
 if TYPE_CHECKING:
     from fastopt.optim.base import FusedOptimizer
 
-DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
-
-LAYOUT_CONTIGUOUS, LAYOUT_DENSE, LAYOUT_STAGED = 0, 1, 2
+# memory layouts of a param, as the engine reads them (see csrc/plan.h)
+CONTIGUOUS, DENSE, STAGED = "contiguous", "dense", "staged"
 
 
 @dataclass(frozen=True)
 class StateSpec:
-    """The state tensors an optimizer keeps per param, in the engine's order."""
+    """The state tensors an optimizer keeps for the params of a group (names of its op's state
+    keys; each goes to the engine slot the op list gives it)."""
 
     names: tuple[str, ...]
     # a buffer torch creates from the first grad (SGD's momentum_buffer): new ones start "fresh"
@@ -39,6 +39,8 @@ class StateSpec:
     # next to existing ones. Any other missing state next to existing ones is an error, as the
     # KeyError torch.optim raises there.
     late: tuple[str, ...] = ()
+    # states that start at a group value instead of zero (Adagrad's 'sum': state -> group key)
+    init: tuple[tuple[str, str], ...] = ()
 
     def required(self) -> tuple[str, ...]:
         return tuple(n for n in self.names if n != self.fresh and n not in self.late)
@@ -134,12 +136,12 @@ def is_non_overlapping_and_dense(t: torch.Tensor) -> bool:
     return True
 
 
-def _layout(p: torch.Tensor) -> int:
+def _layout(p: torch.Tensor) -> str:
     if p.is_contiguous():
-        return LAYOUT_CONTIGUOUS
+        return CONTIGUOUS
     if is_non_overlapping_and_dense(p):
-        return LAYOUT_DENSE
-    return LAYOUT_STAGED
+        return DENSE
+    return STAGED
 
 
 def _where(opt: FusedOptimizer, gi: int, pi: int, p: torch.Tensor) -> str:
@@ -227,7 +229,7 @@ class _Item:
     param: torch.Tensor  # the group's param (a DTensor under FSDP2)
     p: torch.Tensor  # the memory the engine updates: the param, or its local shard
     where: str
-    layout: int
+    layout: str
     names: tuple[str, ...]
     states: dict[str, torch.Tensor | None] | None  # None: no entry until it gets a grad
     # existing states (local shards of DTensor states) by name
@@ -258,7 +260,7 @@ def _validate(opt: FusedOptimizer, C: Any) -> tuple[list[_Item], torch.device | 
             grad = param.grad
             if dtensor.is_dtensor(param):
                 dtensor.check_param(where, param)
-                if opt._needs_tensor_norms and any(
+                if catalog.op(opt._kind).reductions and any(
                     not pl.is_replicate() for pl in param.placements
                 ):
                     raise NotImplementedError(
@@ -272,7 +274,7 @@ def _validate(opt: FusedOptimizer, C: Any) -> tuple[list[_Item], torch.device | 
             else:
                 _check_tensor(where, "the param", param)
                 p = param
-            if p.dtype not in DTYPE_CODES:
+            if p.dtype not in catalog.dtype_codes():
                 raise TypeError(
                     f"{where}: fused optimizers update float32, float16 and bfloat16 params"
                 )
@@ -311,14 +313,15 @@ def _validate(opt: FusedOptimizer, C: Any) -> tuple[list[_Item], torch.device | 
                     )
                 _check_storage(where, "its grad", grad)
             layout = _layout(p)
-            if layout != LAYOUT_STAGED and p.numel():
+            if layout != STAGED and p.numel():
                 start = p.data_ptr()
                 spans.append((start, start + p.numel() * p.element_size(), where))
             saved = opt.state.get(param)
             saved = saved if isinstance(saved, dict) else {}
             states = {n: _state_tensor(where, n, saved.get(n), param, p) for n in spec.names}
             present = [n for n in spec.names if states[n] is not None]
-            if present or (opt._has_step and "step" in saved):
+            has_step = catalog.op(opt._kind).has_step
+            if present or (has_step and "step" in saved):
                 missing = [n for n in spec.required() if states[n] is None]
                 if missing:
                     raise ValueError(
@@ -326,7 +329,7 @@ def _validate(opt: FusedOptimizer, C: Any) -> tuple[list[_Item], torch.device | 
                         "(torch.optim raises KeyError here); clear the param's whole state "
                         "(optimizer.state[p].clear()) to restart it"
                     )
-            if opt._has_step and "step" in saved:
+            if has_step and "step" in saved:
                 step = saved["step"]
                 if isinstance(step, torch.Tensor) and step.numel() != 1:
                     raise ValueError(f"{where}: state 'step' has {step.numel()} elements, not 1")
@@ -359,17 +362,19 @@ def _validate(opt: FusedOptimizer, C: Any) -> tuple[list[_Item], torch.device | 
     return items, device
 
 
-def _new_state(like: torch.Tensor, dtype: torch.dtype, layout: int) -> torch.Tensor:
-    """A zero state laid out like the engine walks ``like``."""
-    if layout == LAYOUT_DENSE:
-        return torch.zeros_like(like, dtype=dtype)
-    return torch.zeros(like.shape, dtype=dtype, device=like.device)
+def _new_state(
+    like: torch.Tensor, dtype: torch.dtype, layout: str, value: float = 0.0
+) -> torch.Tensor:
+    """A state filled with ``value``, laid out like the engine walks ``like``."""
+    if layout == DENSE:
+        return torch.full_like(like, value, dtype=dtype)
+    return torch.full(like.shape, value, dtype=dtype, device=like.device)
 
 
-def _as_state(value: torch.Tensor, like: torch.Tensor, dtype: torch.dtype, layout: int):
+def _as_state(value: torch.Tensor, like: torch.Tensor, dtype: torch.dtype, layout: str):
     """A (validated) state tensor with the given dtype, laid out like the engine walks ``like``."""
     ok = value.dtype == dtype and value.device == like.device
-    if layout == LAYOUT_DENSE:
+    if layout == DENSE:
         ok = ok and value.stride() == like.stride()
     else:
         ok = ok and value.is_contiguous()
@@ -379,6 +384,8 @@ def _as_state(value: torch.Tensor, like: torch.Tensor, dtype: torch.dtype, layou
 def build_plan(opt: FusedOptimizer) -> Plan:
     """Validate every param of every group, then create missing states and pack the table."""
     C = require_C()
+    op = catalog.op(opt._kind)
+    codes = catalog.dtype_codes()
     spec = opt._state_spec_all()
     items, device = _validate(opt, C)
 
@@ -387,7 +394,7 @@ def build_plan(opt: FusedOptimizer) -> Plan:
     entry_of: list[int] = []
     layouts: list[int] = []
     strides: list[Any] = []
-    entries: list[list] = []
+    entries: list[dict[str, Any]] = []
     entry_params: list[torch.Tensor] = []
     staged: list[_Staged] = []
     step_values: list[float] = []
@@ -395,30 +402,34 @@ def build_plan(opt: FusedOptimizer) -> Plan:
     for item in items:
         param, p, layout = item.param, item.p, item.layout
         params.append(param)
-        layouts.append(layout)
-        strides.append(tuple(p.stride()) if layout == LAYOUT_DENSE else None)
+        layouts.append(catalog.layout(layout))
+        strides.append(tuple(p.stride()) if layout == DENSE else None)
         if item.states is None:
             entry_of.append(-1)  # nothing to do until it has a grad (then: rebuild)
             continue
         grad = None if param.grad is None else dtensor.local(param.grad)
         state_dtype = opt._state_dtype_for(p)
-        state = opt.state[param] if item.names or opt._has_step else {}
+        state = opt.state[param] if item.names or op.has_step else {}
+        group = opt.param_groups[item.gi]
+        init = dict(opt._state_spec(group).init)
         fresh = 0
-        tensors: list[Any] = [None] * 3
-        for k, name in enumerate(item.names):
+        tensors: list[Any] = [None] * catalog.max_states()
+        for name in item.names:
             value = item.states[name]
             if value is not None:
                 shard = _as_state(value, p, state_dtype, layout)
                 if shard is not value:  # converted to the state dtype or the engine's layout
                     state[name] = dtensor.like(param, shard) if param is not p else shard
             else:
-                shard = _new_state(p, state_dtype, layout)
+                fill = float(group[init[name]]) if name in init else 0.0
+                shard = _new_state(p, state_dtype, layout, fill)
                 fresh |= int(name == spec.fresh)
                 state[name] = dtensor.like(param, shard) if param is not p else shard
-            tensors[k] = shard  # the engine's memory: the plan checks its address each step
+            # the engine's memory: the plan checks its address each step
+            tensors[op.slot(name)] = shard
 
         param_ptr = p.data_ptr()
-        if layout == LAYOUT_STAGED:
+        if layout == STAGED:
             buf = p.detach().contiguous()
             gbuf = torch.empty(
                 p.shape, dtype=grad.dtype if grad is not None else p.dtype, device=p.device
@@ -426,28 +437,28 @@ def build_plan(opt: FusedOptimizer) -> Plan:
             staged.append(_Staged(len(entries), param, p, buf, gbuf))
             param_ptr = buf.data_ptr()
 
-        step_ptr_index = -1
-        if opt._has_step:
+        step_index = -1
+        if op.has_step:
             step_values.append(float(state.get("step", 0.0)))
             step_owners.append(state)
-            step_ptr_index = len(step_values) - 1
+            step_index = len(step_values) - 1
         grad_dtype = (
             grad.dtype if grad is not None else (getattr(param, "grad_dtype", None) or p.dtype)
         )
         entry_of.append(len(entries))
         entries.append(
-            [
-                param_ptr,
-                *tensors,
-                p.numel(),
-                DTYPE_CODES[p.dtype],
-                DTYPE_CODES[grad_dtype],
-                DTYPE_CODES[state_dtype],
-                item.gi,
-                step_ptr_index,
-                fresh,
-                grad_dtype,
-            ]
+            dict(
+                param=param_ptr,
+                states=tensors,
+                numel=p.numel(),
+                param_dtype=codes[p.dtype],
+                grad_dtype=codes[grad_dtype],
+                state_dtype=codes[state_dtype],
+                group=item.gi,
+                step=step_index,  # an index into the step buffer below, then its address
+                fresh=fresh,
+                expected_grad_dtype=grad_dtype,
+            )
         )
         entry_params.append(param)
 
@@ -462,7 +473,7 @@ def build_plan(opt: FusedOptimizer) -> Plan:
             state["step"] = steps[i]
     base = steps.data_ptr() if steps is not None else 0
     for e in entries:
-        e[9] = base + 4 * e[9] if e[9] >= 0 else 0
+        e["step"] = base + 4 * e["step"] if e["step"] >= 0 else 0
 
     held = [t for t in (steps,) if t is not None]
     held += [t for s in staged for t in (s.param_buf, s.grad_buf)]
@@ -474,7 +485,7 @@ def build_plan(opt: FusedOptimizer) -> Plan:
         entry_of,
         layouts,
         strides,
-        [tuple(e) for e in entries],
+        [C.Entry(**e) for e in entries],
         held,
         sharded=[int(dtensor.is_dtensor(p)) for p in params],
         device=device,

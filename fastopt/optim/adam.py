@@ -25,7 +25,6 @@ class FusedAdam(FusedOptimizer):
     """
 
     _kind = "adam"
-    _has_step = True
     _load_defaults = dict(
         amsgrad=False,
         maximize=False,

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Union
 
 import torch
 
+from fastopt.ops import catalog
 from fastopt.ops.plan import Plan, StateSpec, build_plan
 
 StateDtype = Union[torch.dtype, str]
@@ -64,17 +65,17 @@ def check_momentum_args(
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
 
-def _norm_kind(norm_type: float | str) -> tuple[int, float]:
-    """The engine's NormType code and exponent for a torch-style ``norm_type``."""
+def _norm_kind(norm_type: float | str) -> tuple[str, float]:
+    """The engine's norm type (l2, l1, inf, p) and exponent for a torch-style ``norm_type``."""
     p = float(norm_type)  # accepts 'inf'
     if p == 2.0:
-        return 0, 2.0
+        return "l2", 2.0
     if p == 1.0:
-        return 1, 1.0
+        return "l1", 1.0
     if p == math.inf:
-        return 2, p
+        return "inf", p
     if p > 0 and math.isfinite(p):
-        return 3, p
+        return "p", p
     raise ValueError(f"norm_type must be a positive number or 'inf', got {norm_type!r}")
 
 
@@ -91,9 +92,10 @@ class FusedOptimizer(torch.optim.Optimizer):
             float16/bfloat16 params) or ``"param"`` for the param's own dtype, as torch does.
     """
 
-    _kind: ClassVar[str]
-    _has_step: ClassVar[bool] = False
-    _needs_tensor_norms: ClassVar[bool] = False  # per-tensor norms in the update (LARS)
+    _kind: ClassVar[str]  # the engine op it runs (csrc/core/ops.h; fastopt.ops.catalog)
+    # the op's step count t is the group's 'step' key, counted here once per step call (timm's
+    # Lamb and Adan keep it so); ops with a per-param count have it in the engine (has_step)
+    _counts_group_steps: ClassVar[bool] = False
     # group keys a state dict from an older torch may lack, with the values torch's own
     # __setstate__ fills in; and keys the class forces on load (AdamW: decoupled decay)
     _load_defaults: ClassVar[dict[str, Any]] = {}
@@ -134,9 +136,14 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _state_spec_all(self) -> StateSpec:
         return self._state_spec(self.defaults)
 
-    def _op_scalar(self) -> float:
-        """An optimizer-level constant the engine needs (LARS: eps)."""
+    def _rescale_max_norm(self) -> float:
+        """LAMB's global-norm rescaling of the grads (``max_grad_norm``); 0: none."""
         return 0.0
+
+    @property
+    def _has_step(self) -> bool:
+        """The engine counts a per-param ``step`` state (torch's layout)."""
+        return catalog.op(self._kind).has_step
 
     # --- step ------------------------------------------------------------------------------
     def _state_dtype_for(self, p: torch.Tensor) -> torch.dtype:
@@ -169,11 +176,29 @@ class FusedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if pipeline:
+        if pipeline or self._rescale_max_norm():
             self.fused_step(**pipeline)
         else:
-            self._run()
+            self._run(self._begin_step())
         return loss
+
+    def _begin_step(self) -> Plan:
+        """The refreshed plan of this step, group step counts advanced first (they are read as
+        hyperparameters); a step refused here leaves them as they were."""
+        if not self._counts_group_steps:
+            return self._current_plan()
+        before = [group.get("step") for group in self.param_groups]
+        for group in self.param_groups:
+            group["step"] = int(group.get("step") or 0) + 1
+        try:
+            return self._current_plan()
+        except BaseException:
+            for group, step in zip(self.param_groups, before):
+                if step is None:
+                    group.pop("step", None)
+                else:
+                    group["step"] = step
+            raise
 
     def fused_step(
         self,
@@ -219,16 +244,18 @@ class FusedOptimizer(torch.optim.Optimizer):
                 raise TypeError(
                     f"fused_step: {name} must be a one-element float32 tensor, got {t.dtype} {tuple(t.shape)}"
                 )
+        rescale = float(self._rescale_max_norm())
         pipeline = dict(
             loss_scale=loss_scale,
             max_norm=float(max_norm or 0.0),
-            norm_type=norm_kind,
+            rescale_max_norm=rescale,
+            norm_type=catalog.norm_type(norm_kind),
             norm_p=p,
             norm_out=norm_out,
             found_inf=found_inf,
         )
-        reduces = bool(max_norm) or norm_out is not None or found_inf is not None
-        plan = self._current_plan()
+        reduces = bool(max_norm) or bool(rescale) or norm_out is not None or found_inf is not None
+        plan = self._begin_step()
         if reduces and process_group is None and plan.no_reduction_group:
             raise NotImplementedError(
                 f"{type(self).__name__}: a grad norm or inf/nan check over DTensor params "
@@ -238,7 +265,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         if reduces and process_group is None:
             process_group = plan.reduction_group  # FSDP2: the shards' mesh
         if reduces and process_group is not None:
-            self._run_sharded(process_group, norm_kind == 2, pipeline, plan)
+            self._run_sharded(process_group, norm_kind == "inf", pipeline, plan)
         else:
             self._run(plan, **pipeline)
 
@@ -276,9 +303,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                     f"fused_step: {name} is on {t.device}, the params on {plan.device}"
                 )
             pipeline[name] = t.data_ptr()
-        plan.engine.run(
-            torch.get_num_threads(), self._op_scalar(), stream=plan.stream(), **pipeline
-        )
+        plan.engine.run(torch.get_num_threads(), stream=plan.stream(), **pipeline)
         if finish and (plan.staged or plan.temporaries):
             with torch.no_grad():
                 plan.finish()

@@ -19,11 +19,11 @@ class FusedLARS(FusedOptimizer):
     Per tensor: ``local_lr = eta * ||p|| / (||g|| + weight_decay * ||p|| + eps)`` (1 when a norm
     is zero or the group sets ``lars_exclude=True``); the update ``(g + wd * p) * local_lr * lr``
     goes through the momentum buffer. The norms are computed by the engine in the same call.
-    ``eps`` is an optimizer attribute, not a group key, as in mmpretrain.
+    ``eps`` is also a group key here (mmpretrain keeps it as an optimizer attribute, which
+    ``optimizer.eps`` still reads); a state dict without it gets the optimizer's.
     """
 
     _kind = "lars"
-    _needs_tensor_norms = True
 
     def __init__(
         self,
@@ -50,8 +50,8 @@ class FusedLARS(FusedOptimizer):
             weight_decay=weight_decay,
             nesterov=nesterov,
             eta=eta,
+            eps=eps,
         )
-        self.eps = eps
         super().__init__(params, defaults, state_dtype=state_dtype)
 
     def _state_spec(self, group: dict[str, Any]) -> StateSpec:
@@ -62,14 +62,16 @@ class FusedLARS(FusedOptimizer):
     def _state_spec_all(self) -> StateSpec:
         return StateSpec(("momentum_buffer",), fresh="momentum_buffer")
 
-    def _op_scalar(self) -> float:
-        return float(self.eps)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state["eps"] = self.eps
-        return state
+    @property
+    def eps(self) -> float:
+        """mmpretrain's attribute: the eps of groups that do not set their own."""
+        return self.defaults["eps"]
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("eps", getattr(self, "eps", 1e-8))  # load_state_dict comes here too
+        # a pickle of an older fastopt kept eps as an attribute; load_state_dict comes here too
+        old_eps = state.pop("eps", None)
         super().__setstate__(state)
+        if old_eps is not None:
+            self.defaults.setdefault("eps", old_eps)
+        for group in self.param_groups:
+            group.setdefault("eps", self.defaults.get("eps", 1e-8))

@@ -1,4 +1,5 @@
-"""Registers every ``torch.optim`` optimizer in OPTIMIZERS, ``LARS`` for ``FusedLARS``, and
+"""Registers every ``torch.optim`` optimizer in OPTIMIZERS, the config names of the fused ones
+(``LARS`` for ``FusedLARS``, ``Lamb``, ``Lion``, ``Adan``), and
 ``ZeroRedundancyOptimizer`` (MMEngine's config form, :mod:`fastopt.optim.zero_redundancy`).
 
 Imported lazily (it is one of OPTIMIZERS' locations) so that ``import fastopt.registry``
@@ -34,18 +35,25 @@ def register_torch_optimizers() -> list[str]:
     return names
 
 
-def register_lars_alias() -> bool:
-    """Register ``LARS`` as a name of ``FusedLARS`` when ``fastopt.optim`` provides it."""
-    import_if_exists("fastopt.optim")  # registers the fused optimizers
-    fused = OPTIMIZERS.module_dict.get("FusedLARS")
-    if fused is None:
-        return False
-    if "LARS" not in OPTIMIZERS.module_dict:
-        OPTIMIZERS.register_module(name="LARS", module=fused)
-    return True
+def register_fused_aliases() -> list[str]:
+    """Register the names configs use for the fused optimizers (``LARS``, ``Lamb``, ``Lion``,
+    ``Adan``: :mod:`fastopt.catalog`) when ``fastopt.optim`` provides them; a name that is
+    already registered (a user registration) wins."""
+    if import_if_exists("fastopt.optim") is None:  # registers the fused optimizers
+        return []
+    from fastopt.catalog import CATALOG
+
+    names = []
+    for entry in CATALOG:
+        fused = OPTIMIZERS.module_dict.get(entry.name)
+        for alias in entry.aliases if fused is not None else ():
+            if alias not in OPTIMIZERS.module_dict:
+                OPTIMIZERS.register_module(name=alias, module=fused)
+            names.append(alias)
+    return names
 
 
 TORCH_OPTIMIZERS = register_torch_optimizers()
-register_lars_alias()
+register_fused_aliases()
 # MMEngine registers its ZeroRedundancyOptimizer in OPTIMIZERS too (golden g2 list)
 import_if_exists("fastopt.optim.zero_redundancy")

@@ -1,0 +1,102 @@
+"""What the compiled engine declares about its ops and codes, read from ``fastopt._C``.
+
+The op list in ``csrc/core/ops.h`` is the one place that names each op's hyperparameter keys,
+its state keys (in engine order), whether the engine counts a per-param step and which
+per-tensor reductions it runs; ``_C.catalog()`` exports it together with the dtype, layout and
+norm-type codes and the chunk sizes. Python reads them here instead of repeating them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import torch
+
+from fastopt._ext import require_C
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    """One op of the engine's op list."""
+
+    name: str
+    #: group keys the engine reads: ``key``, ``key.N`` (item N), a trailing ``?`` (optional,
+    #: 0 when absent) and/or ``!`` (a change of truthiness rebuilds the table)
+    hyper_keys: tuple[str, ...]
+    #: torch-style state names, in the order of the engine's state slots
+    state_keys: tuple[str, ...]
+    #: the engine counts a per-param float32 ``step`` state
+    has_step: bool
+    #: per-tensor reductions of its reduction pass: param_norm, grad_norm, direction_norm
+    reductions: tuple[str, ...]
+
+    def group_keys(self) -> dict[str, bool]:
+        """Each group key the op reads, and whether a group must have it."""
+        keys: dict[str, bool] = {}
+        for spec in self.hyper_keys:
+            name = spec.rstrip("?!")
+            keys[name.split(".")[0]] = "?" not in spec
+        return keys
+
+    def slot(self, state: str) -> int:
+        """The engine's slot of a state name."""
+        return self.state_keys.index(state)
+
+
+@cache
+def _catalog() -> dict[str, Any]:
+    return require_C().catalog()
+
+
+def ops() -> dict[str, OpInfo]:
+    """Every op the engine runs, by name."""
+    return {name: _op_info(name) for name in _catalog()["ops"]}
+
+
+@cache
+def _op_info(name: str) -> OpInfo:
+    try:
+        rec = _catalog()["ops"][name]
+    except KeyError:
+        known = ", ".join(_catalog()["ops"])
+        raise KeyError(f"the engine has no op {name!r}; it has {known}") from None
+    return OpInfo(
+        name=rec["name"],
+        hyper_keys=tuple(rec["hyper_keys"]),
+        state_keys=tuple(rec["state_keys"]),
+        has_step=bool(rec["has_step"]),
+        reductions=tuple(rec["reductions"]),
+    )
+
+
+def op(name: str) -> OpInfo:
+    """The op of that name (a KeyError lists the known ones)."""
+    return _op_info(name)
+
+
+@cache
+def dtype_codes() -> dict[torch.dtype, int]:
+    """The element types the engines update, and their codes."""
+    return {getattr(torch, name): code for name, code in _catalog()["dtypes"].items()}
+
+
+def layout(name: str) -> int:
+    """The code of a memory layout: contiguous, dense or staged (see csrc/plan.h)."""
+    return _catalog()["layouts"][name]
+
+
+def norm_type(name: str) -> int:
+    """The code of a norm type: l2, l1, inf or p."""
+    return _catalog()["norm_types"][name]
+
+
+def max_states() -> int:
+    """State slots per tensor in the engine's table."""
+    return _catalog()["max_states"]
+
+
+def chunk_elems(engine: str) -> int:
+    """The default chunk size, in elements, of the cpu or cuda engine."""
+    return _catalog()[f"{engine}_chunk_elems"]
