@@ -175,7 +175,7 @@ CATALOG: tuple[Optimizer, ...] = (
             "rmsprop": dict(lr=1e-2),
             "rmsprop_momentum": dict(lr=1e-2, momentum=0.9, weight_decay=0.01),
             "rmsprop_centered": dict(lr=1e-2, centered=True, alpha=0.9),
-            "rmsprop_all": dict(lr=1e-2, momentum=0.5, centered=True, alpha=0.3, maximize=True),
+            "rmsprop_all": dict(lr=1e-2, momentum=0.5, centered=True, alpha=0.6, maximize=True),
         },
         group_overrides=({}, {"lr": 3e-3, "weight_decay": 0.1}, {"alpha": 0.5}),
     ),

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastopt.benchmark.candidates import OPTIMS, TORCH_IMPLS, reference_lars_class
+from fastopt.benchmark.candidates import OPTIMS, TORCH_IMPLS
+from fastopt.benchmark.references import ReferenceLARS
 from fastopt.benchmark.param_sets import DTYPES, SETS, make_params
 from fastopt.benchmark.timing import Stats, step_bytes, time_interleaved
 from fastopt.cli import main
@@ -104,7 +105,7 @@ def test_time_interleaved_drops_a_failing_candidate() -> None:
 def test_reference_lars_follows_mmpretrain() -> None:
     """The LARS baseline reproduces the reference's golden trajectory (g7)."""
     p = torch.tensor([3.0, 4.0], requires_grad=True)
-    opt = reference_lars_class()([p], lr=0.1, momentum=0.9, weight_decay=0.01, eta=1e-3)
+    opt = ReferenceLARS([p], lr=0.1, momentum=0.9, weight_decay=0.01, eta=1e-3)
     golden = [[2.9997000694, 3.9995999336], [2.9991300106, 3.9988398552]]
     for want in golden:
         p.grad = torch.tensor([0.6, 0.8])
@@ -124,7 +125,7 @@ def test_bench_step_json_has_every_row(tmp_path: Path, capsys: pytest.CaptureFix
     rows = {(r["set"], r["optim"], r["dtype"]): r for r in data["step"]}
     assert set(rows) == {(s, o, d) for s in SETS for o in OPTIMS for d in DTYPES}
     for (set_name, optim, _), r in rows.items():
-        expected = {"fastopt"} if OPTIMS[optim].torch_cls is None else {"fastopt", "fused"}
+        expected = {"fastopt", "fused"} if OPTIMS[optim].has_fused_peer else {"fastopt"}
         assert set(r["impls"]) == expected and not r["errors"], r
         assert all(
             _positive(i["median_ms"]) and i["q1_ms"] <= i["q3_ms"] for i in r["impls"].values()
