@@ -254,9 +254,7 @@ FASTOPT_DEVICE void update_chunk(const typename Op::Args& a, P* __restrict__ p,
                                  float clip_coef) {
   constexpr int kUsed = Op::states_used(V);
   const int tid = int(threadIdx.x), threads = int(blockDim.x);
-  auto element = [&](int i) {
-    update_element<Op, V>(a, p, g, s0, s1, s2, s3, i, inv_scale, clip_coef);
-  };
+  int done = 0;  // elements the vector path updated; the scalar path takes the rest
   if (chunk_vectorizable(p, g, s0, s1, s2, s3)) {
     constexpr int kVec = vec_elems<P, G, S>();
     const int vectors = n / kVec;
@@ -282,14 +280,14 @@ FASTOPT_DEVICE void update_chunk(const typename Op::Args& a, P* __restrict__ p,
       if (kUsed & 4) store_vec<kVec>(s2, i, sv[2]);
       if (kUsed & 8) store_vec<kVec>(s3, i, sv[3]);
     }
-    for (int i = vectors * kVec + tid; i < n; i += threads) element(i);  // tail < kVec
-    return;
+    done = vectors * kVec;
   }
-  for (int base = 0; base < n; base += threads * kIlp) {
+  for (int base = done; base < n; base += threads * kIlp) {
     float pv[kIlp], gv[kIlp], sv[kIlp][kMaxStates];
 #pragma unroll
     for (int j = 0; j < kIlp; ++j) {
       const int i = base + tid + j * threads;
+      pv[j] = gv[j] = sv[j][0] = sv[j][1] = sv[j][2] = sv[j][3] = 0.f;
       if (i < n) {
         pv[j] = load(p + i);
         gv[j] = (load(g + i) * inv_scale) * clip_coef;
