@@ -166,8 +166,8 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
   py::class_<fastopt::EntrySpec>(m, "Entry", py::module_local(),
                                  "One tensor of a plan's table (see csrc/plan.h)")
       .def(py::init([](int64_t param, std::vector<py::object> states, int64_t numel,
-                       int32_t param_dtype, int32_t grad_dtype, int32_t state_dtype,
-                       int32_t group, int64_t step, int32_t fresh, py::object expected_grad_dtype) {
+                       int32_t param_dtype, int32_t grad_dtype, int32_t state_dtype, int32_t group,
+                       int64_t step, int32_t fresh, py::object expected_grad_dtype) {
              fastopt::EntrySpec e;
              e.param = param;
              e.states = std::move(states);
@@ -182,8 +182,8 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
              return e;
            }),
            py::kw_only(), py::arg("param"), py::arg("states"), py::arg("numel"),
-           py::arg("param_dtype"), py::arg("grad_dtype"), py::arg("state_dtype"),
-           py::arg("group"), py::arg("step"), py::arg("fresh"), py::arg("expected_grad_dtype"))
+           py::arg("param_dtype"), py::arg("grad_dtype"), py::arg("state_dtype"), py::arg("group"),
+           py::arg("step"), py::arg("fresh"), py::arg("expected_grad_dtype"))
       .def_readonly("param", &fastopt::EntrySpec::param)
       .def_readonly("numel", &fastopt::EntrySpec::numel)
       .def_readonly("group", &fastopt::EntrySpec::group);
@@ -224,13 +224,13 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
   py::class_<Plan>(m, "Plan", py::module_local())
       .def(py::init<std::string, py::list, py::object, py::list, std::vector<int64_t>,
                     std::vector<int32_t>, std::vector<py::object>,
-                    const std::vector<fastopt::EntrySpec>&, py::list, std::vector<int32_t>,
-                    int64_t, py::object, bool>(),
+                    const std::vector<fastopt::EntrySpec>&, py::list, std::vector<int32_t>, int64_t,
+                    py::object, bool>(),
            py::arg("kind"), py::arg("owner_groups"), py::arg("owner_state"), py::arg("params"),
            py::arg("entry_of_param"), py::arg("layouts"), py::arg("dense_strides"),
            py::arg("entries"), py::arg("held"), py::arg("sharded") = std::vector<int32_t>{},
-           py::arg("chunk_elems") = 0,
-           py::arg("device") = py::none(), py::arg("check_sizes") = true,
+           py::arg("chunk_elems") = 0, py::arg("device") = py::none(),
+           py::arg("check_sizes") = true,
            "entries: an Entry per tensor; held: other tensors the entries point into; sharded: per "
            "param, 1 for a DTensor (read through its local shard); check_sizes=False "
            "(tests of index arithmetic with fabricated sizes only) skips the per-step size checks")

@@ -24,8 +24,8 @@ struct StepInputs {
   // by the device at run time so a captured CUDA graph follows it), or nullptr. Device engines
   // only.
   const float* const* lr_device;
-  int num_threads;   // CPU engine
-  void* stream;      // cudaStream_t of the CUDA engine (torch's current stream)
+  int num_threads;  // CPU engine
+  void* stream;     // cudaStream_t of the CUDA engine (torch's current stream)
 };
 
 // One kernel launch of a step, as a device engine would issue it (for tests and diagnostics).

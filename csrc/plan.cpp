@@ -251,8 +251,8 @@ void Plan::check_hypers(const std::string& kind, py::list groups, py::object dev
 Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::list params,
            std::vector<int64_t> entry_of_param, std::vector<int32_t> layouts,
            std::vector<py::object> dense_strides, const std::vector<EntrySpec>& entries,
-           py::list held,
-           std::vector<int32_t> sharded, int64_t chunk_elems, py::object device, bool check_sizes)
+           py::list held, std::vector<int32_t> sharded, int64_t chunk_elems, py::object device,
+           bool check_sizes)
     : Plan(std::move(kind), owner_groups, device) {
   check_sizes_ = check_sizes;
   sharded_ = std::move(sharded);
@@ -506,7 +506,8 @@ py::tuple Plan::refresh() {
     py::object local_ref;
     if (sharded_[i]) {  // FSDP2 may swap a DTensor's local shard: read it every step
       local_ref = py::reinterpret_steal<py::object>(PyObject_GetAttr(p, n.local));
-      if (!local_ref || Py_TYPE(local_ref.ptr()) != reinterpret_cast<PyTypeObject*>(tensor_type_.ptr()))
+      if (!local_ref ||
+          Py_TYPE(local_ref.ptr()) != reinterpret_cast<PyTypeObject*>(tensor_type_.ptr()))
         return rebuild("a DTensor's local shard is not a plain tensor");
       p = local_ref.ptr();
     }

@@ -57,7 +57,7 @@ struct EntrySpec {
   int64_t numel = 0;
   int32_t param_dtype = 0, grad_dtype = 0, state_dtype = 0;  // DType codes
   int32_t group = 0;                                         // its param group
-  int64_t step = 0;  // address of its float32 step count (ops with kHasStep), or 0
+  int64_t step = 0;   // address of its float32 step count (ops with kHasStep), or 0
   int32_t fresh = 0;  // its fresh state is new: the first update initialises it from the grad
   py::object expected_grad_dtype;  // the torch.dtype its grads must have
 };
@@ -136,9 +136,9 @@ class Plan {
   std::vector<py::object> entry_states_;  // [entries][kMaxStates]: the state tensors (or None)
   std::vector<py::object> state_items_;   // optimizer.state's items and their dicts' items
   py::list held_;                         // other tensors the entries point into
-  std::vector<double> hyper_;            // [groups][keys]
-  std::vector<const float*> lr_device_;  // per group: device scalar lr (tensor lr), or nullptr
-  std::vector<double> structural_;       // truthiness of structural keys at build time
+  std::vector<double> hyper_;             // [groups][keys]
+  std::vector<const float*> lr_device_;   // per group: device scalar lr (tensor lr), or nullptr
+  std::vector<double> structural_;        // truthiness of structural keys at build time
   int64_t total_elems_ = 0;
   std::unique_ptr<Engine> engine_;
 };

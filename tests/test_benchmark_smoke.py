@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from fastopt.benchmark.candidates import OPTIMS, TORCH_IMPLS
-from fastopt.benchmark.references import ReferenceLARS
 from fastopt.benchmark.param_sets import DTYPES, SETS, make_params
+from fastopt.benchmark.references import ReferenceLARS
 from fastopt.benchmark.timing import Stats, step_bytes, time_interleaved
 from fastopt.cli import main
 from fastopt.commands import bench

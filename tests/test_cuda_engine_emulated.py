@@ -2,8 +2,8 @@
 (fastopt._C_simt) and are compared with torch.optim and, bit for bit, with the CPU engine.
 
 The elementwise update is the same functor code in both engines (and nvcc compiles it with
---fmad=false), so SGD and Adam(W) match the CPU engine exactly; norms come from a different
-reduction tree, so LARS and clipped steps match to the last bits.
+--fmad=false), so optimizers without a per-tensor reduction match the CPU engine exactly; norms
+come from a different reduction tree, so LARS, LAMB and clipped steps match to the last bits.
 """
 
 from __future__ import annotations
@@ -19,30 +19,20 @@ import fastopt
 import fastopt._ext
 from fastopt import _C as CPU
 from fastopt import _C_simt as SIMT
+from fastopt import catalog
+from fastopt.catalog import CATALOG
+from fastopt.ops import catalog as op_catalog
 
 CHUNK = 1 << 16
 SHAPES = [(0,), (1,), (7, 3), (CHUNK + 123,), (33, 5, 2), (4099,)]
 
-CASES = {
-    "sgd": ("FusedSGD", dict(lr=0.1)),
-    "sgd_momentum": ("FusedSGD", dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=1e-2)),
-    "sgd_nesterov": ("FusedSGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)),
-    "sgd_maximize": ("FusedSGD", dict(lr=0.05, momentum=0.5, maximize=True)),
-    "adam": ("FusedAdam", dict(lr=1e-2)),
-    "adam_l2_amsgrad": ("FusedAdam", dict(lr=1e-2, weight_decay=0.1, amsgrad=True)),
-    "adam_low_beta": ("FusedAdam", dict(lr=1e-2, betas=(0.3, 0.9), eps=1e-6, maximize=True)),
-    "adamw": ("FusedAdamW", dict(lr=1e-2, weight_decay=0.05)),
-    "adamw_amsgrad": ("FusedAdamW", dict(lr=1e-2, weight_decay=0.05, amsgrad=True)),
-    "lars": ("FusedLARS", dict(lr=0.1, momentum=0.9, weight_decay=1e-4)),
-    "lars_nesterov": ("FusedLARS", dict(lr=0.1, momentum=0.9, nesterov=True, eta=0.02)),
-    "lars_no_momentum": ("FusedLARS", dict(lr=0.1, weight_decay=1e-4)),
-}
-GROUP_OVERRIDES = {
-    "FusedSGD": [{}, {"lr": 0.01, "weight_decay": 0.1}, {"momentum": 0.0}],
-    "FusedAdam": [{}, {"lr": 3e-3, "weight_decay": 0.01}, {"betas": (0.5, 0.9)}],
-    "FusedAdamW": [{}, {"lr": 3e-3, "weight_decay": 0.0}, {"betas": (0.5, 0.9)}],
-    "FusedLARS": [{}, {"lr": 0.01, "lars_exclude": True}, {"momentum": 0.5, "weight_decay": 0.0}],
-}
+# every optimizer's test cases and per-group overrides, from the catalog
+CASES = {case: (o.name, kw) for o in CATALOG for case, kw in o.cases.items()}
+GROUP_OVERRIDES = {o.name: list(o.group_overrides) for o in CATALOG}
+# one case per optimizer for the element-type combinations
+TYPE_CASES = ["sgd_momentum", "adam_l2_amsgrad", "adamw"] + [
+    next(iter(o.cases)) for o in CATALOG if o.name not in ("FusedSGD", "FusedAdam", "FusedAdamW")
+]
 
 
 @contextlib.contextmanager
@@ -129,7 +119,8 @@ def compare(x, y, exact):
 
 
 def exact_for(name):
-    return name != "FusedLARS"
+    """Ops with a per-tensor reduction (LARS, LAMB) sum in a different tree on each engine."""
+    return not op_catalog.op(catalog.get(name).op).reductions
 
 
 # ---- every optimizer, every element type combination -------------------------------------------
@@ -164,7 +155,7 @@ TYPES = [  # (param, grad, state)
 
 
 @pytest.mark.parametrize("types", TYPES, ids=lambda t: "-".join(str(x).split(".")[-1] for x in t))
-@pytest.mark.parametrize("case", ["sgd_momentum", "adam_l2_amsgrad", "adamw", "lars"])
+@pytest.mark.parametrize("case", TYPE_CASES)
 def test_low_precision_matches_the_cpu_engine(case, types):
     name, kwargs = CASES[case]
     dtype, grad_dtype, state_dtype = types

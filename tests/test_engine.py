@@ -12,6 +12,7 @@ from conftest import fastopt_subprocess_env
 
 import fastopt
 from fastopt._ext import require_C
+from fastopt.catalog import CATALOG
 
 C = require_C()
 
@@ -32,14 +33,11 @@ def _train(name, dtype=torch.float32, steps=5, threads=None, **kw):
     return [p.detach().clone() for p in params]
 
 
-@pytest.mark.parametrize(
-    "name,kw",
-    [
-        ("FusedAdamW", dict(lr=1e-2)),
-        ("FusedSGD", dict(lr=0.1, momentum=0.9)),
-        ("FusedLARS", dict(lr=0.1, momentum=0.9)),
-    ],
-)
+# every optimizer, with its catalog's last (most featureful) test case
+LAST_CASES = [(o.name, list(o.cases.values())[-1]) for o in CATALOG]
+
+
+@pytest.mark.parametrize("name,kw", LAST_CASES, ids=[n for n, _ in LAST_CASES])
 def test_bitwise_identical_with_one_and_two_threads(name, kw):
     before = torch.get_num_threads()
     try:
@@ -58,6 +56,9 @@ def test_bitwise_identical_across_instruction_sets(tmp_path):
         "from test_engine import _train\n"
         "out = _train('FusedAdamW', dtype=torch.bfloat16, lr=1e-2) + _train('FusedLARS', lr=0.1, momentum=0.9)\n"
         "out += _train('FusedSGD', dtype=torch.float16, lr=0.1, momentum=0.9, nesterov=True)\n"
+        "from test_engine import LAST_CASES\n"
+        "for name, kw in LAST_CASES:\n"
+        "    out += _train(name, dtype=torch.bfloat16, **kw)\n"
         "torch.save(out, sys.argv[1])\n"
     )
     results = {}

@@ -19,14 +19,18 @@ def _check(name, kwargs, shape_list, dtype, seed, steps=4):
     g = torch.Generator().manual_seed(seed)
     fused_params = [torch.nn.Parameter(torch.randn(s, generator=g).to(dtype)) for s in shape_list]
     ref_params = [torch.nn.Parameter(p.detach().float().clone()) for p in fused_params]
+    exact = [torch.nn.Parameter(p.detach().double().clone()) for p in fused_params]
     fused = getattr(fastopt, name)(fused_params, **kwargs)
     ref = TORCH_FOR_LOOP[name](ref_params, **kwargs)
+    truth = TORCH_FOR_LOOP[name](exact, **kwargs)  # fp32 only: the same rule in float64
     for _ in range(steps):
-        for pf, pr in zip(fused_params, ref_params):
+        for pf, pr, pe in zip(fused_params, ref_params, exact):
             pf.grad = torch.randn(pf.shape, generator=g).to(dtype)
             pr.grad = pf.grad.float()
+            pe.grad = pf.grad.double()
         fused.step()
         ref.step()
+        truth.step()
         with torch.no_grad():
             for pr in ref_params:
                 pr.copy_(pr.to(dtype).float())
@@ -36,8 +40,18 @@ def _check(name, kwargs, shape_list, dtype, seed, steps=4):
         torch.bfloat16: dict(rtol=2e-2, atol=2**-5 + 1e-6),
         torch.float16: dict(rtol=3e-3, atol=2**-8 + 1e-6),
     }[dtype]
-    for a, b in zip(fused_params, ref_params):
-        torch.testing.assert_close(a.detach().float(), b.detach(), **tol)
+    for a, b, e in zip(fused_params, ref_params, exact):
+        a, b = a.detach().float(), b.detach()
+        far = ~torch.isclose(a, b, **tol)
+        if dtype == torch.float32 and far.any():
+            # Ill-conditioned elements (g + wd * p cancelling, which torch rounds once with an
+            # FMA; sqrt(sq - ga^2) near 0): there torch itself is off the float64 result by
+            # more than the tolerance, and the fused result must be about as accurate.
+            ours = (a.double() - e.detach())[far].abs()
+            theirs = (b.double() - e.detach())[far].abs()
+            assert (theirs > tol["atol"]).all() and (ours <= 3 * theirs).all(), (ours, theirs)
+            continue
+        torch.testing.assert_close(a, b, **tol)
 
 
 dtypes = st.sampled_from([torch.float32, torch.bfloat16, torch.float16])
@@ -102,3 +116,87 @@ def test_lars(shape_list, lr, momentum, wd, eta, seed):
         torch.float32,
         seed,
     )
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    shapes,
+    dtypes,
+    st.floats(1e-3, 0.5),
+    st.floats(0.0, 0.5),
+    st.floats(0.0, 0.1),
+    st.floats(0.0, 1.0),
+    st.booleans(),
+    st.integers(0, 2**16),
+)
+def test_adagrad(shape_list, dtype, lr, lr_decay, wd, init, maximize, seed):
+    kw = dict(
+        lr=lr, lr_decay=lr_decay, weight_decay=wd, initial_accumulator_value=init, maximize=maximize
+    )
+    _check("FusedAdagrad", kw, shape_list, dtype, seed)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    shapes,
+    dtypes,
+    st.floats(1e-4, 0.05),
+    st.floats(0.8, 0.99),
+    unit,
+    st.floats(0.0, 0.1),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 2**16),
+)
+def test_rmsprop(shape_list, dtype, lr, alpha, momentum, wd, centered, maximize, seed):
+    if centered:  # sqrt(sq - ga^2) amplifies the last bit where it is near 0: fp32 only
+        dtype = torch.float32
+    kw = dict(
+        lr=lr, alpha=alpha, momentum=momentum, weight_decay=wd, centered=centered, maximize=maximize
+    )
+    _check("FusedRMSprop", kw, shape_list, dtype, seed)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    shapes, dtypes, st.floats(1e-5, 1e-2), unit, unit, st.floats(0.0, 1.0), st.integers(0, 2**16)
+)
+def test_lion(shape_list, dtype, lr, b1, b2, wd, seed):
+    _check("FusedLion", dict(lr=lr, betas=(b1, b2), weight_decay=wd), shape_list, dtype, seed)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    shapes,
+    st.floats(1e-4, 0.05),
+    st.tuples(unit, unit, st.floats(0.5, 0.999)),
+    st.floats(0.0, 0.1),
+    st.booleans(),
+    st.integers(0, 2**16),
+)
+def test_adan(shape_list, lr, betas, wd, no_prox, seed):
+    kw = dict(lr=lr, betas=betas, weight_decay=wd, no_prox=no_prox)
+    _check("FusedAdan", kw, shape_list, torch.float32, seed)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    shapes,
+    st.floats(1e-4, 0.05),
+    st.floats(0.0, 0.1),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from([None, 0.5, 1.0]),
+    st.integers(0, 2**16),
+)
+def test_lamb(shape_list, lr, wd, bias_correction, always_adapt, trust_clip, max_norm, seed):
+    kw = dict(
+        lr=lr,
+        weight_decay=wd,
+        bias_correction=bias_correction,
+        always_adapt=always_adapt,
+        trust_clip=trust_clip,
+        max_grad_norm=max_norm,
+    )
+    _check("FusedLAMB", kw, shape_list, torch.float32, seed)

@@ -8,13 +8,25 @@ import pickle
 
 import pytest
 import torch
+from lion_pytorch import Lion
 
 import fastopt
+from fastopt.benchmark.references import ReferenceAdan, ReferenceLamb
 
 PAIRS = [
     (torch.optim.SGD, fastopt.FusedSGD, dict(lr=0.05, momentum=0.9, weight_decay=1e-3)),
     (torch.optim.Adam, fastopt.FusedAdam, dict(lr=1e-2, amsgrad=True)),
     (torch.optim.AdamW, fastopt.FusedAdamW, dict(lr=1e-2, weight_decay=0.05)),
+    (torch.optim.Adagrad, fastopt.FusedAdagrad, dict(lr=0.1, lr_decay=0.01, weight_decay=1e-3)),
+    (
+        torch.optim.RMSprop,
+        fastopt.FusedRMSprop,
+        dict(lr=1e-2, momentum=0.9, centered=True, weight_decay=1e-3),
+    ),
+    (Lion, fastopt.FusedLion, dict(lr=1e-3, weight_decay=0.1)),
+    # timm's rules and state layouts (group-level step), as fastopt.benchmark.references
+    (ReferenceLamb, fastopt.FusedLAMB, dict(lr=1e-2, weight_decay=0.01)),
+    (ReferenceAdan, fastopt.FusedAdan, dict(lr=1e-2, weight_decay=0.02)),
 ]
 
 

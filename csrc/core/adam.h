@@ -32,8 +32,8 @@ struct Adam {
     kNumHyper
   };
   static constexpr const char* kHyperKeys[kNumHyper] = {
-      "lr",       "betas.0",  "betas.1", "eps", "weight_decay",
-      "amsgrad!", "maximize", "decoupled_weight_decay"};
+      "lr",           "betas.0",  "betas.1",  "eps",
+      "weight_decay", "amsgrad!", "maximize", "decoupled_weight_decay"};
 
   // Compile-time variants (uniform per tensor): bit 0 amsgrad, bit 1 lerp's large-weight form.
   enum Variant { kAmsgrad_ = 1, kLargeWeight = 2 };
@@ -42,9 +42,9 @@ struct Adam {
 
   struct Args {
     float neg_step_size, bias_correction2_sqrt, eps, one_minus_beta1, beta2, one_minus_beta2;
-    float grad_sign;  // -1 with maximize
-    float decay;      // 1 - lr * wd for AdamW, else 1 (exact no-op)
-    float wd;         // L2 coefficient for Adam, else 0
+    float grad_sign;   // -1 with maximize
+    float decay;       // 1 - lr * wd for AdamW, else 1 (exact no-op)
+    float wd;          // L2 coefficient for Adam, else 0
     uint32_t wd_mask;  // torch adds wd * p only when it has an L2 term (0 * inf would be nan)
     int variant;
   };
@@ -64,7 +64,8 @@ struct Adam {
     a.decay = decoupled ? float(1.0 - lr * wd) : 1.f;
     a.wd = decoupled ? 0.f : float(wd);
     a.wd_mask = mask_of(!decoupled && wd != 0.0);
-    a.variant = (h[kAmsgrad] != 0.0 ? kAmsgrad_ : 0) | (lerp_large_weight(a.one_minus_beta1) ? kLargeWeight : 0);
+    a.variant = (h[kAmsgrad] != 0.0 ? kAmsgrad_ : 0) |
+                (lerp_large_weight(a.one_minus_beta1) ? kLargeWeight : 0);
     return a;
   }
 

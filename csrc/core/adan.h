@@ -24,19 +24,9 @@ struct Adan {
                                                       "neg_pre_grad"};
   static constexpr bool kHasStep = false;  // per group: the 'step' key
   static constexpr unsigned kReductions = 0;
-  enum Hyper {
-    kLr,
-    kBeta1,
-    kBeta2,
-    kBeta3,
-    kEps,
-    kWeightDecay,
-    kNoProx,
-    kStep,
-    kNumHyper
-  };
-  static constexpr const char* kHyperKeys[kNumHyper] = {
-      "lr", "betas.0", "betas.1", "betas.2", "eps", "weight_decay", "no_prox", "step?"};
+  enum Hyper { kLr, kBeta1, kBeta2, kBeta3, kEps, kWeightDecay, kNoProx, kStep, kNumHyper };
+  static constexpr const char* kHyperKeys[kNumHyper] = {"lr",  "betas.0",      "betas.1", "betas.2",
+                                                        "eps", "weight_decay", "no_prox", "step?"};
 
   // Compile-time variants: bit 0 first step (no previous grad), 1 no_prox.
   enum Variant { kFirst = 1, kNoProx_ = 2 };

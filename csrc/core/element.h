@@ -39,8 +39,8 @@ FASTOPT_HD void update_element(const typename Op::Args& a, P* p, const G* g, S* 
 
 // The op's update direction at one element (ops with kDirectionNorm), nothing stored.
 template <class Op, int V, class P, class G, class S>
-FASTOPT_HD float direction_element(const typename Op::Args& a, const P* p, const G* g,
-                                   const S* s0, const S* s1, const S* s2, const S* s3, int64_t i,
+FASTOPT_HD float direction_element(const typename Op::Args& a, const P* p, const G* g, const S* s0,
+                                   const S* s1, const S* s2, const S* s3, int64_t i,
                                    float inv_scale, float clip_coef) {
   const float pv = load(p + i);
   const float gv = (load(g + i) * inv_scale) * clip_coef;

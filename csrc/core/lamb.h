@@ -38,9 +38,16 @@ struct Lamb {
     kStep,
     kNumHyper
   };
-  static constexpr const char* kHyperKeys[kNumHyper] = {
-      "lr",           "betas.0",        "betas.1",    "eps",          "weight_decay",
-      "bias_correction", "grad_averaging", "trust_clip", "always_adapt", "step?"};
+  static constexpr const char* kHyperKeys[kNumHyper] = {"lr",
+                                                        "betas.0",
+                                                        "betas.1",
+                                                        "eps",
+                                                        "weight_decay",
+                                                        "bias_correction",
+                                                        "grad_averaging",
+                                                        "trust_clip",
+                                                        "always_adapt",
+                                                        "step?"};
 
   // Compile-time variants: bit 0 grad averaging (lerp), 1 lerp's large-weight form.
   enum Variant { kAveraging = 1, kLargeWeight = 2 };

@@ -42,7 +42,7 @@ struct Lars {
   struct Args {
     float actual_lr, momentum, one_minus_dampening, wd;
     int variant;
-    int trust;  // the trust ratio applies (lars_exclude is false)
+    int trust;                  // the trust ratio applies (lars_exclude is false)
     double lr, eta, wd_d, eps;  // for adapt(): the trust ratio is formed in double
   };
 
@@ -57,9 +57,9 @@ struct Lars {
     a.momentum = float(h[kMomentum]);
     a.one_minus_dampening = float(1.0 - h[kDampening]);
     a.wd = float(a.wd_d);
-    a.variant = h[kMomentum] == 0.0 ? 0
-                                    : kMomentum_ | (fresh ? kFirst : 0) |
-                                          (h[kNesterov] != 0.0 ? kNesterov_ : 0);
+    a.variant = h[kMomentum] == 0.0
+                    ? 0
+                    : kMomentum_ | (fresh ? kFirst : 0) | (h[kNesterov] != 0.0 ? kNesterov_ : 0);
     return a;
   }
 

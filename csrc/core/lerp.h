@@ -13,6 +13,8 @@ FASTOPT_HD float torch_lerp(float self, float end, float w) {
 }
 
 // The variant bit for a weight: torch's CPU and CUDA kernels test |w| < 0.5 in float.
-FASTOPT_HD bool lerp_large_weight(float w) { return !(w < 0.5f && w > -0.5f); }
+FASTOPT_HD bool lerp_large_weight(float w) {
+  return !(w < 0.5f && w > -0.5f);
+}
 
 }  // namespace fastopt

@@ -18,8 +18,7 @@ struct Lion {
   static constexpr bool kHasStep = false;
   static constexpr unsigned kReductions = 0;
   enum Hyper { kLr, kBeta1, kBeta2, kWeightDecay, kNumHyper };
-  static constexpr const char* kHyperKeys[kNumHyper] = {"lr", "betas.0", "betas.1",
-                                                        "weight_decay"};
+  static constexpr const char* kHyperKeys[kNumHyper] = {"lr", "betas.0", "betas.1", "weight_decay"};
 
   using Variants = std::integer_sequence<int, 0>;
   static constexpr int states_used(int) { return 1; }

@@ -63,8 +63,8 @@ struct has_direction<Op, std::void_t<decltype(Op::template direction<0>(
 template <class Op, class = void>
 struct has_prepare : std::false_type {};
 template <class Op>
-struct has_prepare<Op, std::void_t<decltype(Op::prepare(static_cast<const double*>(nullptr),
-                                                        0.0, 0))>>
+struct has_prepare<Op,
+                   std::void_t<decltype(Op::prepare(static_cast<const double*>(nullptr), 0.0, 0))>>
     : std::is_same<decltype(Op::prepare(static_cast<const double*>(nullptr), 0.0, 0)),
                    typename Op::Args> {};
 
@@ -88,8 +88,9 @@ constexpr bool check_op() {
                 "kStateKeys must name each of the op's kStates states");
   static_assert(sizeof(Op::kHyperKeys) / sizeof(Op::kHyperKeys[0]) == size_t(Op::kNumHyper),
                 "kHyperKeys must name each Hyper index up to kNumHyper");
-  static_assert(int(Op::kLr) == 0, "the first hyperparameter must be kLr ('lr'; a device lr "
-                                   "replaces it)");
+  static_assert(int(Op::kLr) == 0,
+                "the first hyperparameter must be kLr ('lr'; a device lr "
+                "replaces it)");
   static_assert(detail::same_name(Op::kHyperKeys[0], "lr"), "kHyperKeys[kLr] must be \"lr\"");
   static_assert(std::is_trivially_copyable<typename Op::Args>::value,
                 "Args travels in kernel workspaces: it must be trivially copyable");
@@ -106,10 +107,10 @@ constexpr bool check_op() {
   return true;
 }
 
-#define FASTOPT_CHECK_OP(Struct, name)                                                   \
-  static_assert(check_op<Struct>(), "");                                                 \
-  static_assert(detail::same_name(Struct::kName, #name), "op list: " #name " must be " \
-                                                         #Struct "::kName");
+#define FASTOPT_CHECK_OP(Struct, name)                   \
+  static_assert(check_op<Struct>(), "");                 \
+  static_assert(detail::same_name(Struct::kName, #name), \
+                "op list: " #name " must be " #Struct "::kName");
 FASTOPT_OPS(FASTOPT_CHECK_OP)
 #undef FASTOPT_CHECK_OP
 

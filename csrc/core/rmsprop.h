@@ -18,8 +18,7 @@ namespace fastopt {
 struct Rmsprop {
   static constexpr const char* kName = "rmsprop";
   static constexpr int kStates = 3;  // momentum_buffer: momentum > 0; grad_avg: centered
-  static constexpr const char* kStateKeys[kStates] = {"square_avg", "momentum_buffer",
-                                                      "grad_avg"};
+  static constexpr const char* kStateKeys[kStates] = {"square_avg", "momentum_buffer", "grad_avg"};
   static constexpr bool kHasStep = true;
   static constexpr unsigned kReductions = 0;
   enum Hyper { kLr, kAlpha, kEps, kWeightDecay, kMomentum, kCentered, kMaximize, kNumHyper };

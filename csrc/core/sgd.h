@@ -40,9 +40,9 @@ struct Sgd {
     a.wd = float(h[kWeightDecay]);
     a.wd_mask = mask_of(h[kWeightDecay] != 0.0);
     a.grad_sign = h[kMaximize] != 0.0 ? -1.f : 1.f;
-    a.variant = h[kMomentum] == 0.0 ? 0
-                                    : kMomentum_ | (fresh ? kFirst : 0) |
-                                          (h[kNesterov] != 0.0 ? kNesterov_ : 0);
+    a.variant = h[kMomentum] == 0.0
+                    ? 0
+                    : kMomentum_ | (fresh ? kFirst : 0) | (h[kNesterov] != 0.0 ? kNesterov_ : 0);
     return a;
   }
 

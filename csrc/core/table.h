@@ -17,8 +17,8 @@ struct TensorEntry {
   void* state[kMaxStates];
   int64_t numel;
   DType param_dtype, grad_dtype, state_dtype;
-  int32_t group;  // row of the per-group hyperparameter table
-  float* step;    // torch's state['step'] (a view into one buffer), or nullptr
+  int32_t group;   // row of the per-group hyperparameter table
+  float* step;     // torch's state['step'] (a view into one buffer), or nullptr
   int32_t fresh;   // momentum buffer not yet initialised: the first update copies the grad
   int32_t active;  // the param has a grad this step
 };
@@ -66,8 +66,8 @@ struct GradPipeline {
   // > 0: grads are then divided by max(1, norm / rescale_max_norm), norm being the total after
   // the clipping above (the global-norm rescaling of timm's LAMB, `max_grad_norm`)
   double rescale_max_norm = 0.0;
-  float* norm_out = nullptr;          // receives the pre-clip total norm of the unscaled grads
-  float* found_inf = nullptr;         // receives 1 when a grad is inf/nan (the step is skipped)
+  float* norm_out = nullptr;   // receives the pre-clip total norm of the unscaled grads
+  float* found_inf = nullptr;  // receives 1 when a grad is inf/nan (the step is skipped)
   // Two phases for grads sharded over processes (ZeRO): total_out receives this process's
   // folded (unfinished, see NormMeasure) total and nothing is updated; after an all-reduce,
   // total_in supplies every process's total in place of the local reduction. float64 scalars.

@@ -63,8 +63,8 @@ void dispatch_types(const TensorEntry& e, F&& f) {
 // No per-element branch remains, so the loop vectorizes.
 template <class Op, int V, class P, class G, class S>
 void update_span(const typename Op::Args& args, P* __restrict p, const G* __restrict g,
-                 S* __restrict s0, S* __restrict s1, S* __restrict s2, S* __restrict s3,
-                 int64_t n, float inv_scale, float clip_coef) {
+                 S* __restrict s0, S* __restrict s1, S* __restrict s2, S* __restrict s3, int64_t n,
+                 float inv_scale, float clip_coef) {
   const typename Op::Args a = args;  // a local copy cannot alias the stores below
   for (int64_t i = 0; i < n; ++i)
     update_element<Op, V>(a, p, g, s0, s1, s2, s3, i, inv_scale, clip_coef);
@@ -73,10 +73,9 @@ void update_span(const typename Op::Args& args, P* __restrict p, const G* __rest
 // The sum of squares of the op's direction over a span, in kLanes fixed accumulators (as
 // reduce_span below: the same bits on every instruction set).
 template <class Op, int V, class P, class G, class S>
-double direction_span(const typename Op::Args& args, const P* __restrict p,
-                      const G* __restrict g, const S* __restrict s0, const S* __restrict s1,
-                      const S* __restrict s2, const S* __restrict s3, int64_t n, float inv_scale,
-                      float clip_coef) {
+double direction_span(const typename Op::Args& args, const P* __restrict p, const G* __restrict g,
+                      const S* __restrict s0, const S* __restrict s1, const S* __restrict s2,
+                      const S* __restrict s3, int64_t n, float inv_scale, float clip_coef) {
   constexpr int kLanes = 16;
   const typename Op::Args a = args;
   double acc[kLanes] = {};
@@ -184,9 +183,8 @@ void with_chunk(const TensorEntry& e, const Chunk& ch, int variant, F&& f) {
   dispatch_types(e, [&](auto* p, const auto* g, auto* s) {
     using S = std::remove_pointer_t<decltype(s)>;
     auto st = [&](int k) { return static_cast<S*>(e.state[k]) + (e.state[k] ? ch.begin : 0); };
-    with_variant(typename Op::Variants{}, variant, [&](auto v) {
-      f(v, p + ch.begin, g + ch.begin, st(0), st(1), st(2), st(3));
-    });
+    with_variant(typename Op::Variants{}, variant,
+                 [&](auto v) { f(v, p + ch.begin, g + ch.begin, st(0), st(1), st(2), st(3)); });
   });
 }
 
@@ -206,7 +204,7 @@ void step(const StepCall& c) {
     const NormMeasure l2{NormType::l2, 2.0};
     std::vector<double> sums(c.n_entries), partial(c.n_chunks);
     std::vector<TensorNorms> norms(c.n_entries);
-    auto into = [&](double TensorNorms::*field) {
+    auto into = [&](double TensorNorms::* field) {
       per_tensor(c, partial.data(), l2, sums.data());
       for (int64_t t = 0; t < c.n_entries; ++t) norms[t].*field = sqrt(sums[t]);
     };
@@ -225,11 +223,11 @@ void step(const StepCall& c) {
         partial[idx] = 0.0;
         if (!e.active) return;
         const Args& a = args[ch.entry];
-        with_chunk<Op>(e, ch, a.variant, [&](auto v, auto* p, auto* g, auto* s0, auto* s1,
-                                             auto* s2, auto* s3) {
-          partial[idx] = direction_span<Op, decltype(v)::value>(a, p, g, s0, s1, s2, s3, ch.size,
-                                                               inv_scale, clip_coef);
-        });
+        with_chunk<Op>(e, ch, a.variant,
+                       [&](auto v, auto* p, auto* g, auto* s0, auto* s1, auto* s2, auto* s3) {
+                         partial[idx] = direction_span<Op, decltype(v)::value>(
+                             a, p, g, s0, s1, s2, s3, ch.size, inv_scale, clip_coef);
+                       });
       });
       into(&TensorNorms::direction);
     }

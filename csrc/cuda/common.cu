@@ -10,8 +10,8 @@ namespace fastopt {
 namespace cuda {
 
 // Each op's engine is instantiated in its generated engine_<op>.cu, not here.
-#define FASTOPT_EXTERN_ENGINE(Struct, name)                                        \
-  extern template std::unique_ptr<Engine> make_op_engine<Struct>(                  \
+#define FASTOPT_EXTERN_ENGINE(Struct, name)                       \
+  extern template std::unique_ptr<Engine> make_op_engine<Struct>( \
       const std::vector<TensorEntry>& entries, int device, int64_t chunk_elems);
 FASTOPT_OPS(FASTOPT_EXTERN_ENGINE)
 #undef FASTOPT_EXTERN_ENGINE
@@ -145,8 +145,8 @@ __global__ void __launch_bounds__(kBlockThreads) pipeline_kernel(PipelineArgs a)
     *a.found_inf = nonfinite ? 1.f : 0.f;
     skip = nonfinite;
   }
-  *a.state = PipelineState{inv_scale, clip_coefficient(norm, a.max_norm, a.rescale_max_norm),
-                           skip, 0};
+  *a.state =
+      PipelineState{inv_scale, clip_coefficient(norm, a.max_norm, a.rescale_max_norm), skip, 0};
 }
 
 void launch_pipeline(const PipelineArgs& args, Launcher& launcher) {

@@ -450,11 +450,11 @@ class CudaEngine final : public Engine {
     if (reduce)
       norms(in, launcher, 1, ScaleSource{1.f, pipe.loss_scale, nullptr}, measure, partials(0));
     if (use_pipeline)
-      launch_pipeline(PipelineArgs{partials(0), step_chunks, measure, int32_t(reduce),
-                                   pipe.loss_scale, pipe.max_norm, pipe.rescale_max_norm,
-                                   pipe.norm_out, pipe.found_inf, pipeline_state(), pipe.total_in,
-                                   pipe.total_out},
-                      launcher);
+      launch_pipeline(
+          PipelineArgs{partials(0), step_chunks, measure, int32_t(reduce), pipe.loss_scale,
+                       pipe.max_norm, pipe.rescale_max_norm, pipe.norm_out, pipe.found_inf,
+                       pipeline_state(), pipe.total_in, pipe.total_out},
+          launcher);
     if (pipe.total_out != nullptr) return;  // the reduction phase only
     prepare(in, launcher, state);
     if (Op::kReductions != 0) reduce_and_adapt(in, launcher, state);

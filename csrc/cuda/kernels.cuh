@@ -319,8 +319,7 @@ FASTOPT_DEVICE double direction_chunk(const typename Op::Args& a, const P* __res
                                       float clip_coef) {
   double acc = 0.0;
   for (int i = int(threadIdx.x); i < n; i += int(blockDim.x)) {
-    const double d =
-        direction_element<Op, V>(a, p, g, s0, s1, s2, s3, i, inv_scale, clip_coef);
+    const double d = direction_element<Op, V>(a, p, g, s0, s1, s2, s3, i, inv_scale, clip_coef);
     acc += d * d;
   }
   return acc;

@@ -115,7 +115,6 @@ def batch_size(model: str, scale: float = 1.0) -> int:
 
 
 def _build_loop_optimizer(optim: str, impl: str, model: nn.Module) -> torch.optim.Optimizer:
-    import torch
 
     import fastopt.optim
 

@@ -15,15 +15,15 @@ import sys
 import time
 from typing import Any
 
-HELP = "benchmark the fused optimizers against torch.optim (step, training loop, pipeline)"
+from fastopt.catalog import CATALOG, PEER_IMPLS
 
-from fastopt.catalog import CATALOG
+HELP = "benchmark the fused optimizers against torch.optim (step, training loop, pipeline)"
 
 # kept in sync with fastopt.benchmark (not imported here: building the parser stays cheap)
 SET_NAMES = ("resnet50", "resnet50-paramwise", "gpt2", "mixed2000", "tiny2000")
 OPTIM_NAMES = tuple(o.bench_name for o in CATALOG)
 DTYPE_NAMES = ("fp32", "bf16")
-TORCH_IMPLS = ("for-loop", "foreach", "fused")
+TORCH_IMPLS = PEER_IMPLS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
