@@ -89,6 +89,13 @@ def test_cnn_lars(tmp_path):
     assert "stem.conv.weight:lars_exclude" not in log
 
 
+def test_cnn_lamb(tmp_path):
+    work, _ = _train(tmp_path, "cnn_lamb.py", "train_cfg.max_epochs=3", *SHORT_DATA)
+    assert _val(_scalars(work))[-1]["accuracy/top1"] > 40.0
+    log = next(work.glob("*/*.log")).read_text()
+    assert "head.bias:weight_decay=0.0" in log  # bias_decay_mult=0
+
+
 def test_vit_adamw_iters_with_dynamic_intervals(tmp_path):
     work, name = _train(
         tmp_path,
@@ -140,6 +147,7 @@ FULL_LENGTH = {
     "cnn_sgd_cosine.py": 97.0,
     "cnn_adamw_amp.py": 96.0,
     "cnn_lars.py": 96.0,
+    "cnn_lamb.py": 96.0,
     "vit_adamw_iters.py": 80.0,
     # one process trains it unsharded (model_wrapper_cfg applies to distributed runs, as in
     # MMEngine); tests/test_distributed.py runs it under torchrun with FSDP2

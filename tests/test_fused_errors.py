@@ -10,6 +10,7 @@ import torch
 from conftest import fastopt_subprocess_env
 
 import fastopt
+from fastopt.catalog import CATALOG
 
 
 @pytest.mark.parametrize(
@@ -32,6 +33,19 @@ import fastopt
         (fastopt.FusedLARS, dict(lr=0.1, eta=-1.0), "Invalid LARS coefficient"),
         (fastopt.FusedLARS, dict(lr=0.1, nesterov=True), "Nesterov"),
         (fastopt.FusedAdamW, dict(state_dtype=torch.float16), "state_dtype must be"),
+        # torch.optim's messages for Adagrad and RMSprop
+        (fastopt.FusedAdagrad, dict(lr_decay=-0.1), "Invalid lr_decay value: -0.1"),
+        (fastopt.FusedAdagrad, dict(initial_accumulator_value=-1), "initial_accumulator_value"),
+        (fastopt.FusedAdagrad, dict(eps=-1e-3), "Invalid epsilon value"),
+        (fastopt.FusedRMSprop, dict(alpha=-0.5), "Invalid alpha value: -0.5"),
+        (fastopt.FusedRMSprop, dict(momentum=-0.5), "Invalid momentum value"),
+        (fastopt.FusedLion, dict(betas=(0.9, 1.5)), "Invalid beta parameter at index 1"),
+        (fastopt.FusedLion, dict(weight_decay=-1.0), "Invalid weight_decay value"),
+        (fastopt.FusedAdan, dict(betas=(0.9, 0.9)), "betas must be a triple"),
+        (fastopt.FusedAdan, dict(betas=(0.9, 0.9, 1.5)), "Invalid beta parameter at index 2"),
+        (fastopt.FusedAdan, dict(caution=True), "caution=True"),
+        (fastopt.FusedLAMB, dict(betas=(1.5, 0.9)), "Invalid beta parameter at index 0"),
+        (fastopt.FusedLAMB, dict(max_grad_norm=-1.0), "Invalid max_grad_norm"),
     ],
 )
 def test_invalid_hyperparameters(cls, kw, match):
@@ -39,17 +53,36 @@ def test_invalid_hyperparameters(cls, kw, match):
         cls([torch.nn.Parameter(torch.randn(2))], **kw)
 
 
-def test_non_float_param_names_group_and_index():
+@pytest.mark.parametrize("name", [o.name for o in CATALOG])
+def test_non_float_param_names_group_and_index(name):
     good = torch.nn.Parameter(torch.randn(3))
     bad = torch.randn(3, dtype=torch.float64, requires_grad=True)
-    opt = fastopt.FusedAdamW(
-        [{"params": [good]}, {"params": [good.detach().clone().requires_grad_(), bad]}]
+    opt = getattr(fastopt, name)(
+        [{"params": [good]}, {"params": [good.detach().clone().requires_grad_(), bad]}], lr=0.01
     )
+    good.grad = torch.randn(3)
     bad.grad = torch.randn(3, dtype=torch.float64)
+    before = good.detach().clone()
     with pytest.raises(
-        TypeError, match=r"FusedAdamW: param group 1, param 1 \(shape \(3,\), dtype torch.float64"
+        TypeError, match=rf"{name}: param group 1, param 1 \(shape \(3,\), dtype torch.float64"
     ):
         opt.step()
+    assert torch.equal(good.detach(), before)
+    assert set(opt.state.get(good, {})) <= {"sum", "step"}  # only Adagrad's eager states
+
+
+@pytest.mark.parametrize("name", ["FusedLAMB", "FusedAdan"])
+def test_refused_step_does_not_count_the_group_step(name):
+    """LAMB and Adan count their step per group (timm's layout): a refused step leaves it."""
+    p = torch.nn.Parameter(torch.randn(3))
+    opt = getattr(fastopt, name)([p], lr=0.01)
+    p.grad = torch.randn(3)
+    opt.step()
+    assert opt.param_groups[0]["step"] == 1
+    opt.param_groups[0]["lr"] = "fast"
+    with pytest.raises(ValueError, match=f"{name}: param group 0: 'lr' is not a number"):
+        opt.step()
+    assert opt.param_groups[0]["step"] == 1
 
 
 def test_sparse_grad_is_rejected_with_its_position():

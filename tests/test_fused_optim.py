@@ -96,14 +96,14 @@ def test_ill_conditioned_centered_rmsprop_as_accurate_as_torch():
                 assert ours.max() <= 2 * theirs.max() + 1e-6, key
 
 
-# one case per optimizer: bf16/fp16 params with fp32 states
-LOW_PRECISION_CASES = ["sgd_momentum", "adam_l2_amsgrad", "adamw"] + [
+# one case per optimizer (layouts, bf16/fp16 params with fp32 states)
+ONE_CASE_EACH = ["sgd_momentum", "adam_l2_amsgrad", "adamw"] + [
     next(iter(o.cases)) for o in CATALOG if o.name not in ("FusedSGD", "FusedAdam", "FusedAdamW")
 ]
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("case", LOW_PRECISION_CASES)
+@pytest.mark.parametrize("case", ONE_CASE_EACH)
 def test_low_precision_params_fp32_states(case, dtype):
     name, kwargs = CASES[case]
     fused, _, fp, rp = run_pair(name, kwargs, dtype=dtype)
@@ -180,7 +180,7 @@ def _strided(params):
 
 
 @pytest.mark.parametrize("transform", [_transposed, _strided], ids=["dense_transposed", "strided"])
-@pytest.mark.parametrize("case", ["sgd_momentum", "adamw", "lars"])
+@pytest.mark.parametrize("case", ONE_CASE_EACH)
 def test_non_contiguous_params(case, transform):
     name, kwargs = CASES[case]
     _, _, fp, rp = run_pair(name, kwargs, steps=5, transform=transform)
@@ -365,7 +365,7 @@ def test_closure_is_called_with_grad_enabled():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("case", ["sgd_momentum", "adamw", "lars"])
+@pytest.mark.parametrize("case", ONE_CASE_EACH)
 def test_params_at_misaligned_offsets(case, dtype):
     """Params that are views at odd element offsets into one flat buffer (as in flat-buffer
     schemes): no 16- or 64-byte alignment anywhere."""

@@ -28,6 +28,7 @@ from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import fastopt.integrations.mmengine as integration  # noqa: E402
+from fastopt.benchmark.references import ReferenceAdan, ReferenceLamb  # noqa: E402
 from fastopt.optim import FusedAdamW, FusedLARS, FusedSGD  # noqa: E402
 
 _names = itertools.count()
@@ -174,3 +175,26 @@ def test_runner_lars_with_lars_exclude(tmp_path):
     for name, value in model.state_dict().items():
         if value.is_floating_point() and "running" not in name:
             assert not torch.equal(value, before[name]), name
+
+
+@pytest.mark.parametrize(
+    "name,reference,kw",
+    [
+        ("Lamb", ReferenceLamb, dict(lr=1e-2, weight_decay=0.01)),
+        ("Adan", ReferenceAdan, dict(lr=1e-2, weight_decay=0.02)),
+        # MMEngine registers lion-pytorch's Lion as `Lion`: fastopt's is FusedLion there
+        ("FusedLion", "Lion", dict(lr=1e-3, weight_decay=0.1)),
+        ("FusedAdagrad", "Adagrad", dict(lr=0.1, lr_decay=0.01)),
+        ("FusedRMSprop", "RMSprop", dict(lr=1e-2, momentum=0.9, centered=True)),
+    ],
+)
+def test_runner_new_optimizers_match_their_references(tmp_path, name, reference, kw):
+    if not isinstance(reference, str):  # the rule written from timm's, under a test-only name
+        OPTIMIZERS.register_module(name=f"test_{name}", module=reference, force=True)
+        reference = f"test_{name}"
+    fused, ref = make_model(), make_model()
+    runner = train(fused, dict(optimizer=dict(type=name, **kw)), tmp_path)
+    assert type(runner.optim_wrapper.optimizer) is OPTIMIZERS.get(name)
+    assert type(runner.optim_wrapper.optimizer).__module__.startswith("fastopt.")
+    train(ref, dict(optimizer=dict(type=reference, **kw)), tmp_path)
+    assert_same_weights(fused, ref)
