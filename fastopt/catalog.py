@@ -227,7 +227,9 @@ CATALOG: tuple[Optimizer, ...] = (
             "foreach": Target("pytorch_optimizer:Lamb", dict(foreach=True)),
         },
         bench_kwargs=dict(lr=1e-3, weight_decay=1e-2),
-        traffic=(3, 2, 6),  # the reduction pass reads p, g and both moments
+        # the global grad-norm pass (max_grad_norm) reads g; the reduction pass reads p, g and
+        # both moments (the direction's and the param's norms in one read)
+        traffic=(3, 3, 6),
         cases={
             "lamb": dict(lr=1e-2),
             "lamb_no_clip": dict(lr=1e-2, max_grad_norm=None, weight_decay=0.0),

@@ -70,29 +70,50 @@ void update_span(const typename Op::Args& args, P* __restrict p, const G* __rest
     update_element<Op, V>(a, p, g, s0, s1, s2, s3, i, inv_scale, clip_coef);
 }
 
-// The sum of squares of the op's direction over a span, in kLanes fixed accumulators (as
-// reduce_span below: the same bits on every instruction set).
-template <class Op, int V, class P, class G, class S>
-double direction_span(const typename Op::Args& args, const P* __restrict p, const G* __restrict g,
-                      const S* __restrict s0, const S* __restrict s1, const S* __restrict s2,
-                      const S* __restrict s3, int64_t n, float inv_scale, float clip_coef) {
+// Sums of squares over a span of the op's direction and, for ops that also reduce the param
+// (kWithParam: LAMB), of the param, read once for both; kLanes fixed accumulators, as in
+// reduce_span below (the param sum has reduce_span's bits: the same lanes, the same order).
+struct DirectionSums {
+  double direction = 0.0, param = 0.0;
+};
+
+template <class Op, int V, bool kWithParam, class P, class G, class S>
+DirectionSums direction_span(const typename Op::Args& args, const P* __restrict p,
+                             const G* __restrict g, const S* __restrict s0,
+                             const S* __restrict s1, const S* __restrict s2,
+                             const S* __restrict s3, int64_t n, float inv_scale,
+                             float clip_coef) {
   constexpr int kLanes = 16;
   const typename Op::Args a = args;
-  double acc[kLanes] = {};
+  double acc[kLanes] = {}, pacc[kLanes] = {};
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) {
-      const double d =
-          direction_element<Op, V>(a, p, g, s0, s1, s2, s3, i + l, inv_scale, clip_coef);
-      acc[l] += d * d;
-    }
-  double total = 0.0;
-  for (int l = 0; l < kLanes; ++l) total += acc[l];
+  for (; i + kLanes <= n; i += kLanes) {
+    // the directions in float (one vector), then the double accumulators: two simple loops
+    // the compiler vectorizes, where one fused loop mixes widths and does not
+    float d[kLanes];
+    for (int l = 0; l < kLanes; ++l)
+      d[l] = direction_element<Op, V>(a, p, g, s0, s1, s2, s3, i + l, inv_scale, clip_coef);
+    for (int l = 0; l < kLanes; ++l) acc[l] += double(d[l]) * double(d[l]);
+    if constexpr (kWithParam)
+      for (int l = 0; l < kLanes; ++l) {
+        const double w = double(load(p + i + l));
+        pacc[l] += w * w;
+      }
+  }
+  DirectionSums sums;
+  for (int l = 0; l < kLanes; ++l) {
+    sums.direction += acc[l];
+    sums.param += pacc[l];
+  }
   for (; i < n; ++i) {
     const double d = direction_element<Op, V>(a, p, g, s0, s1, s2, s3, i, inv_scale, clip_coef);
-    total += d * d;
+    sums.direction += d * d;
+    if constexpr (kWithParam) {
+      const double w = double(load(p + i));
+      sums.param += w * w;
+    }
   }
-  return total;
+  return sums;
 }
 
 // f(std::integral_constant<int, V>) for the variant V of the op's Variants equal to `variant`.
@@ -208,7 +229,10 @@ void step(const StepCall& c) {
       per_tensor(c, partial.data(), l2, sums.data());
       for (int64_t t = 0; t < c.n_entries; ++t) norms[t].*field = sqrt(sums[t]);
     };
-    if (Op::kReductions & kParamNorm) {
+    constexpr bool kDirection = (Op::kReductions & kDirectionNorm) != 0;
+    // an op with a direction norm gets its param norm from the same pass (one read of p)
+    constexpr bool kParamInDirection = kDirection && (Op::kReductions & kParamNorm) != 0;
+    if (!kParamInDirection && (Op::kReductions & kParamNorm)) {
       chunk_partials(c, 0, 1.f, l2, partial.data());
       into(&TensorNorms::param);
     }
@@ -216,20 +240,29 @@ void step(const StepCall& c) {
       chunk_partials(c, 1, inv_scale * clip_coef, l2, partial.data());
       into(&TensorNorms::grad);
     }
-    if constexpr ((Op::kReductions & kDirectionNorm) != 0) {
+    if constexpr (kDirection) {
+      std::vector<double> param_partial(kParamInDirection ? c.n_chunks : 0);
       for_chunks(c, [&](const Chunk& ch) {
         const TensorEntry& e = c.entries[ch.entry];
         const int64_t idx = &ch - c.chunks;
         partial[idx] = 0.0;
+        if (kParamInDirection) param_partial[idx] = 0.0;
         if (!e.active) return;
         const Args& a = args[ch.entry];
         with_chunk<Op>(e, ch, a.variant,
                        [&](auto v, auto* p, auto* g, auto* s0, auto* s1, auto* s2, auto* s3) {
-                         partial[idx] = direction_span<Op, decltype(v)::value>(
-                             a, p, g, s0, s1, s2, s3, ch.size, inv_scale, clip_coef);
+                         const DirectionSums sums =
+                             direction_span<Op, decltype(v)::value, kParamInDirection>(
+                                 a, p, g, s0, s1, s2, s3, ch.size, inv_scale, clip_coef);
+                         partial[idx] = sums.direction;
+                         if (kParamInDirection) param_partial[idx] = sums.param;
                        });
       });
       into(&TensorNorms::direction);
+      if constexpr (kParamInDirection) {
+        partial.swap(param_partial);
+        into(&TensorNorms::param);
+      }
     }
     for (int64_t t = 0; t < c.n_entries; ++t)
       if (c.entries[t].active) Op::adapt(args[t], norms[t]);
