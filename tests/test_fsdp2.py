@@ -131,18 +131,20 @@ def _worker(rank, port, out_dir):
         assert found_inf.item() == 1.0, (rank, found_inf)
         assert all(torch.equal(a, b) for a, b in zip(before, _full(model)))
 
-        # LARS needs whole-tensor norms: refused clearly, nothing changed
-        model = _sharded_model()
-        _loss(model, *_batch(0)).backward()
-        before = _full(model)
-        lars = fastopt.FusedLARS(model.parameters(), lr=0.1)
-        try:
-            lars.step()
-            raise AssertionError("LARS over sharded DTensors ran")
-        except NotImplementedError as e:
-            assert "FusedLARS needs each tensor's norm" in str(e)
-        assert all(torch.equal(a, b) for a, b in zip(before, _full(model)))
-        assert not lars.state
+        # LARS and LAMB need whole-tensor norms: refused clearly, nothing changed
+        for name in ("FusedLARS", "FusedLAMB"):
+            model = _sharded_model()
+            _loss(model, *_batch(0)).backward()
+            before = _full(model)
+            opt = getattr(fastopt, name)(model.parameters(), lr=0.1)
+            try:
+                opt.step()
+                raise AssertionError(f"{name} over sharded DTensors ran")
+            except NotImplementedError as e:
+                assert f"{name} needs each tensor's norm" in str(e)
+            assert all(torch.equal(a, b) for a, b in zip(before, _full(model)))
+            assert not opt.state
+            assert opt.param_groups[0].get("step", 0) == 0  # LAMB's group step not counted
         if rank == 0:
             torch.save(results, os.path.join(out_dir, "results.pt"))
     finally:

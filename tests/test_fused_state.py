@@ -248,6 +248,20 @@ def test_load_state_dict_keeps_lars_eps():
     assert opt.eps == 1e-3
 
 
+def test_lars_state_dict_without_group_eps_gets_the_optimizers():
+    """eps became a group key: a state dict saved before (groups without it) still loads."""
+    p = torch.nn.Parameter(torch.randn(4))
+    opt = fastopt.FusedLARS([p], lr=0.1, momentum=0.9, eps=1e-3)
+    p.grad = torch.randn(4)
+    opt.step()
+    sd = copy.deepcopy(opt.state_dict())
+    del sd["param_groups"][0]["eps"]
+    fresh = fastopt.FusedLARS([p], lr=0.1, momentum=0.9, eps=1e-3)
+    fresh.load_state_dict(sd)
+    assert fresh.param_groups[0]["eps"] == 1e-3
+    fresh.step()
+
+
 def test_sgd_without_momentum_keeps_no_state_like_torch():
     p, q = torch.nn.Parameter(torch.randn(4)), torch.nn.Parameter(torch.randn(4))
     fused, ref = fastopt.FusedSGD([p], lr=0.1), torch.optim.SGD([q], lr=0.1)
