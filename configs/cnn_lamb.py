@@ -24,6 +24,8 @@ param_scheduler = [
         end=1,
         convert_to_iter_based=True,
     ),
-    dict(type="CosineAnnealingLR", eta_min=1e-5, by_epoch=True, begin=1, convert_to_iter_based=True),
+    dict(
+        type="CosineAnnealingLR", eta_min=1e-5, by_epoch=True, begin=1, convert_to_iter_based=True
+    ),
 ]
 train_cfg = dict(type="EpochBasedTrainLoop", max_epochs=12, val_interval=1)
