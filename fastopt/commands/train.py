@@ -249,6 +249,129 @@ def read_checkpoint(path: str) -> dict:
     return ckpt
 
 
+def _literal_config(text: str) -> dict[str, Any]:
+    """The top-level keys of a config dumped as Python source (a checkpoint's ``meta['cfg']``),
+    read without running it: a checkpoint is data, so only literals and ``dict(...)`` count;
+    anything else reads as its source text."""
+    import ast
+
+    def value(node: ast.AST) -> Any:
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            return [value(e) for e in node.elts]
+        if isinstance(node, ast.Dict) and all(k is not None for k in node.keys):
+            return {value(k): value(v) for k, v in zip(node.keys, node.values)}  # type: ignore[arg-type]
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "dict"
+            and not node.args
+            and all(k.arg is not None for k in node.keywords)
+        ):
+            return {k.arg: value(k.value) for k in node.keywords}
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            inner = value(node.operand)
+            if isinstance(inner, (int, float)):
+                return -inner if isinstance(node.op, ast.USub) else inner
+        return ast.unparse(node)
+
+    out: dict[str, Any] = {}
+    for stmt in ast.parse(text).body:
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+            target = stmt.targets[0]
+            if isinstance(target, ast.Name):
+                out[target.id] = value(stmt.value)
+    return out
+
+
+def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """``{'a.b': 1, 'c.0.d': 2}`` for nested dicts and lists (tuples read as lists)."""
+    if isinstance(obj, Mapping):
+        items = [(str(k), v) for k, v in obj.items()]
+    elif isinstance(obj, (list, tuple)):
+        items = [(str(i), v) for i, v in enumerate(obj)]
+    else:
+        return {prefix: obj}
+    out: dict[str, Any] = {}
+    for k, v in items:
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else k))
+    if not items:
+        out[prefix] = type(obj)()
+    return out
+
+
+# What a resume does with a key whose value changed since the checkpoint was written: the first
+# matching prefix decides; keys that match none are honoured and not reported.
+RESUME_DRIFT = (
+    (
+        "optim_wrapper.optimizer.type",
+        "breaks exactness: the optimizer state was saved by another type",
+    ),
+    (
+        "optim_wrapper.optimizer.",
+        "ignored: resume restores the optimizer's param groups, this value included, from the "
+        "checkpoint",
+    ),
+    ("optim_wrapper.paramwise_cfg", "ignored: the param groups are restored from the checkpoint"),
+    (
+        "optim_wrapper.",
+        "breaks exactness: the update (clipping, accumulation, loss scale) differs from the "
+        "interrupted run's",
+    ),
+    (
+        "param_scheduler",
+        "ignored: the schedulers' state (lengths, steps, base values) is restored from the "
+        "checkpoint",
+    ),
+    (
+        "train_dataloader.",
+        "breaks exactness: the data order and the epoch length change, while schedules "
+        "converted to iterations keep the checkpoint's epoch length",
+    ),
+    ("randomness.", "breaks exactness: the random streams differ from the interrupted run's"),
+    ("model.", "breaks exactness: the model differs from the one that was trained"),
+    (
+        "train_cfg.max_",
+        "the loop runs to the new length, but schedulers restored from the checkpoint keep the "
+        "length they were built with",
+    ),
+)
+
+
+def resume_drift(checkpoint: Mapping[str, Any], cfg: Any) -> list[str]:
+    """One note per config key whose change a resume ignores or that makes it inexact, and
+    one for a checkpoint without optimizer state."""
+    notes = []
+    if "optimizer" not in checkpoint:
+        notes.append(
+            "--resume: the checkpoint holds no optimizer state (saved with save_optimizer=False): "
+            "the optimizer starts afresh, so the run does not continue exactly"
+        )
+    text = checkpoint.get("meta", {}).get("cfg")
+    if not isinstance(text, str):
+        return notes
+    try:
+        old = _flat(_literal_config(text))
+        new = _flat(_literal_config(cfg.pretty_text))  # the same formatting on both sides
+    except Exception:  # a config holding objects may have no source form
+        old = new = {}
+    if not old or not new:
+        return notes + ["--resume: the checkpoint's config cannot be compared with this one"]
+    missing = object()
+    for key in sorted(set(old) | set(new)):
+        before, now = old.get(key, missing), new.get(key, missing)
+        if repr(before) == repr(now):
+            continue
+        reason = next((why for prefix, why in RESUME_DRIFT if key.startswith(prefix)), None)
+        if reason is None:
+            continue
+        was = "unset" if before is missing else repr(before)
+        is_ = "unset" if now is missing else repr(now)
+        notes.append(f"--resume: {key} is {is_} (the checkpoint's config: {was}): {reason}")
+    return notes
+
+
 def check_checkpoint_fits(
     path: str, checkpoint: Mapping[str, Any], model: Any, mode: str
 ) -> list[str]:
@@ -355,7 +478,11 @@ def make_runner_class(base: type, dump_config: bool) -> type:
                     f"({error_line(e)})"
                 ) from e
 
+        iterations_run = 0  # training iterations this process ran (a failed start has none)
+
         def call_hook(self, fn_name: str, **kwargs: Any) -> None:
+            if fn_name == "after_train_iter":
+                self.iterations_run += 1
             if fn_name in ("after_val_epoch", "after_test_epoch"):
                 if not hasattr(self, "last_metrics"):
                     self.last_metrics = {}
@@ -501,27 +628,41 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from fastopt.commands import work_dir as hold
+
     cfg, checkpoint_path, mode = prepare(args)
     checkpoint = read_checkpoint(checkpoint_path) if checkpoint_path else None
+    work_dir = os.path.abspath(cfg["work_dir"])
+    rank = int(os.environ.get("RANK", "0")) if cfg["launcher"] != "none" else 0
+    runner: Any = None
 
-    start = time.perf_counter()
-    runner = build_runner(cfg, dump_config=True)
-    try:
-        if checkpoint is not None:
-            from fastopt.model import unwrap_model
+    def trained() -> bool:
+        return bool(getattr(runner, "iterations_run", 0))
 
-            assert checkpoint_path is not None
-            for warning in check_checkpoint_fits(
-                checkpoint_path, checkpoint, unwrap_model(runner.model), mode
-            ):
-                runner.logger.warning(warning)
-            del checkpoint
-        runner.train()
-        elapsed = time.perf_counter() - start
-        if runner.rank == 0:
-            summarize(runner, elapsed)
-    finally:
-        runner.close()
+    # one run per work dir; a run that fails before its first iteration leaves no trace in it
+    created = hold.first_missing(work_dir)
+    with hold.exclusive(work_dir, rank), hold.undo_on_failure(work_dir, trained, created, rank):
+        start = time.perf_counter()
+        runner = build_runner(cfg, dump_config=True)
+        try:
+            if checkpoint is not None:
+                from fastopt.model import unwrap_model
+
+                assert checkpoint_path is not None
+                for warning in check_checkpoint_fits(
+                    checkpoint_path, checkpoint, unwrap_model(runner.model), mode
+                ):
+                    runner.logger.warning(warning)
+                if mode == "resume":
+                    for warning in resume_drift(checkpoint, cfg):
+                        runner.logger.warning(warning)
+                del checkpoint
+            runner.train()
+            elapsed = time.perf_counter() - start
+            if runner.rank == 0:
+                summarize(runner, elapsed)
+        finally:
+            runner.close()
     finish_distributed()
     return 0
 
