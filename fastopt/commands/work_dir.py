@@ -43,6 +43,10 @@ def _describe(holder: dict[str, Any]) -> str:
     return f"PID {pid} on {host}" + (when if isinstance(started, (int, float)) else "")
 
 
+class LocksUnsupported(Exception):
+    """The work dir's file system has no flock (some network file systems)."""
+
+
 def _open_locked(path: str) -> int | None:
     """An fd holding an exclusive flock on the file now at ``path``; None if someone holds it."""
     while True:
@@ -53,6 +57,8 @@ def _open_locked(path: str) -> int | None:
             os.close(fd)
             if e.errno in (errno.EAGAIN, errno.EACCES):
                 return None
+            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise LocksUnsupported(str(e)) from e
             raise
         # the holder may have unlinked the file between our open and our flock: then we hold a
         # lock on a file nobody else can see; start over on the one at the path now
@@ -73,7 +79,17 @@ def exclusive(work_dir: str, rank: int = 0) -> Iterator[None]:
         return
     os.makedirs(work_dir, exist_ok=True)
     path = os.path.join(work_dir, LOCK_NAME)
-    fd = _open_locked(path)
+    try:
+        fd = _open_locked(path)
+    except LocksUnsupported as e:
+        note(
+            f"work dir {shown_path(work_dir)} cannot be locked ({e}): a second run into it "
+            "would not be detected"
+        )
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        yield
+        return
     if fd is None:
         raise CommandError(
             f"work dir {shown_path(work_dir)} is in use by another fastopt run "
