@@ -173,3 +173,17 @@ def test_resume_drift_does_not_run_the_checkpoints_config(tmp_path):
     assert not marker.exists()
     (lr,) = [n for n in notes if "optimizer.lr" in n]
     assert f"(the checkpoint's config: {call!r})" in lr
+
+
+def test_a_failed_test_command_leaves_the_run_as_it_was(tmp_path, capsys):
+    work = tmp_path / "work"
+    assert _train(work) == 0
+    before = _listing(work)
+    args = ["test", str(CONFIG), str(work / "epoch_2.pth"), "--work-dir", str(work)]
+    # the model builds, the evaluation's data does not
+    bad = ["--cfg-options", *TINY, "test_dataloader.dataset.num_samples=-5"]
+    assert main(args + bad) == 1
+    assert "num_samples must be a positive int" in capsys.readouterr().err
+    assert _listing(work) == before
+    assert main(args + ["--cfg-options", *TINY]) == 0  # a good one adds its log dir
+    assert len(_listing(work)) > len(before)

@@ -80,6 +80,16 @@ def _test(args: argparse.Namespace) -> int:
     checkpoint = read_checkpoint(args.checkpoint)
     check_writable_dir(cfg["work_dir"])
 
+    from fastopt.commands import work_dir as hold
+
+    work_dir = os.path.abspath(cfg["work_dir"])
+    rank = int(os.environ.get("RANK", "0")) if cfg["launcher"] != "none" else 0
+    # a failed evaluation leaves the work dir as it was (its log dir is removed)
+    with hold.undo_on_failure(work_dir, lambda: False, hold.first_missing(work_dir), rank):
+        return _evaluate(args, cfg, checkpoint, split)
+
+
+def _evaluate(args: argparse.Namespace, cfg: Any, checkpoint: Any, split: str) -> int:
     start = time.perf_counter()
     runner = build_runner(cfg, dump_config=False)
     try:
