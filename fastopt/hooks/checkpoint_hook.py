@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+import re
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable
@@ -236,6 +237,58 @@ class CheckpointHook(Hook):
             for path in stale:
                 self._remove_unless_current(path, current)
             hub.update_info("stale_best_ckpts", [])
+        self._adopt_interrupted_bests(runner)
+
+    def _adopt_interrupted_bests(self, runner: Runner) -> None:
+        """A best checkpoint written just before a kill, before the regular checkpoint of its
+        step was rewritten to name it, is unknown to the resumed run (which does not repeat
+        that validation): adopt it when its score beats the recorded best (removing that
+        one), else remove it as superseded. Only files this hook wrote as bests (their message
+        hub names them so) of a step not after the resumed one are considered."""
+        from fastopt.runner.checkpoint import load_checkpoint_file
+
+        if not self.save_best or runner.iter == 0 or not is_main_process():
+            return
+        assert self.out_dir is not None
+        hub = runner.message_hub
+        single = len(self.key_indicators) == 1
+        for key, rule in zip(self.key_indicators, self.rules):
+            if rule is None:  # 'auto' before the first evaluation names the metric
+                continue
+            pattern = "best_*.pth" if single else f"best_{key}_*.pth".replace("/", "_")
+            for path in sorted(glob.glob(os.path.join(self.out_dir, pattern))):
+                tracked = self.best_ckpt_paths.get(key)
+                if tracked and os.path.basename(tracked) == os.path.basename(path):
+                    continue
+                if re.search(r"-[0-9a-f]{8}\.pth$", path):  # published
+                    continue
+                try:
+                    ckpt = load_checkpoint_file(path)
+                    info = ckpt["message_hub"]["runtime_info"]
+                    step = int(ckpt["meta"]["iter"])
+                except Exception:
+                    continue
+                named = info.get(self._best_ckpt_info_key(key))
+                if not named or os.path.basename(named) != os.path.basename(path):
+                    continue
+                if step > runner.iter:  # a later step: it is reached (and rewritten) again
+                    continue
+                score = info.get(self._best_score_info_key(key))
+                best = hub.get_info(self._best_score_info_key(key), _INIT[rule])
+                if is_finite_number(score) and _RULES[rule](score, best):
+                    self.best_ckpt_paths[key] = path
+                    hub.update_info(self._best_ckpt_info_key(key), path)
+                    hub.update_info(self._best_score_info_key(key), float(score))
+                    runner.logger.warning(
+                        f"adopted {path} as the best checkpoint ({key}={score}): it was "
+                        "written just before the previous run stopped"
+                    )
+                    if tracked:
+                        self._remove_unless_current(tracked, [path])
+                elif self._remove_unless_current(path, [tracked or ""]):
+                    runner.logger.warning(
+                        f"removed {path}, a superseded best checkpoint left by the previous run"
+                    )
 
     def after_train_epoch(self, runner: Runner) -> None:
         if not self.by_epoch:

@@ -8,7 +8,8 @@ first an uninterrupted reference run, then for each trial a run that the parent 
 SIGKILL at a random moment -- during a randomly chosen save (between the start of
 ``before_save_checkpoint`` and a little after the save's last step), or, in one trial of four,
 at any moment of the run -- and then a resumed run (``Runner(resume=True)``, or the
-``fastopt train --resume`` command when VIA is ``cli``) in a fresh child. Children report
+``fastopt train --resume`` command when VIA is ``cli``, every third trial when it is
+``mixed``) in a fresh child. Children report
 over a pipe: ``save N`` when a save starts, ``saved N`` when iteration N's checkpoint hook is
 done (written, fsynced, renamed, recorded, predecessors removed), ``start N`` when a run
 starts training at iteration N. Everything observed goes into OUT_JSON; the test asserts.
@@ -156,6 +157,10 @@ def read_reports(fd: int, pid: int, on_line=None) -> tuple[list[tuple[str, int, 
 def main() -> None:
     root, trials, seed, via, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:6]
     torch.set_num_threads(1)
+    if via != "runner":  # imported once here, not in every forked command
+        import fastopt.cli  # noqa: F401
+        import fastopt.commands.plot  # noqa: F401
+        import matplotlib.pyplot  # noqa: F401
     rng = random.Random(seed)
     os.makedirs(root, exist_ok=True)
 
@@ -200,12 +205,13 @@ def main() -> None:
         files = sorted(p.name for p in Path(work).glob("*.pth"))
         temps = sorted(p.name for p in Path(work).glob(".*.tmp"))
         record = read_last_checkpoint(work)
-        record_ok = None
+        record_ok = record_matches = None
         if record is not None:
+            # intact: its own checksum matches; the record's may be of the file it replaced
+            # (a kill between the rename and the record write, the same name saved twice)
             sums = checkpoint_checksums(record.path)
-            record_ok = sums.stored == sums.actual and record.sha256 in (None, sums.actual)
-            if record.sha256 != sums.actual:  # replaced after it was recorded: still intact
-                record_ok = record_ok and sums.stored is not None
+            record_ok = sums.stored is not None and sums.stored == sums.actual
+            record_matches = record.sha256 == sums.actual
         intact = []
         for name in files:
             sums = checkpoint_checksums(os.path.join(work, name))
@@ -213,7 +219,8 @@ def main() -> None:
                 intact.append(name)
 
         result_path = os.path.join(root, f"trial{trial}_final.pth")
-        pid, fd = fork(resume, work, via, result_path)
+        how = "cli" if via == "cli" or (via == "mixed" and trial % 3 == 2) else "runner"
+        pid, fd = fork(resume, work, how, result_path)
         resumed_reports, resumed_status = read_reports(fd, pid)
         resumed_start = next((n for w, n, _ in resumed_reports if w == "start"), None)
         equal = None
@@ -223,6 +230,7 @@ def main() -> None:
         results.append(
             dict(
                 trial=trial,
+                via=how,
                 anywhere=anywhere,
                 killed=killed,
                 last_saved=max(saved, default=0),
@@ -232,6 +240,7 @@ def main() -> None:
                 temps_after_kill=temps,
                 record=None if record is None else os.path.basename(record.path),
                 record_ok=record_ok,
+                record_matches=record_matches,
                 resumed_status=resumed_status,
                 resumed_start=resumed_start,
                 equal=equal,
