@@ -111,7 +111,7 @@ def check_kill_trials(result: dict) -> None:
         assert [n for n in after if n.startswith("iter_")] == [f"iter_{last_iter}.pth"], shown
         assert len([n for n in after if n.startswith("best_")]) == 1, shown
     killed = [t for t in trials if t["killed"]]
-    assert len(killed) >= 0.6 * len(trials), json.dumps(trials)
+    assert len(killed) >= 0.5 * len(trials), json.dumps(trials)
     assert any(t["temps_after_kill"] for t in killed), "no kill hit a file being written"
 
 

@@ -244,20 +244,35 @@ class CheckpointHook(Hook):
         step was rewritten to name it, is unknown to the resumed run (which does not repeat
         that validation): adopt it when its score beats the recorded best (removing that
         one), else remove it as superseded. Only files this hook wrote as bests (their message
-        hub names them so) of a step not after the resumed one are considered."""
+        hub names them so) of a step not after the resumed one are considered. Rank 0 looks
+        at the files and tells the other ranks (they must agree on the best score)."""
+        from fastopt.runner import dist
+
+        if not self.save_best or runner.iter == 0:
+            return
+        adopted = self._find_interrupted_bests(runner) if is_main_process() else []
+        if dist.is_distributed():
+            adopted = dist.broadcast_object(adopted)
+        hub = runner.message_hub
+        for key, path, score in adopted:
+            self.best_ckpt_paths[key] = path
+            hub.update_info(self._best_ckpt_info_key(key), path)
+            hub.update_info(self._best_score_info_key(key), score)
+
+    def _find_interrupted_bests(self, runner: Runner) -> list[tuple[str, str, float]]:
         from fastopt.runner.checkpoint import load_checkpoint_file
 
-        if not self.save_best or runner.iter == 0 or not is_main_process():
-            return
         assert self.out_dir is not None
         hub = runner.message_hub
         single = len(self.key_indicators) == 1
+        adopted = []
         for key, rule in zip(self.key_indicators, self.rules):
             if rule is None:  # 'auto' before the first evaluation names the metric
                 continue
+            tracked = self.best_ckpt_paths.get(key)
+            best = hub.get_info(self._best_score_info_key(key), _INIT[rule])
             pattern = "best_*.pth" if single else f"best_{key}_*.pth".replace("/", "_")
             for path in sorted(glob.glob(os.path.join(self.out_dir, pattern))):
-                tracked = self.best_ckpt_paths.get(key)
                 if tracked and os.path.basename(tracked) == os.path.basename(path):
                     continue
                 if re.search(r"-[0-9a-f]{8}\.pth$", path):  # published
@@ -274,21 +289,20 @@ class CheckpointHook(Hook):
                 if step > runner.iter:  # a later step: it is reached (and rewritten) again
                     continue
                 score = info.get(self._best_score_info_key(key))
-                best = hub.get_info(self._best_score_info_key(key), _INIT[rule])
                 if is_finite_number(score) and _RULES[rule](score, best):
-                    self.best_ckpt_paths[key] = path
-                    hub.update_info(self._best_ckpt_info_key(key), path)
-                    hub.update_info(self._best_score_info_key(key), float(score))
                     runner.logger.warning(
                         f"adopted {path} as the best checkpoint ({key}={score}): it was "
                         "written just before the previous run stopped"
                     )
                     if tracked:
                         self._remove_unless_current(tracked, [path])
+                    tracked, best = path, float(score)
+                    adopted.append((key, path, best))
                 elif self._remove_unless_current(path, [tracked or ""]):
                     runner.logger.warning(
                         f"removed {path}, a superseded best checkpoint left by the previous run"
                     )
+        return adopted
 
     def after_train_epoch(self, runner: Runner) -> None:
         if not self.by_epoch:
@@ -451,7 +465,7 @@ class CheckpointHook(Hook):
             hub.update_info("stale_best_ckpts", superseded)
         if updated and self.last_ckpt == os.path.join(self.out_dir, filename):
             self._save_checkpoint_with_step(runner, current, meta)
-        current_bests = [self.best_ckpt_paths[k] or "" for k in self.key_indicators]
+        current_bests = [self.best_ckpt_paths.get(k) or "" for k in self.key_indicators]
         for previous in superseded:
             if self._remove_unless_current(previous, current_bests):
                 runner.logger.info(f"The previous best checkpoint {previous} is removed")
@@ -459,13 +473,15 @@ class CheckpointHook(Hook):
             hub.update_info("stale_best_ckpts", [])
 
     def _remove_torn_files(self, runner: Runner) -> None:
-        """Delete temporary files that a killed save left behind (``.<name>.<random>.tmp``)."""
+        """Delete temporary files that a killed save left behind (``.<name>.<random>.tmp``):
+        checkpoints, ``last_checkpoint`` and the dumped config."""
         assert self.out_dir is not None
         if not is_main_process() or not os.path.isdir(self.out_dir):
             return
         for directory, pattern in (
             (self.out_dir, ".*.pth.*.tmp"),
             (runner.work_dir, ".last_checkpoint.*.tmp"),
+            *((runner.work_dir, f".*.{ext}.*.tmp") for ext in ("py", "json", "yaml", "yml")),
         ):
             for path in glob.glob(os.path.join(directory, pattern)):
                 os.remove(path)

@@ -216,10 +216,10 @@ class _HashingWriter:
         self.tail = b""
 
     def write(self, data: Any) -> int:
-        data = bytes(data)
-        self.sha.update(data)
-        self.tail = (self.tail + data)[-_EOCD_SIZE:]
-        return self.file.write(data)
+        view = memoryview(data).cast("B")  # no copy of a large storage
+        self.sha.update(view)
+        self.tail = (self.tail + view[-_EOCD_SIZE:].tobytes())[-_EOCD_SIZE:]
+        return self.file.write(view)
 
     def flush(self) -> None:
         self.file.flush()
@@ -261,20 +261,18 @@ def _stored_checksum(f: Any, size: int) -> tuple[str | None, int]:
 
 
 def _payload_sha256(f: Any, length: int) -> str:
-    """SHA-256 of the first ``length`` bytes of ``f`` with the zip comment length zeroed
-    (the bytes ``torch.save`` wrote), read in 1 MiB chunks."""
+    """SHA-256 of the first ``length`` bytes of ``f`` (a file with our zip comment cut off)
+    with the comment length zeroed: the bytes ``torch.save`` wrote. Read in 1 MiB chunks."""
     sha = hashlib.sha256()
     f.seek(0)
-    left = length - 2 if length != -1 else -1
-    while left:
-        chunk = f.read(_CHUNK if left < 0 else min(_CHUNK, left))
+    left = length - 2
+    while left > 0:
+        chunk = f.read(min(_CHUNK, left))
         if not chunk:
             break
         sha.update(chunk)
-        if left > 0:
-            left -= len(chunk)
-    if length != -1:
-        sha.update(b"\0\0")
+        left -= len(chunk)
+    sha.update(b"\0\0")
     return sha.hexdigest()
 
 

@@ -118,7 +118,14 @@ def resume(work_dir: str, via: str, result: str) -> None:
     if via == "cli":
         from fastopt.cli import main
 
-        code = main(["train", write_config(work_dir), "--resume", "--work-dir", work_dir])
+        config = write_config(work_dir)
+        code = main(["train", config, "--resume", "--work-dir", work_dir])
+        if code != 0 and read_last_checkpoint(work_dir) is None:
+            # killed between the first rename and its record: the command refuses to guess
+            # ("no usable last_checkpoint record but holds iter_1.pth; name the one to
+            # continue: --resume PATH"); do as it says
+            newest = max(Path(work_dir).glob("iter_*.pth"), key=lambda p: int(p.stem[5:]))
+            code = main(["train", config, "--resume", str(newest), "--work-dir", work_dir])
         assert code == 0, code
         record = read_last_checkpoint(work_dir)
         state = torch.load(record.path, weights_only=True)["state_dict"]
@@ -158,9 +165,10 @@ def main() -> None:
     root, trials, seed, via, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:6]
     torch.set_num_threads(1)
     if via != "runner":  # imported once here, not in every forked command
+        import matplotlib.pyplot  # noqa: F401
+
         import fastopt.cli  # noqa: F401
         import fastopt.commands.plot  # noqa: F401
-        import matplotlib.pyplot  # noqa: F401
     rng = random.Random(seed)
     os.makedirs(root, exist_ok=True)
 
@@ -179,8 +187,9 @@ def main() -> None:
     for trial in range(trials):
         work = os.path.join(root, f"trial{trial}")
         anywhere = trial % 4 == 3
-        target_save = rng.randint(1, MAX_ITERS)
-        delay = rng.uniform(0, (run_time if anywhere else 1.5 * save_time))
+        # the last save ends the run: a kill aimed at it often comes too late
+        target_save = rng.randint(1, MAX_ITERS - 1)
+        delay = rng.uniform(0, (0.9 * run_time if anywhere else 1.2 * save_time))
         plan = {"killed_at": None}
         pid, fd = fork(train, work)
 
