@@ -314,8 +314,10 @@ def test_files_get_the_mode_open_would_give_them(tmp_path, umask, mode):
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(tmp_path / "plain.txt").st_mode) == mode
-    files = list(tmp_path.glob("*.pth")) + [tmp_path / "last_checkpoint"]
-    files += [p for p in tmp_path.glob("*.py")]  # the dumped config
-    assert len(files) >= 4, files
+    checkpoints = sorted(p.name for p in tmp_path.glob("*.pth"))
+    assert checkpoints[1] == "epoch_1.pth" and checkpoints[0].startswith("epoch_1-")  # published
+    dumped = list(tmp_path.glob("*.py"))  # the config, dumped atomically too
+    assert len(dumped) == 1
+    files = [tmp_path / n for n in checkpoints] + [tmp_path / "last_checkpoint", *dumped]
     for path in files:
         assert stat.S_IMODE(os.stat(path).st_mode) == mode, path
