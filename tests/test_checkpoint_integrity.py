@@ -168,6 +168,32 @@ def test_a_resumed_run_removes_what_an_interrupted_rotation_left(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["epoch_3.pth"]
 
 
+def test_a_best_written_just_before_a_kill_is_adopted_by_the_resumed_run(tmp_path):
+    """The state a kill leaves between a new best and the rewrite of its step's regular
+    checkpoint: epoch_2.pth (written before the validation) names best_acc_epoch_1 (0.5),
+    and best_acc_epoch_2 (0.6) is on disk. Training does not depend on the scores, so the
+    two runs below hold the same weights; B's files plus A's new best are that state."""
+
+    def run(work: Path, scores: list[float], epochs: int, **kwargs) -> None:
+        build(
+            work,
+            train_cfg=dict(by_epoch=True, max_epochs=epochs),
+            val_evaluator=dict(type="RunnerToyAccuracy", scores=scores),
+            default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=1, save_best="acc")),
+            **kwargs,
+        ).train()
+
+    run(tmp_path / "a", [0.5, 0.6], 2)
+    run(tmp_path / "b", [0.5, 0.4], 2)
+    shutil.copy(tmp_path / "a" / "best_acc_epoch_2.pth", tmp_path / "b")
+    run(tmp_path / "b", [0.55], 3, resume=True)  # 0.55 beats the recorded 0.5, not 0.6
+    bests = sorted(p.name for p in (tmp_path / "b").glob("best_*.pth"))
+    assert bests == ["best_acc_epoch_2.pth"]
+    hub = torch.load(tmp_path / "b" / "epoch_3.pth", weights_only=True)["message_hub"]
+    assert hub["runtime_info"]["best_score"] == 0.6
+    assert hub["runtime_info"]["best_ckpt"] == str(tmp_path / "b" / "best_acc_epoch_2.pth")
+
+
 # --------------------------------------------------------------------------- checksums
 def test_the_checksum_is_in_the_zip_comment_and_torch_load_still_works(tmp_path):
     path = tmp_path / "ckpt.pth"
@@ -213,6 +239,16 @@ def test_files_without_a_checksum_still_load_and_the_record_can_vouch(tmp_path):
     assert verify_checkpoint(path, expected=whole) == whole
     with pytest.raises(CorruptCheckpointError, match="recorded in last_checkpoint"):
         verify_checkpoint(path, expected="0" * 64)
+
+
+def test_a_file_replaced_after_its_record_is_used_with_a_warning(tmp_path, caplog):
+    # a kill between the rename and the record write, when a step's name is saved twice
+    path = tmp_path / "latest.pth"
+    first = save_checkpoint({"n": torch.ones(2)}, path)
+    second = save_checkpoint({"n": torch.zeros(2)}, path)
+    with caplog.at_level("WARNING", logger="fastopt.runner.checkpoint"):
+        assert verify_checkpoint(path, expected=first) == second
+    assert "rewritten after last_checkpoint recorded it" in caplog.text
 
 
 def test_last_checkpoint_records_path_and_checksum_and_reads_plain_paths(tmp_path):
