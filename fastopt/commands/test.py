@@ -77,7 +77,7 @@ def _test(args: argparse.Namespace) -> int:
     cfg["launcher"] = args.launcher
     cfg["load_from"], cfg["resume"] = args.checkpoint, False
     split = use_test_set(cfg)
-    checkpoint = read_checkpoint(args.checkpoint)
+    checkpoint = read_checkpoint(args.checkpoint, purpose="test")
     check_writable_dir(cfg["work_dir"])
 
     from fastopt.commands import work_dir as hold

@@ -211,21 +211,52 @@ def existing_checkpoints(work_dir: str) -> list[str]:
     return found
 
 
-def read_checkpoint(path: str) -> dict:
-    """Open a checkpoint for inspection (memory-mapped, ``weights_only``); clear errors."""
+def read_checkpoint(path: str, expected_sha256: str | None = None, purpose: str = "load") -> dict:
+    """Open a checkpoint for inspection (memory-mapped, ``weights_only``); clear errors.
+
+    Its checksum is verified first (and ``expected_sha256``, ``last_checkpoint``'s record). A
+    corrupt file is refused, naming the newest intact checkpoint next to it; ``purpose``
+    (``'resume'``, ``'test'``, ``'load'``) words the advice.
+    """
     import torch
+
+    from fastopt.runner.checkpoint import (
+        CorruptCheckpointError,
+        newest_intact_checkpoint,
+        verify_checkpoint,
+    )
 
     if not os.path.exists(path):
         raise CommandError(f"checkpoint {path} does not exist")
     if not os.path.isfile(path):
         raise CommandError(f"checkpoint {path} is not a file")
+
+    def advice(intact: str | None) -> str:
+        if intact is None:
+            return f"; no other checkpoint in {shown_path(os.path.dirname(path) or '.')} is intact"
+        how = {
+            "resume": f"continue from it with --resume {shown_path(intact)}",
+            "test": "test that one instead",
+        }.get(purpose, "load that one instead")
+        return f"; the newest intact checkpoint there is {shown_path(intact)} ({how})"
+
+    def corrupt(message: str) -> CommandError:
+        return CommandError(
+            message
+            + advice(newest_intact_checkpoint(path, with_training_state=purpose == "resume"))
+        )
+
+    try:
+        verify_checkpoint(path, expected_sha256)
+    except CorruptCheckpointError as e:
+        raise CommandError(e.reason + advice(e.intact)) from e
     with open(path, "rb") as f:
         head = f.read(4)
     if not zipfile.is_zipfile(path):
         if head.startswith(b"PK"):
-            raise CommandError(f"checkpoint {path} is corrupt: a truncated or damaged zip archive")
+            raise corrupt(f"checkpoint {path} is corrupt: a truncated or damaged zip archive")
         if not head.startswith(b"\x80"):  # neither torch.save's zip nor its legacy pickle
-            raise CommandError(f"checkpoint {path} is not a PyTorch checkpoint")
+            raise corrupt(f"checkpoint {path} is not a PyTorch checkpoint")
     try:
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -241,9 +272,7 @@ def read_checkpoint(path: str) -> dict:
                 f"checkpoint {path} holds Python objects that torch.load(weights_only=True) "
                 f"refuses (not a fastopt checkpoint?): {first}"
             ) from e
-        raise CommandError(
-            f"checkpoint {path} is corrupt or not a PyTorch checkpoint: {first}"
-        ) from e
+        raise corrupt(f"checkpoint {path} is corrupt or not a PyTorch checkpoint: {first}") from e
     if not isinstance(ckpt, dict):
         raise CommandError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a dict")
     return ckpt
@@ -470,8 +499,12 @@ def make_runner_class(base: type, dump_config: bool) -> type:
             self.dump_config()
 
         def resume(self, filename: str, *args: Any, **kwargs: Any) -> None:
+            from fastopt.runner.checkpoint import CorruptCheckpointError
+
             try:
                 super().resume(filename, *args, **kwargs)
+            except CorruptCheckpointError as e:
+                raise CommandError(str(e)) from e
             except (ValueError, KeyError, RuntimeError, TypeError) as e:
                 raise CommandError(
                     f"cannot resume from {filename}: the checkpoint does not fit the config "
@@ -573,8 +606,9 @@ def enable_amp(cfg: Any) -> None:
     wrapper.setdefault("dtype", "float16" if torch.cuda.is_available() else "bfloat16")
 
 
-def prepare(args: argparse.Namespace) -> tuple[Any, str | None, str]:
-    """Config with the command line applied, the checkpoint to load (or None) and how."""
+def prepare(args: argparse.Namespace) -> tuple[Any, str | None, str, str | None]:
+    """Config with the command line applied, the checkpoint to load (or None), how, and the
+    checksum ``last_checkpoint`` recorded for it (or None)."""
     if args.launcher == "pytorch" and "LOCAL_RANK" not in os.environ:
         os.environ["LOCAL_RANK"] = str(args.local_rank)
     check_launcher(args.launcher)
@@ -593,9 +627,10 @@ def prepare(args: argparse.Namespace) -> tuple[Any, str | None, str]:
 
     resume, load_from = bool(cfg.get("resume")), cfg.get("load_from")
     if resume and load_from is None:
-        from fastopt.runner.checkpoint import find_latest_checkpoint
+        from fastopt.runner.checkpoint import read_last_checkpoint
 
-        path = find_latest_checkpoint(work_dir)
+        record = read_last_checkpoint(work_dir)
+        path = None if record is None else record.path
         found = [f for f in existing_checkpoints(work_dir) if f.endswith(".pth")]
         if path is None and found:
             raise CommandError(
@@ -604,7 +639,7 @@ def prepare(args: argparse.Namespace) -> tuple[Any, str | None, str]:
             )
         if path is None and args.resume == "auto":
             note(f"no checkpoint in {shown_path(work_dir)} to resume from; training from scratch")
-        return cfg, path, "resume"
+        return cfg, path, "resume", None if record is None else record.sha256
     if not resume:
         found = existing_checkpoints(work_dir)
         if found:
@@ -614,7 +649,7 @@ def prepare(args: argparse.Namespace) -> tuple[Any, str | None, str]:
                 "continue it with --resume, or start a new run with --work-dir NEW_DIR "
                 "(nothing was changed)"
             )
-    return cfg, load_from, "resume" if resume else "load"
+    return cfg, load_from, "resume" if resume else "load", None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -630,8 +665,8 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from fastopt.commands import work_dir as hold
 
-    cfg, checkpoint_path, mode = prepare(args)
-    checkpoint = read_checkpoint(checkpoint_path) if checkpoint_path else None
+    cfg, checkpoint_path, mode, sha256 = prepare(args)
+    checkpoint = read_checkpoint(checkpoint_path, sha256, mode) if checkpoint_path else None
     work_dir = os.path.abspath(cfg["work_dir"])
     rank = int(os.environ.get("RANK", "0")) if cfg["launcher"] != "none" else 0
     runner: Any = None
@@ -694,11 +729,11 @@ def summarize(runner: Any, elapsed: float) -> None:
     scalars = os.path.join(runner.log_dir, "vis_data", "scalars.json")
     lines.append(f"  log:         {shown_path(log_file)}")
     lines.append(f"  scalars:     {shown_path(scalars)}")
-    marker = os.path.join(runner.work_dir, "last_checkpoint")
-    if os.path.isfile(marker):
-        with open(marker, encoding="utf-8") as f:
-            latest = f.read().strip()
-        lines.append(f"  checkpoint:  {shown_path(latest)} (resume with --resume)")
+    from fastopt.runner.checkpoint import read_last_checkpoint
+
+    record = read_last_checkpoint(runner.work_dir)
+    if record is not None:
+        lines.append(f"  checkpoint:  {shown_path(record.path)} (resume with --resume)")
     else:
         lines.append(f"  checkpoints: none written (work dir {shown_path(runner.work_dir)})")
     out = os.path.join(runner.log_dir, PLOT_NAME)

@@ -6,21 +6,24 @@ Behaviour and file names are MMEngine's (``epoch_{n}.pth`` / ``iter_{n}.pth``,
 * every file is written atomically (see :mod:`fastopt.runner.checkpoint`) and loads with
   ``torch.load(weights_only=True)``;
 * a best checkpoint keeps the optimizer and scheduler states (per ``save_optimizer`` /
-  ``save_param_scheduler``), so training can resume from it (open-mmlab/mmengine#1409).
+  ``save_param_scheduler``), so training can resume from it (open-mmlab/mmengine#1409);
+* a checkpoint is removed only after its successor is in place: written, fsynced, renamed
+  and recorded in ``last_checkpoint`` (MMEngine removes the oldest one first, so a process
+  killed during the save of ``epoch_2.pth`` with ``max_keep_ckpts=1`` has no checkpoint
+  left). A checkpoint names the files still to be removed (``keep_ckpt_ids`` longer than
+  ``max_keep_ckpts``, ``stale_best_ckpts``), so a run resumed after a kill between the
+  record and the removal removes them.
 """
 
 from __future__ import annotations
 
 import glob
-import hashlib
-import io
 import math
 import os
+import re
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable
-
-import torch
 
 from fastopt.evaluator.metric import is_finite_number
 from fastopt.registry import HOOKS
@@ -219,9 +222,87 @@ class CheckpointHook(Hook):
                 self.best_ckpt_paths[key] = hub.get_info(self._best_ckpt_info_key(key))
         if self.max_keep_ckpts > 0:
             kept = list(hub.get_info("keep_ckpt_ids", []))
+            # longer than max_keep_ckpts: a save was interrupted before it removed its
+            # predecessors (or the budget shrank)
             while len(kept) > self.max_keep_ckpts:
-                self._remove(os.path.join(self.out_dir, self.filename_tmpl.format(kept.pop(0))))
-            self.keep_ckpt_ids = deque(kept, self.max_keep_ckpts)
+                self._remove_unless_current(
+                    os.path.join(self.out_dir, self.filename_tmpl.format(kept.pop(0))),
+                    [os.path.join(self.out_dir, self.filename_tmpl.format(k)) for k in kept],
+                )
+            self.keep_ckpt_ids = deque(kept)
+            hub.update_info("keep_ckpt_ids", kept)
+        stale = list(hub.get_info("stale_best_ckpts", None) or [])
+        if stale:  # previous bests whose removal was interrupted
+            current = [p for p in self.best_ckpt_paths.values() if p]
+            for path in stale:
+                self._remove_unless_current(path, current)
+            hub.update_info("stale_best_ckpts", [])
+        self._adopt_interrupted_bests(runner)
+
+    def _adopt_interrupted_bests(self, runner: Runner) -> None:
+        """A best checkpoint written just before a kill, before the regular checkpoint of its
+        step was rewritten to name it, is unknown to the resumed run (which does not repeat
+        that validation): adopt it when its score beats the recorded best (removing that
+        one), else remove it as superseded. Only files this hook wrote as bests (their message
+        hub names them so) of a step not after the resumed one are considered. Rank 0 looks
+        at the files and tells the other ranks (they must agree on the best score)."""
+        from fastopt.runner import dist
+
+        if not self.save_best or runner.iter == 0:
+            return
+        adopted = self._find_interrupted_bests(runner) if is_main_process() else []
+        if dist.is_distributed():
+            adopted = dist.broadcast_object(adopted)
+        hub = runner.message_hub
+        for key, path, score in adopted:
+            self.best_ckpt_paths[key] = path
+            hub.update_info(self._best_ckpt_info_key(key), path)
+            hub.update_info(self._best_score_info_key(key), score)
+
+    def _find_interrupted_bests(self, runner: Runner) -> list[tuple[str, str, float]]:
+        from fastopt.runner.checkpoint import load_checkpoint_file
+
+        assert self.out_dir is not None
+        hub = runner.message_hub
+        single = len(self.key_indicators) == 1
+        adopted = []
+        for key, rule in zip(self.key_indicators, self.rules):
+            if rule is None:  # 'auto' before the first evaluation names the metric
+                continue
+            tracked = self.best_ckpt_paths.get(key)
+            best = hub.get_info(self._best_score_info_key(key), _INIT[rule])
+            pattern = "best_*.pth" if single else f"best_{key}_*.pth".replace("/", "_")
+            for path in sorted(glob.glob(os.path.join(self.out_dir, pattern))):
+                if tracked and os.path.basename(tracked) == os.path.basename(path):
+                    continue
+                if re.search(r"-[0-9a-f]{8}\.pth$", path):  # published
+                    continue
+                try:
+                    ckpt = load_checkpoint_file(path)
+                    info = ckpt["message_hub"]["runtime_info"]
+                    step = int(ckpt["meta"]["iter"])
+                except Exception:
+                    continue
+                named = info.get(self._best_ckpt_info_key(key))
+                if not named or os.path.basename(named) != os.path.basename(path):
+                    continue
+                if step > runner.iter:  # a later step: it is reached (and rewritten) again
+                    continue
+                score = info.get(self._best_score_info_key(key))
+                if is_finite_number(score) and _RULES[rule](score, best):
+                    runner.logger.warning(
+                        f"adopted {path} as the best checkpoint ({key}={score}): it was "
+                        "written just before the previous run stopped"
+                    )
+                    if tracked:
+                        self._remove_unless_current(tracked, [path])
+                    tracked, best = path, float(score)
+                    adopted.append((key, path, best))
+                elif self._remove_unless_current(path, [tracked or ""]):
+                    runner.logger.warning(
+                        f"removed {path}, a superseded best checkpoint left by the previous run"
+                    )
+        return adopted
 
     def after_train_epoch(self, runner: Runner) -> None:
         if not self.by_epoch:
@@ -280,16 +361,19 @@ class CheckpointHook(Hook):
 
     def _save_checkpoint_with_step(self, runner: Runner, step: int, meta: dict) -> None:
         assert self.out_dir is not None
-        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
-            if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
-                old = self.keep_ckpt_ids.popleft()
-                self._remove(os.path.join(self.out_dir, self.filename_tmpl.format(old)))
-            self.keep_ckpt_ids.append(step)
-            runner.message_hub.update_info("keep_ckpt_ids", list(self.keep_ckpt_ids))
         filename = self.filename_tmpl.format(step)
-        self.last_ckpt = os.path.join(self.out_dir, filename)
-        runner.message_hub.update_info("last_ckpt", self.last_ckpt)
-        runner.save_checkpoint(
+        path = os.path.join(self.out_dir, filename)
+        hub = runner.message_hub
+        stale: list[int] = []
+        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
+            self.keep_ckpt_ids.append(step)
+            stale = list(self.keep_ckpt_ids)[: -self.max_keep_ckpts]
+            # the checkpoint lists its predecessors still to be removed: a run resumed from it
+            # after a kill before the removal below removes them (before_train)
+            hub.update_info("keep_ckpt_ids", list(self.keep_ckpt_ids))
+        self.last_ckpt = path
+        hub.update_info("last_ckpt", path)
+        sha256 = runner.save_checkpoint(
             self.out_dir,
             filename,
             save_optimizer=self.save_optimizer,
@@ -298,7 +382,15 @@ class CheckpointHook(Hook):
             by_epoch=self.by_epoch,
         )
         if is_main_process():
-            runner.write_last_checkpoint(self.last_ckpt)
+            runner.write_last_checkpoint(path, sha256)
+        # only now, with the new checkpoint written, fsynced, renamed and recorded
+        for old in stale:
+            self.keep_ckpt_ids.popleft()
+            self._remove_unless_current(
+                os.path.join(self.out_dir, self.filename_tmpl.format(old)), [path]
+            )
+        if stale:
+            hub.update_info("keep_ckpt_ids", list(self.keep_ckpt_ids))
 
     def _best_ckpt_info_key(self, key: str) -> str:
         return "best_ckpt" if len(self.key_indicators) == 1 else f"best_ckpt_{key}"
@@ -319,6 +411,7 @@ class CheckpointHook(Hook):
             self._init_rule(self.rules, [next(iter(metrics))])
         updated = False
         hub = runner.message_hub
+        superseded: list[str] = []
         for key, rule in zip(self.key_indicators, self.rules):
             if key not in metrics:
                 raise KeyError(
@@ -343,11 +436,11 @@ class CheckpointHook(Hook):
             hub.update_info(self._best_score_info_key(key), float(score))
             # a resumed 'auto' run restored its path before the metric name was known
             previous = self.best_ckpt_paths.get(key) or hub.get_info(self._best_ckpt_info_key(key))
-            if previous and self._remove(previous):
-                runner.logger.info(f"The previous best checkpoint {previous} is removed")
             best_name = f"best_{key}_{filename}".replace("/", "_")
             assert self.out_dir is not None
             path = os.path.join(self.out_dir, best_name)
+            if previous and previous != path:
+                superseded.append(previous)  # removed once the new best is in place
             self.best_ckpt_paths[key] = path
             hub.update_info(self._best_ckpt_info_key(key), path)
             runner.save_checkpoint(
@@ -366,35 +459,51 @@ class CheckpointHook(Hook):
         # write it again so that its message hub names the current best (a resumed run must
         # be able to delete it when a better one comes). MMEngine also does this when the
         # last regular checkpoint is of an earlier step, creating an unscheduled one; not here.
+        # The previous bests go only after the new ones are written and, when this step has a
+        # regular checkpoint, after it is rewritten and recorded naming them as stale.
+        if superseded:
+            hub.update_info("stale_best_ckpts", superseded)
         if updated and self.last_ckpt == os.path.join(self.out_dir, filename):
             self._save_checkpoint_with_step(runner, current, meta)
+        current_bests = [self.best_ckpt_paths.get(k) or "" for k in self.key_indicators]
+        for previous in superseded:
+            if self._remove_unless_current(previous, current_bests):
+                runner.logger.info(f"The previous best checkpoint {previous} is removed")
+        if superseded:
+            hub.update_info("stale_best_ckpts", [])
 
     def _remove_torn_files(self, runner: Runner) -> None:
-        """Delete temporary files that a killed save left behind (``.<name>.<random>.tmp``)."""
+        """Delete temporary files that a killed save left behind (``.<name>.<random>.tmp``):
+        checkpoints, ``last_checkpoint`` and the dumped config."""
         assert self.out_dir is not None
         if not is_main_process() or not os.path.isdir(self.out_dir):
             return
         for directory, pattern in (
             (self.out_dir, ".*.pth.*.tmp"),
             (runner.work_dir, ".last_checkpoint.*.tmp"),
+            *((runner.work_dir, f".*.{ext}.*.tmp") for ext in ("py", "json", "yaml", "yml")),
         ):
             for path in glob.glob(os.path.join(directory, pattern)):
                 os.remove(path)
                 runner.logger.warning(f"removed {path}, left by an interrupted checkpoint save")
 
     @staticmethod
-    def _remove(path: str) -> bool:
+    def _remove_unless_current(path: str, current: Sequence[str]) -> bool:
+        """Remove ``path`` unless it is one of the ``current`` checkpoints (a template without
+        ``{}``, or a best that kept its name, makes a successor share its predecessor's name)."""
+        if any(os.path.abspath(path) == os.path.abspath(c) for c in current):
+            return False
         if is_main_process() and os.path.isfile(path):
             os.remove(path)
             return True
         return False
 
     def _publish_model(self, runner: Runner, ckpt_path: str) -> None:
-        from fastopt.runner.checkpoint import load_checkpoint_file, save_checkpoint
+        from fastopt.runner.checkpoint import load_checkpoint_file, save_checkpoint_as
 
         if not is_main_process():
             return
-        checkpoint = load_checkpoint_file(ckpt_path)
+        checkpoint = load_checkpoint_file(ckpt_path)  # verified: never publish a corrupt file
         assert self.published_keys is not None
         removed = [k for k in list(checkpoint) if k not in self.published_keys]
         for key in removed:
@@ -404,9 +513,10 @@ class CheckpointHook(Hook):
                 f"Key {removed} will be removed because they are not found in published_keys. "
                 f"If you want to keep them, please set `{removed}` in published_keys"
             )
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        sha = hashlib.sha256(buffer.getvalue()).hexdigest()
-        final_path = os.path.splitext(ckpt_path)[0] + f"-{sha[:8]}.pth"
-        save_checkpoint(checkpoint, final_path)
+        # named after the SHA-256 of the bytes torch.save wrote (as MMEngine's), which is also
+        # the checksum stored in the file; written once, atomically
+        stem = os.path.splitext(os.path.basename(ckpt_path))[0]
+        final_path, _ = save_checkpoint_as(
+            checkpoint, os.path.dirname(ckpt_path), lambda sha: f"{stem}-{sha[:8]}.pth"
+        )
         runner.logger.info(f"The checkpoint ({ckpt_path}) is published to {final_path}.")

@@ -129,6 +129,8 @@ class LoggerHook(Hook):
         runner.flush_logs()
         if self._copy_dir is None or not is_main_process():
             return
+        from fastopt.runner.checkpoint import atomic_write  # deferred: fastopt.runner imports us
+
         copied = []
         for root, _, files in os.walk(runner.log_dir):
             for name in files:
@@ -136,9 +138,10 @@ class LoggerHook(Hook):
                     continue
                 local = os.path.join(root, name)
                 target = os.path.join(self._copy_dir, os.path.relpath(local, runner.log_dir))
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                with open(local, "rb") as src, open(target, "wb") as dst:
-                    dst.write(src.read())
+                with open(local, "rb") as src:
+                    data = src.read()
+                # fsynced and renamed into place before keep_local=False removes the original
+                atomic_write(target, lambda f, data=data: f.write(data))
                 copied.append(local)
                 runner.logger.info(f"The file {local} has been uploaded to {target}.")
         if not self.keep_local:

@@ -8,10 +8,13 @@ from fastopt.hooks.priority import Priority, get_priority
 from fastopt.loops import BaseLoop, EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
 
 from .checkpoint import (
+    CorruptCheckpointError,
     find_latest_checkpoint,
     load_checkpoint_file,
+    read_last_checkpoint,
     save_checkpoint,
     to_weights_only,
+    verify_checkpoint,
     weights_to_cpu,
 )
 from .log_processor import LogProcessor
@@ -21,6 +24,7 @@ from .runner import DEFAULT_HOOKS, Runner
 # the loops and priorities are also importable from here, as from ``mmengine.runner``
 __all__ = [
     "DEFAULT_HOOKS",
+    "CorruptCheckpointError",
     "BaseLoop",
     "EpochBasedTrainLoop",
     "IterBasedTrainLoop",
@@ -33,9 +37,11 @@ __all__ = [
     "find_latest_checkpoint",
     "get_rng_state",
     "load_checkpoint_file",
+    "read_last_checkpoint",
     "save_checkpoint",
     "set_random_seed",
     "set_rng_state",
     "to_weights_only",
+    "verify_checkpoint",
     "weights_to_cpu",
 ]

@@ -77,12 +77,14 @@ from . import dist
 from .checkpoint import (
     LAST_CHECKPOINT_FILE,
     atomic_write,
-    find_latest_checkpoint,
+    format_last_checkpoint,
     load_checkpoint_file,
     load_model_state,
+    read_last_checkpoint,
     revise_state_dict,
     save_checkpoint,
     to_weights_only,
+    verify_checkpoint,
     weights_to_cpu,
 )
 from .log_processor import LogProcessor
@@ -1070,10 +1072,14 @@ class Runner:
         if self._resume_from is not None:
             resume_from = self._resume_from
         elif self._resume and self._load_from is None:
-            resume_from = find_latest_checkpoint(self._work_dir)
-            if resume_from is None:
+            record = read_last_checkpoint(self._work_dir)
+            if record is None:
                 self.logger.info(f"No checkpoint found in {self._work_dir}: training from scratch.")
             else:
+                resume_from = record.path
+                # against the checksum last_checkpoint recorded, too (cached: loading does
+                # not hash the file again)
+                verify_checkpoint(resume_from, record.sha256)
                 self.logger.info(f"Auto resumed from the latest checkpoint {resume_from}.")
         elif self._resume:
             resume_from = self._load_from
@@ -1219,10 +1225,11 @@ class Runner:
         meta: dict | None = None,
         by_epoch: bool = True,
         backend_args: dict | None = None,
-    ) -> None:
+    ) -> str | None:
         """Write a checkpoint of the whole training state to ``out_dir/filename``.
 
-        Call it on every rank: the RNG states of all ranks are gathered; rank 0 writes.
+        Call it on every rank: the RNG states of all ranks are gathered; rank 0 writes and gets
+        the SHA-256 of the file's payload back (the other ranks None).
         """
         if meta is None:
             meta = {}
@@ -1290,7 +1297,8 @@ class Runner:
         checkpoint["rng_state"] = dist.all_gather_object(get_rng_state())
         self.call_hook("before_save_checkpoint", checkpoint=checkpoint)
         if dist.is_main_process():
-            save_checkpoint(checkpoint, os.path.join(out_dir, filename))
+            return save_checkpoint(checkpoint, os.path.join(out_dir, filename))
+        return None
 
     def _scheduler_states(self) -> list | dict:
         def states(schedulers: list) -> list:
@@ -1305,10 +1313,12 @@ class Runner:
             return {name: states(group) for name, group in self.param_schedulers.items()}
         return states(self.param_schedulers)
 
-    def write_last_checkpoint(self, path: str) -> None:
-        """Record ``path`` in ``work_dir/last_checkpoint`` (atomically) for auto-resume."""
+    def write_last_checkpoint(self, path: str, sha256: str | None = None) -> None:
+        """Record ``path`` (and its checksum) in ``work_dir/last_checkpoint``, atomically, for
+        auto-resume."""
         target = os.path.join(self._work_dir, LAST_CHECKPOINT_FILE)
-        atomic_write(target, lambda f: f.write(path), mode="w")
+        text = format_last_checkpoint(path, sha256)
+        atomic_write(target, lambda f: f.write(text), mode="w", encoding="utf-8")
 
     def dump_config(self) -> None:
         """Write the config into the work dir (named after the config file, or the timestamp)."""
@@ -1317,7 +1327,9 @@ class Runner:
         name = os.path.basename(self.cfg.filename) if self.cfg.filename else f"{self._timestamp}.py"
         path = os.path.join(self._work_dir, name)
         try:
-            self.cfg.dump(path)
+            # written atomically: a kill while it is written keeps the previous dump
+            text = self.cfg.dump()
+            atomic_write(path, lambda f: f.write(text), mode="w", encoding="utf-8")
         except Exception as e:  # objects in the config that cannot be written as source
             self.logger.warning(f"could not dump the config to {path}: {e}")
 
