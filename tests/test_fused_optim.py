@@ -442,3 +442,17 @@ def test_matches_pytorch_optimizer(case):
     _step_both(fused, ref, fp, rp)
     for a, b in zip(fp, rp):
         torch.testing.assert_close(a.detach(), b.detach(), rtol=2e-5, atol=2e-6)
+
+
+def test_l2_term_rounds_once_as_torch():
+    """torch's grad.add(param, alpha=wd) is one fused multiply-add; the engines' L2 term is
+    too, so an SGD step with lr=1 equals torch's bit for bit, cancelling elements included."""
+    g = torch.Generator().manual_seed(3)
+    p = torch.nn.Parameter(torch.randn(CHUNK + 77, generator=g))
+    q = torch.nn.Parameter(p.detach().clone())
+    grad = torch.randn(p.shape, generator=g)
+    grad[:1000] = -0.1 * p.detach()[:1000] * (1 + 1e-6)  # g + wd * p cancels here
+    p.grad, q.grad = grad.clone(), grad.clone()
+    fastopt.FusedSGD([p], lr=1.0, weight_decay=0.1).step()
+    torch.optim.SGD([q], lr=1.0, weight_decay=0.1, foreach=False).step()
+    assert torch.equal(p.detach(), q.detach())

@@ -45,7 +45,7 @@ struct Adagrad {
   template <int V>
   FASTOPT_HD static void update(const Args& a, float& p, float g, float* s) {
     g = g * a.grad_sign;
-    g = g + masked(a.wd * p, a.wd_mask);
+    g = add_scaled_masked(g, a.wd, p, a.wd_mask);
     s[0] = s[0] + g * g;
     const float std = sqrtf(s[0]) + a.eps;
     p = p + a.neg_clr * g / std;

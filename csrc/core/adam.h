@@ -73,7 +73,7 @@ struct Adam {
   FASTOPT_HD static void update(const Args& a, float& p, float g, float* s) {
     g = g * a.grad_sign;
     p = p * a.decay;
-    g = g + masked(a.wd * p, a.wd_mask);
+    g = add_scaled_masked(g, a.wd, p, a.wd_mask);
     const float m = torch_lerp<(V & kLargeWeight) != 0>(s[0], g, a.one_minus_beta1);
     float v = s[1] * a.beta2;
     v = v + a.one_minus_beta2 * g * g;

@@ -5,6 +5,7 @@
 // to c10::Half / c10::BFloat16 and to the CUDA intrinsics used on the device.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -56,8 +57,7 @@ FASTOPT_HD float half_to_float(uint16_t h) {
   const uint32_t two_w = w + w;
   const float normalized = bits_float((two_w >> 4) + (0xE0u << 23)) * 0x1.0p-112f;
   const float denormalized = bits_float((two_w >> 17) | (126u << 23)) - 0.5f;
-  const uint32_t magnitude =
-      two_w < (1u << 27) ? float_bits(denormalized) : float_bits(normalized);
+  const uint32_t magnitude = two_w < (1u << 27) ? float_bits(denormalized) : float_bits(normalized);
   return bits_float(sign | magnitude);
 #endif
 }
@@ -82,10 +82,30 @@ FASTOPT_HD uint16_t float_to_half(float f) {
 
 // x when mask is all ones, +0 when it is zero: an exact select on a uniform flag written as a
 // bit mask, because compilers do not vectorize selects on loop-invariant scalar conditions.
-FASTOPT_HD float masked(float x, uint32_t mask) { return bits_float(float_bits(x) & mask); }
-FASTOPT_HD uint32_t mask_of(bool keep) { return keep ? 0xFFFFFFFFu : 0u; }
+FASTOPT_HD float masked(float x, uint32_t mask) {
+  return bits_float(float_bits(x) & mask);
+}
+FASTOPT_HD uint32_t mask_of(bool keep) {
+  return keep ? 0xFFFFFFFFu : 0u;
+}
 
-FASTOPT_HD float bfloat16_to_float(uint16_t b) { return bits_float(uint32_t(b) << 16); }
+// torch's grad.add(param, alpha=wd), the L2 term of SGD, Adam, Adagrad, RMSprop and LARS: its
+// CPU and CUDA kernels round wd * p + g once (a fused multiply-add), so this does too; fmaf is
+// exact-rounded on every instruction set (vfmadd with AVX2/AVX-512, FFMA on the GPU, libm on
+// the baseline build), so the bits stay the same on every code path. Where g + wd * p cancels,
+// two roundings would flip the sign of a normalized step (Adagrad, RMSprop, Adam).
+FASTOPT_HD float add_scaled(float g, float wd, float p) {
+  return fmaf(wd, p, g);
+}
+
+// add_scaled(g, wd, p) when mask is all ones (torch adds only for wd != 0), g when it is zero.
+FASTOPT_HD float add_scaled_masked(float g, float wd, float p, uint32_t mask) {
+  return bits_float((float_bits(add_scaled(g, wd, p)) & mask) | (float_bits(g) & ~mask));
+}
+
+FASTOPT_HD float bfloat16_to_float(uint16_t b) {
+  return bits_float(uint32_t(b) << 16);
+}
 
 // float -> bfloat16, round to nearest even, NaN -> quiet NaN (as c10::BFloat16).
 FASTOPT_HD uint16_t float_to_bfloat16(float f) {
@@ -98,12 +118,24 @@ FASTOPT_HD uint16_t float_to_bfloat16(float f) {
 #endif
 }
 
-FASTOPT_HD float load(const float* p) { return *p; }
-FASTOPT_HD float load(const half_t* p) { return half_to_float(p->bits); }
-FASTOPT_HD float load(const bfloat16_t* p) { return bfloat16_to_float(p->bits); }
-FASTOPT_HD void store(float* p, float v) { *p = v; }
-FASTOPT_HD void store(half_t* p, float v) { p->bits = float_to_half(v); }
-FASTOPT_HD void store(bfloat16_t* p, float v) { p->bits = float_to_bfloat16(v); }
+FASTOPT_HD float load(const float* p) {
+  return *p;
+}
+FASTOPT_HD float load(const half_t* p) {
+  return half_to_float(p->bits);
+}
+FASTOPT_HD float load(const bfloat16_t* p) {
+  return bfloat16_to_float(p->bits);
+}
+FASTOPT_HD void store(float* p, float v) {
+  *p = v;
+}
+FASTOPT_HD void store(half_t* p, float v) {
+  p->bits = float_to_half(v);
+}
+FASTOPT_HD void store(bfloat16_t* p, float v) {
+  p->bits = float_to_bfloat16(v);
+}
 
 template <class T>
 struct dtype_of;
@@ -120,7 +152,9 @@ struct dtype_of<bfloat16_t> {
   static constexpr DType value = DType::bf16;
 };
 
-inline int64_t dtype_size(DType d) { return d == DType::f32 ? 4 : 2; }
+inline int64_t dtype_size(DType d) {
+  return d == DType::f32 ? 4 : 2;
+}
 
 inline const char* dtype_name(DType d) {
   switch (d) {

@@ -100,7 +100,7 @@ struct Lamb {
       m = s[0] * a.beta1 + a.weight * g;
     v = s[1] * a.beta2 + a.one_minus_beta2 * g * g;
     const float denom = sqrtf(v) / a.bias_correction2_sqrt + a.eps;
-    return m / a.bias_correction1 / denom + masked(a.wd * p, a.wd_mask);
+    return add_scaled_masked(m / a.bias_correction1 / denom, a.wd, p, a.wd_mask);
   }
 
   template <int V>

@@ -72,7 +72,7 @@ struct Lars {
 
   template <int V>
   FASTOPT_HD static void update(const Args& a, float& p, float g, float* s) {
-    float d = (g + a.wd * p) * a.actual_lr;
+    float d = add_scaled(g, a.wd, p) * a.actual_lr;  // mmpretrain: d_p.add(p, alpha=wd)
     if constexpr ((V & kMomentum_) != 0) {
       const float buf = V & kFirst ? d : s[0] * a.momentum + a.one_minus_dampening * d;
       s[0] = buf;

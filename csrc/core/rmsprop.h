@@ -57,7 +57,7 @@ struct Rmsprop {
   template <int V>
   FASTOPT_HD static void update(const Args& a, float& p, float g, float* s) {
     g = g * a.grad_sign;
-    g = g + masked(a.wd * p, a.wd_mask);
+    g = add_scaled_masked(g, a.wd, p, a.wd_mask);
     const float sq = s[0] * a.alpha + a.one_minus_alpha * g * g;
     s[0] = sq;
     float avg;

@@ -49,7 +49,7 @@ struct Sgd {
   template <int V>
   FASTOPT_HD static void update(const Args& a, float& p, float g, float* s) {
     g = g * a.grad_sign;
-    g = g + masked(a.wd * p, a.wd_mask);
+    g = add_scaled_masked(g, a.wd, p, a.wd_mask);
     if constexpr ((V & kMomentum_) != 0) {
       const float buf = V & kFirst ? g : s[0] * a.momentum + a.one_minus_dampening * g;
       s[0] = buf;
