@@ -22,12 +22,13 @@ struct Adagrad {
   static constexpr const char* kHyperKeys[kNumHyper] = {"lr", "lr_decay", "weight_decay", "eps",
                                                         "maximize"};
 
-  using Variants = std::integer_sequence<int, 0>;
+  // Compile-time variant: bit 0, an L2 term (torch adds wd * p only when wd != 0).
+  enum Variant { kL2 = 1 };
+  using Variants = std::integer_sequence<int, 0, 1>;
   static constexpr int states_used(int) { return 1; }
 
   struct Args {
     float neg_clr, eps, wd, grad_sign;
-    uint32_t wd_mask;  // torch adds wd * p only when wd != 0
     int variant;
   };
 
@@ -36,16 +37,15 @@ struct Adagrad {
     a.neg_clr = float(-(h[kLr] / (1.0 + (step - 1.0) * h[kLrDecay])));
     a.eps = float(h[kEps]);
     a.wd = float(h[kWeightDecay]);
-    a.wd_mask = mask_of(h[kWeightDecay] != 0.0);
     a.grad_sign = h[kMaximize] != 0.0 ? -1.f : 1.f;
-    a.variant = 0;
+    a.variant = h[kWeightDecay] != 0.0 ? kL2 : 0;
     return a;
   }
 
   template <int V>
   FASTOPT_HD static void update(const Args& a, float& p, float g, float* s) {
     g = g * a.grad_sign;
-    g = add_scaled_masked(g, a.wd, p, a.wd_mask);
+    if constexpr ((V & kL2) != 0) g = add_scaled(g, a.wd, p);
     s[0] = s[0] + g * g;
     const float std = sqrtf(s[0]) + a.eps;
     p = p + a.neg_clr * g / std;
