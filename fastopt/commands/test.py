@@ -83,7 +83,7 @@ def _test(args: argparse.Namespace) -> int:
     from fastopt.commands import work_dir as hold
 
     work_dir = os.path.abspath(cfg["work_dir"])
-    rank = int(os.environ.get("RANK", "0")) if cfg["launcher"] != "none" else 0
+    rank = hold.writer_rank(cfg)
     # a failed evaluation leaves the work dir as it was (its log dir is removed)
     with hold.undo_on_failure(work_dir, lambda: False, hold.first_missing(work_dir), rank):
         return _evaluate(args, cfg, checkpoint, split)

@@ -668,7 +668,7 @@ def _train(args: argparse.Namespace) -> int:
     cfg, checkpoint_path, mode, sha256 = prepare(args)
     checkpoint = read_checkpoint(checkpoint_path, sha256, mode) if checkpoint_path else None
     work_dir = os.path.abspath(cfg["work_dir"])
-    rank = int(os.environ.get("RANK", "0")) if cfg["launcher"] != "none" else 0
+    rank = hold.writer_rank(cfg)
     runner: Any = None
 
     def trained() -> bool:

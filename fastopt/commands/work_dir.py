@@ -27,6 +27,12 @@ from fastopt.commands.train import CommandError, note, shown_path
 LOCK_NAME = ".fastopt.lock"
 
 
+def writer_rank(cfg: Any) -> int:
+    """This process's rank among the processes of the run (0 when it is not distributed): only
+    rank 0 takes the lock and cleans up."""
+    return int(os.environ.get("RANK", "0")) if cfg["launcher"] != "none" else 0
+
+
 def _holder(path: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
