@@ -89,7 +89,8 @@ py::dict build_info() {
   d["backends"] = py::make_tuple("cpu");
 #endif
   d["cpu_isa"] = fastopt::cpu_isa();
-  d["cpu_isas_built"] = py::make_tuple("baseline", "avx2", "avx512");
+  d["cpu_isas_built"] = py::cast(fastopt::cpu_isas_built());
+  d["cpu_isas_supported"] = py::cast(fastopt::cpu_isas_supported());
   d["openmp"] = _OPENMP;
   d["omp_max_threads"] = omp_get_max_threads();
   d["compiler"] = __VERSION__;
@@ -155,7 +156,8 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
   m.doc() = "fastopt fused multi-tensor optimizer engine";
   m.attr("CPU_CHUNK_ELEMS") = kCpuChunkElems;
   m.def("build_info", &build_info, "What this build of the module contains");
-  m.def("cpu_isa", &fastopt::cpu_isa, "The CPU code path in use (baseline, avx2, avx512)");
+  m.def("cpu_isa", &fastopt::cpu_isa,
+        "The CPU code path in use (one of build_info()['cpu_isas_built'])");
   m.def("catalog", &catalog,
         "The op list: per op its hyperparameter keys, state keys in engine order, whether it "
         "counts steps and the per-tensor reductions it needs; the dtype, layout and norm type "

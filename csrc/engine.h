@@ -69,7 +69,10 @@ std::unique_ptr<Engine> make_cuda_engine(const std::string& kind,
                                          const std::vector<TensorEntry>& entries, int device,
                                          int64_t chunk_elems);
 
-// The CPU code path in use (baseline, avx2, avx512; FASTOPT_CPU_ISA overrides).
+// The CPU code path in use (the best this CPU supports; FASTOPT_CPU_ISA overrides).
 const char* cpu_isa();
+// The CPU code paths compiled in (worst to best) and those this CPU can run.
+std::vector<std::string> cpu_isas_built();
+std::vector<std::string> cpu_isas_supported();
 
 }  // namespace fastopt

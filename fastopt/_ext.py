@@ -92,6 +92,7 @@ def build_info() -> dict[str, Any]:
         else "default",
         cpu_isa=built["cpu_isa"],
         cpu_isas_built=list(built["cpu_isas_built"]),
+        cpu_isas_supported=list(built["cpu_isas_supported"]),
         cpu_isa_override=os.environ.get("FASTOPT_CPU_ISA") or None,
         openmp=built["openmp"],
         compiler=built["compiler"],

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import fastopt_subprocess_env
@@ -63,12 +64,7 @@ def test_bitwise_identical_across_instruction_sets(tmp_path):
     )
     results = {}
     tests_dir = os.path.dirname(os.path.abspath(__file__))
-    supported = ["baseline"]
-    info = fastopt._ext.build_info()
-    if info["cpu_isa"] in ("avx2", "avx512"):
-        supported.append("avx2")
-    if info["cpu_isa"] == "avx512":
-        supported.append("avx512")
+    supported = fastopt._ext.build_info()["cpu_isas_supported"]
     assert len(supported) >= 2, "this check needs a CPU with AVX2"
     for isa in supported:
         path = str(tmp_path / f"isa_{isa}.pt")
@@ -100,7 +96,104 @@ def test_isa_override_is_reported_and_checked(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert bad.returncode != 0 and "FASTOPT_CPU_ISA must be baseline, avx2 or avx512" in bad.stderr
+    assert (
+        bad.returncode != 0
+        and "FASTOPT_CPU_ISA must be one of baseline, avx2, avx512, avx512_bf16" in bad.stderr
+    )
+
+
+_CONVERSION_SCRIPT = """
+import sys, numpy as np, torch, fastopt
+bits = np.load(sys.argv[1])
+out = {}
+for name in ("float16", "bfloat16"):
+    dt = getattr(torch, name)
+    # store: p = 0 - 1 * (-x) is x exactly, then rounded to 16 bits by the engine
+    p = torch.nn.Parameter(torch.zeros(len(bits), dtype=dt))
+    p.grad_dtype = torch.float32
+    p.grad = -torch.from_numpy(bits.view(np.float32).copy())
+    fastopt.FusedSGD([p], lr=1.0).step()
+    out["store_" + name] = p.detach().view(torch.int16).numpy().view(np.uint16)
+    # load + store of every 16-bit pattern (lr = 0): unchanged, NaNs made canonical
+    every = torch.arange(2**16, dtype=torch.int32).to(torch.int16).view(dt)
+    q = torch.nn.Parameter(every.clone())
+    q.grad = torch.zeros_like(q)
+    fastopt.FusedSGD([q], lr=0.0).step()
+    out["load_" + name] = q.detach().view(torch.int16).numpy().view(np.uint16)
+np.savez(sys.argv[2], **out)
+"""
+
+
+def _conversion_inputs() -> np.ndarray:
+    """float32 bit patterns where 16-bit rounding is delicate: every exponent (NaNs and
+    subnormals included) with mantissas at and around the rounding boundaries of both
+    formats, both signs, plus random patterns; an odd count, so the scalar tail runs too."""
+    rng = np.random.default_rng(0)
+    half_ulp = [0x7FFF, 0x8000, 0x8001, 0x17FFF, 0x18000, 0x18001]  # bf16 drops 16 bits
+    half_fp16 = [0x0FFF, 0x1000, 0x1001, 0x2FFF, 0x3000, 0x3001]  # fp16 drops 13
+    mantissas = np.array([0, 1, 0x7FFFFF, 0x400000, 0x200000, *half_ulp, *half_fp16])
+    exps = np.arange(256, dtype=np.uint32) << 23
+    grid = (exps[:, None] | mantissas[None, :].astype(np.uint32)).ravel()
+    both = np.concatenate([grid, grid | 0x80000000])
+    rand = rng.integers(0, 2**32, size=200_001, dtype=np.uint64).astype(np.uint32)
+    return np.concatenate([both, rand]).astype(np.uint32)
+
+
+def _reference_store(bits: np.ndarray, name: str) -> np.ndarray:
+    """c10's scalar conversions: round to nearest even; NaN -> 0x7fc0 (bf16), sign|0x7e00."""
+    x = bits.view(np.float32)
+    nan = np.isnan(x)
+    if name == "bfloat16":
+        rounded = ((bits.astype(np.uint64) + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+        return np.where(nan, np.uint16(0x7FC0), rounded)
+    with np.errstate(over="ignore"):
+        h = x.astype(np.float16).view(np.uint16)
+    return np.where(nan, ((bits >> 16) & 0x8000).astype(np.uint16) | 0x7E00, h)
+
+
+def test_16bit_conversions_identical_on_every_instruction_set(tmp_path):
+    """Every ISA's conversions (F16C / AVX-512 vcvtps2ph, AVX512-BF16 vcvtneps2bf16, or the
+    scalar code) give the bits of c10's scalar conversions: NaN payloads and subnormal inputs,
+    where the instructions differ, included; loads are exact for all 65536 patterns.
+    NaN bits are canonical (ATen's vectorized casts write 0xffff / keep payloads instead)."""
+    bits = _conversion_inputs()
+    np.save(tmp_path / "in.npy", bits)
+    every = np.arange(2**16, dtype=np.uint32).astype(np.uint16)
+    nan = np.isnan(bits.view(np.float32))
+    reaching = np.where(bits == 0x80000000, np.uint32(0), bits)  # 0 - (-(-0)) is +0
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    results = {}
+    for isa in fastopt._ext.build_info()["cpu_isas_supported"]:
+        env = dict(fastopt_subprocess_env(tests_dir), FASTOPT_CPU_ISA=isa)
+        out_path = tmp_path / f"{isa}.npz"
+        subprocess.run(
+            [sys.executable, "-c", _CONVERSION_SCRIPT, str(tmp_path / "in.npy"), str(out_path)],
+            check=True,
+            env=env,
+            cwd=tmp_path,
+        )
+        results[isa] = got = dict(np.load(out_path))
+        for name in ("float16", "bfloat16"):
+            store = got["store_" + name]
+            want = _reference_store(reaching, name)
+            bad = np.flatnonzero((store != want) & ~nan)
+            assert bad.size == 0, (
+                f"{isa} {name}: {bad.size} stores differ, e.g. {bits[bad[0]]:#010x} -> "
+                f"{store[bad[0]]:#06x}, want {want[bad[0]]:#06x}"
+            )
+            # a NaN's sign after the arithmetic is the CPU's choice; its bits are canonical
+            canonical = 0x7FC0 if name == "bfloat16" else 0x7E00
+            mask = 0xFFFF if name == "bfloat16" else 0x7FFF
+            assert np.all((store[nan] & mask) == canonical), f"{isa} {name}: NaN not canonical"
+            exponent, fraction = (0x7F80, 0x7F) if name == "bfloat16" else (0x7C00, 0x3FF)
+            every_nan = ((every & exponent) == exponent) & ((every & fraction) != 0)
+            loaded = got["load_" + name]
+            assert np.array_equal(loaded[~every_nan], every[~every_nan]), f"{isa} {name}: load"
+            assert np.all((loaded[every_nan] & mask) == canonical), f"{isa} {name}: NaN load"
+    first, *others = results
+    for isa in others:
+        for key, value in results[isa].items():
+            assert np.array_equal(value, results[first][key]), f"{isa} {key} differs from {first}"
 
 
 def _special_values(dtype):

@@ -27,14 +27,20 @@ struct CpuKernels {
   void (*tensor_norms)(const StepCall&, int which, float scale, NormMeasure, double* out);
 };
 
-namespace cpu_baseline {
-CpuKernels kernels();
-}
-namespace cpu_avx2 {
-CpuKernels kernels();
-}
-namespace cpu_avx512 {
-CpuKernels kernels();
-}
+// The CPU code paths, worst to best: X(name, "the CPU features it needs"). The one list: the
+// engine is compiled once per entry with -m<feature> for each feature (CMakeLists.txt reads the
+// X lines, as it reads the op list), and cpu_engine.cpp picks the best one this CPU supports.
+#define FASTOPT_CPU_ISAS(X)                                     \
+  X(baseline, "")                                               \
+  X(avx2, "avx2 fma f16c")                                      \
+  X(avx512, "avx512f avx512bw avx512vl avx512dq avx2 fma f16c") \
+  X(avx512_bf16, "avx512f avx512bw avx512vl avx512dq avx512bf16 avx2 fma f16c")
+
+#define FASTOPT_DECLARE_ISA(name, features) \
+  namespace cpu_##name {                    \
+    CpuKernels kernels();                   \
+  }
+FASTOPT_CPU_ISAS(FASTOPT_DECLARE_ISA)
+#undef FASTOPT_DECLARE_ISA
 
 }  // namespace fastopt

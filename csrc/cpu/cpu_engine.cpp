@@ -4,7 +4,10 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "../core/ops.h"
 #include "../engine.h"
@@ -14,42 +17,77 @@ namespace fastopt {
 
 namespace {
 
-bool cpu_has(const char* feature) {
+// __builtin_cpu_supports takes string literals only, hence one line per feature name.
+bool cpu_has_feature(const std::string& f) {
   __builtin_cpu_init();
-  if (std::strcmp(feature, "avx512") == 0)
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  if (std::strcmp(feature, "avx2") == 0)
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
-  return true;
+  if (f == "avx2") return __builtin_cpu_supports("avx2");
+  if (f == "fma") return __builtin_cpu_supports("fma");
+  if (f == "f16c") return __builtin_cpu_supports("f16c");
+  if (f == "avx512f") return __builtin_cpu_supports("avx512f");
+  if (f == "avx512bw") return __builtin_cpu_supports("avx512bw");
+  if (f == "avx512vl") return __builtin_cpu_supports("avx512vl");
+  if (f == "avx512dq") return __builtin_cpu_supports("avx512dq");
+  if (f == "avx512bf16") return __builtin_cpu_supports("avx512bf16");
+  throw std::logic_error("cpu_has_feature: no check for '" + f + "'");
 }
 
-const char* choose_isa() {
+bool cpu_supports(const char* features) {
+  std::string f;
+  for (const char* c = features;; ++c) {
+    if (*c == ' ' || *c == '\0') {
+      if (!f.empty() && !cpu_has_feature(f)) return false;
+      f.clear();
+      if (*c == '\0') return true;
+    } else {
+      f += *c;
+    }
+  }
+}
+
+struct Isa {
+  const char* name;
+  const char* features;
+  CpuKernels (*kernels)();
+};
+
+// worst to best, as in the list
+const Isa kIsas[] = {
+#define FASTOPT_ISA_ENTRY(name, features) {#name, features, &cpu_##name::kernels},
+    FASTOPT_CPU_ISAS(FASTOPT_ISA_ENTRY)
+#undef FASTOPT_ISA_ENTRY
+};
+
+std::string isa_names() {
+  std::string s;
+  for (const Isa& isa : kIsas) s += std::string(s.empty() ? "" : ", ") + isa.name;
+  return s;
+}
+
+const Isa& choose_isa() {
   const char* want = std::getenv("FASTOPT_CPU_ISA");
   if (want != nullptr && *want != '\0') {
-    for (const char* isa : {"baseline", "avx2", "avx512"})
-      if (std::strcmp(want, isa) == 0) {
-        if (!cpu_has(isa))
+    for (const Isa& isa : kIsas)
+      if (std::strcmp(want, isa.name) == 0) {
+        if (!cpu_supports(isa.features))
           throw std::runtime_error(std::string("FASTOPT_CPU_ISA=") + want +
-                                   " but this CPU does not support it");
+                                   " but this CPU does not support it (needs " + isa.features +
+                                   ")");
         return isa;
       }
-    throw std::runtime_error(std::string("FASTOPT_CPU_ISA must be baseline, avx2 or avx512, got ") +
-                             want);
+    throw std::runtime_error("FASTOPT_CPU_ISA must be one of " + isa_names() + ", got " + want);
   }
-  if (cpu_has("avx512")) return "avx512";
-  if (cpu_has("avx2")) return "avx2";
-  return "baseline";
+  for (int i = int(std::size(kIsas)) - 1; i > 0; --i)
+    if (cpu_supports(kIsas[i].features)) return kIsas[i];
+  return kIsas[0];
+}
+
+const Isa& chosen_isa() {
+  static const Isa& isa = choose_isa();
+  return isa;
 }
 
 const CpuKernels& cpu_kernels() {
-  static const CpuKernels k = [] {
-    const std::string isa = cpu_isa();
-    if (isa == "avx512") return cpu_avx512::kernels();
-    if (isa == "avx2") return cpu_avx2::kernels();
-    return cpu_baseline::kernels();
-  }();
+  static const CpuKernels k = chosen_isa().kernels();
   return k;
 }
 
@@ -136,8 +174,20 @@ class CpuEngine final : public Engine {
 }  // namespace
 
 const char* cpu_isa() {
-  static const char* isa = choose_isa();
-  return isa;
+  return chosen_isa().name;
+}
+
+std::vector<std::string> cpu_isas_supported() {
+  std::vector<std::string> out;
+  for (const Isa& isa : kIsas)
+    if (cpu_supports(isa.features)) out.push_back(isa.name);
+  return out;
+}
+
+std::vector<std::string> cpu_isas_built() {
+  std::vector<std::string> out;
+  for (const Isa& isa : kIsas) out.push_back(isa.name);
+  return out;
 }
 
 std::unique_ptr<Engine> make_cpu_engine(const std::string& kind,

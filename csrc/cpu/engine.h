@@ -8,6 +8,7 @@
 #include <omp.h>
 
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "../core/element.h"
@@ -15,6 +16,7 @@
 #include "../core/ops.h"
 #include "../core/table.h"
 #include "api.h"
+#include "convert.h"
 
 namespace fastopt {
 namespace FASTOPT_CPU_NS {
@@ -59,15 +61,60 @@ void dispatch_types(const TensorEntry& e, F&& f) {
   }
 }
 
+// The view of n elements at src the update loop reads: a float32 copy in buf for types the ISA
+// converts with an instruction (kConverted, convert.h), else src itself.
+template <class T>
+auto stage_in(T* src, float* buf, int n) {
+  if constexpr (kConverted<std::remove_const_t<T>>) {
+    to_float(src, buf, n);
+    return static_cast<std::conditional_t<std::is_const_v<T>, const float*, float*>>(buf);
+  } else {
+    return src;
+  }
+}
+
+template <class T, class B>
+void stage_out(T* dst, const B* buf, int n) {
+  if constexpr (kConverted<T>) from_float(buf, dst, n);
+}
+
 // V: the functor's compile-time variant; the states it uses are loaded and stored, others not.
-// No per-element branch remains, so the loop vectorizes.
+// No per-element branch remains, so the loop vectorizes. 16-bit elements go through float
+// blocks (convert.h), so the conversions use the ISA's instructions and the update loop is
+// pure float32.
 template <class Op, int V, class P, class G, class S>
 void update_span(const typename Op::Args& args, P* __restrict p, const G* __restrict g,
                  S* __restrict s0, S* __restrict s1, S* __restrict s2, S* __restrict s3, int64_t n,
                  float inv_scale, float clip_coef) {
   const typename Op::Args a = args;  // a local copy cannot alias the stores below
-  for (int64_t i = 0; i < n; ++i)
-    update_element<Op, V>(a, p, g, s0, s1, s2, s3, i, inv_scale, clip_coef);
+  if constexpr (!kConverted<P> && !kConverted<G> && !kConverted<S>) {
+    for (int64_t i = 0; i < n; ++i)
+      update_element<Op, V>(a, p, g, s0, s1, s2, s3, i, inv_scale, clip_coef);
+  } else {
+    // one vector per block, of fixed length: the buffers fold into registers
+    constexpr int kUsed = Op::states_used(V);
+    int64_t b = 0;
+    for (; b + kBlock <= n; b += kBlock) {
+      float pbuf[kBlock], gbuf[kBlock], sbuf[kMaxStates][kBlock];
+      auto* __restrict pf = stage_in(p + b, pbuf, kBlock);
+      auto* __restrict gf = stage_in(g + b, gbuf, kBlock);
+      // unused states stay null (update_element does not touch them)
+      auto state = [&](S* sk, int k) { return kUsed & (1 << k) ? sk + b : nullptr; };
+      auto* __restrict f0 = stage_in(state(s0, 0), sbuf[0], kUsed & 1 ? kBlock : 0);
+      auto* __restrict f1 = stage_in(state(s1, 1), sbuf[1], kUsed & 2 ? kBlock : 0);
+      auto* __restrict f2 = stage_in(state(s2, 2), sbuf[2], kUsed & 4 ? kBlock : 0);
+      auto* __restrict f3 = stage_in(state(s3, 3), sbuf[3], kUsed & 8 ? kBlock : 0);
+      for (int i = 0; i < kBlock; ++i)
+        update_element<Op, V>(a, pf, gf, f0, f1, f2, f3, i, inv_scale, clip_coef);
+      stage_out(p + b, pf, kBlock);
+      if (kUsed & 1) stage_out(s0 + b, f0, kBlock);
+      if (kUsed & 2) stage_out(s1 + b, f1, kBlock);
+      if (kUsed & 4) stage_out(s2 + b, f2, kBlock);
+      if (kUsed & 8) stage_out(s3 + b, f3, kBlock);
+    }
+    for (; b < n; ++b)  // the scalar conversions: the same bits
+      update_element<Op, V>(a, p, g, s0, s1, s2, s3, b, inv_scale, clip_coef);
+  }
 }
 
 // Sums of squares over a span of the op's direction and, for ops that also reduce the param
@@ -79,10 +126,9 @@ struct DirectionSums {
 
 template <class Op, int V, bool kWithParam, class P, class G, class S>
 DirectionSums direction_span(const typename Op::Args& args, const P* __restrict p,
-                             const G* __restrict g, const S* __restrict s0,
-                             const S* __restrict s1, const S* __restrict s2,
-                             const S* __restrict s3, int64_t n, float inv_scale,
-                             float clip_coef) {
+                             const G* __restrict g, const S* __restrict s0, const S* __restrict s1,
+                             const S* __restrict s2, const S* __restrict s3, int64_t n,
+                             float inv_scale, float clip_coef) {
   constexpr int kLanes = 16;
   const typename Op::Args a = args;
   double acc[kLanes] = {}, pacc[kLanes] = {};
