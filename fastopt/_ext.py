@@ -11,10 +11,13 @@ execution model, so the test suite runs the CUDA code paths on machines without 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import os
 import platform
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -54,13 +57,65 @@ class ExtensionMissingError(RuntimeError):
     """The compiled engine fastopt._C could not be loaded."""
 
 
+def _has_engine(package_dir: Path) -> bool:
+    return any(package_dir.glob("_C.*.so")) or any(package_dir.glob("_C.*.pyd"))
+
+
+def shadowed_install(
+    imported_dir: str | os.PathLike[str], path: Sequence[str] | None = None
+) -> Path | None:
+    """The installed fastopt that a source checkout hides, or None.
+
+    ``imported_dir`` is the package Python imported; it counts as a source checkout when its
+    parent holds ``pyproject.toml`` and ``csrc/``. The answer is the package directory of an
+    installed fastopt distribution (found on ``path``, default ``sys.path``) that is another
+    directory and holds the compiled engine: the situation after ``pip install .`` when Python
+    runs from the clone's root, where ``python -c``, ``python -m`` and scripts put the current
+    directory first on ``sys.path``.
+    """
+    imported = Path(imported_dir).resolve()
+    root = imported.parent
+    if not ((root / "pyproject.toml").is_file() and (root / "csrc").is_dir()):
+        return None
+    if _has_engine(imported):
+        return None
+    for dist in importlib.metadata.distributions(name="fastopt", path=list(path or sys.path)):
+        installed = Path(str(dist.locate_file("fastopt"))).resolve()
+        if installed != imported and _has_engine(installed):
+            return installed
+    return None
+
+
+def missing_engine_message(
+    error: BaseException | None,
+    imported_dir: str | os.PathLike[str] | None = None,
+    path: Sequence[str] | None = None,
+) -> str:
+    """Why the engine is missing and the cure: rebuilding, or not importing the source tree.
+
+    ``imported_dir``: the fastopt package in use (default: this one); ``path``: where to look
+    for an installed fastopt (default: ``sys.path``).
+    """
+    if imported_dir is None:
+        imported_dir = Path(__file__).parent
+    head = f"fastopt's compiled engine fastopt._C is not available ({error})."
+    installed = shadowed_install(imported_dir, path) if ENGINE == "default" else None
+    if installed is None:
+        return f"{head} {REBUILD_HINT}"
+    return (
+        f"{head} Python imported fastopt from the source checkout {imported_dir}, which has no "
+        f"compiled engine, instead of the installed fastopt in {installed}: `python -c`, "
+        "`python -m`, `torchrun -m` and scripts run from the clone's root put that directory "
+        "first on sys.path. Use the `fastopt` command (`fastopt train ...`; under torchrun: "
+        "`torchrun --nproc_per_node N --no-python fastopt train ...`), or run Python from "
+        "another directory. Rebuilding does not help."
+    )
+
+
 def require_C() -> ModuleType:
     """The compiled module, or a clear error when it is not available."""
     if _C is None:
-        raise ExtensionMissingError(
-            f"fastopt's compiled engine fastopt._C is not available: {_IMPORT_ERROR}. "
-            + REBUILD_HINT
-        )
+        raise ExtensionMissingError(missing_engine_message(_IMPORT_ERROR))
     return _C
 
 
@@ -76,7 +131,7 @@ def build_info() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
     }
     if _C is None:
-        info.update(backends=[], extension_error=str(_IMPORT_ERROR))
+        info.update(backends=[], extension_error=missing_engine_message(_IMPORT_ERROR))
         return info
     built = _C.build_info()
     # the real engine's build (also when FASTOPT_ENGINE=simt), plus the emulation if built
@@ -104,13 +159,42 @@ def build_info() -> dict[str, Any]:
             info[key] = real_info[key]
     if "cuda" in backends:
         info["cuda_devices"] = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return info
+    ordered: dict[str, Any] = {}
+    for key, value in info.items():
+        ordered[key] = value
+        if key == "backends":  # the plain CUDA line right under the backends it explains
+            ordered["cuda"] = cuda_summary(info, torch_cuda=torch.version.cuda)
+    return ordered
+
+
+def cuda_summary(info: dict[str, Any], torch_cuda: str | None) -> str:
+    """One plain line on the CUDA engine: built or not, and whether a GPU can use it.
+
+    ``info`` is :func:`build_info`'s dict; ``torch_cuda`` is ``torch.version.cuda`` (None for a
+    CPU-only torch, which sees no GPU whatever the machine has).
+    """
+    if "cuda" not in info.get("backends", ()):
+        return "not built (no CUDA compiler at build time, or FASTOPT_CUDA=off)"
+    runtime = str(info.get("cuda_runtime", "")).replace(" (static)", "")
+    built = f"built with CUDA {runtime}" if runtime else "built with CUDA"
+    devices = int(info.get("cuda_devices") or 0)
+    if devices:
+        return f"{built}; {devices} GPU{'s' if devices > 1 else ''} visible"
+    if torch_cuda is None:
+        return f"{built}; no GPU visible (torch {info.get('torch')} is a CPU-only build)"
+    return f"{built}; no GPU visible"
+
+
+#: keys the text form leaves out: the ``cuda`` line says them in words (``--json`` has them)
+_TEXT_OMITS = ("cuda_devices",)
 
 
 def format_info(info: dict[str, Any]) -> str:
-    width = max(len(k) for k in info)
+    """``key  value`` lines, as ``fastopt info`` prints them."""
+    shown = {k: v for k, v in info.items() if k not in _TEXT_OMITS}
+    width = max(len(k) for k in shown)
     lines = []
-    for key, value in info.items():
+    for key, value in shown.items():
         if isinstance(value, (list, tuple)):
             value = ", ".join(map(str, value)) or "none"
         lines.append(f"{key:<{width}}  {value}")

@@ -4,7 +4,6 @@ reference of the same byte count measured in the same run."""
 from __future__ import annotations
 
 import gc
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,8 +11,10 @@ from typing import Any
 from fastopt.benchmark.candidates import IMPLS, get_optim
 from fastopt.benchmark.param_sets import Params, get_set, make_params
 from fastopt.benchmark.timing import (
+    MIN_BANDWIDTH_BYTES,
     REFERENCE,
     Stats,
+    load_1m,
     step_bytes,
     stream_reference,
     synchronizer,
@@ -61,6 +62,11 @@ class Comparison:
         t = self.median(REFERENCE)
         return None if not t else self.reference_bytes / t / 1e9
 
+    @property
+    def bandwidth_meaningful(self) -> bool:
+        """The call moves enough bytes for its bandwidth to be memory bandwidth."""
+        return self.bytes >= MIN_BANDWIDTH_BYTES
+
     def fraction_of_reference(self, impl: str | None = None) -> float | None:
         """Achieved bandwidth of ``impl`` as a fraction of the reference's."""
         mine, ref = self.gbps(impl), self.reference_gbps()
@@ -80,18 +86,11 @@ class Comparison:
                 **(self.stats[REFERENCE].to_dict() if REFERENCE in self.stats else {}),
             },
             "fraction_of_reference": self.fraction_of_reference(),
+            "bandwidth_meaningful": self.bandwidth_meaningful,
             "impls": {k: v.to_dict() for k, v in self.stats.items() if k != REFERENCE},
             "speedup": {k: self.speedup(k) for k in impls},
             "errors": dict(self.errors),
         }
-
-
-def _load_1m() -> float | None:
-    """The 1-minute load average when a comparison ends: how busy the machine was."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
 
 
 def params_step_bytes(optim: str, params: Params, extra_grad_reads: int = 0) -> int:
@@ -131,7 +130,7 @@ def compare(
         bytes=nbytes,
         reference_bytes=ref_bytes,
         reference_label=ref_label,
-        info={**(info or {}), "load_average_1m": _load_1m()},
+        info={**(info or {}), "load_average_1m": load_1m()},
         errors={**(errors or {}), **errs},
     )
 

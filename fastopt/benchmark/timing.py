@@ -13,6 +13,7 @@ number of bytes as the optimizer step it is compared with.
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -21,6 +22,11 @@ from typing import Any
 
 #: name of the bandwidth reference among the timed candidates
 REFERENCE = "reference"
+
+#: a call that moves fewer bytes is bound by per-call and per-tensor overhead and runs from the
+#: caches (64 MiB is above the last-level cache of one CPU die and a GPU's L2), so its bandwidth
+#: and its fraction of the reference's mean nothing
+MIN_BANDWIDTH_BYTES = 64 << 20
 
 
 @dataclass
@@ -162,3 +168,27 @@ def step_bytes(
     p, g, s = get_optim(optim).traffic
     gsize = param_size if grad_size is None else grad_size
     return numel * (p * param_size + (g + extra_grad_reads) * gsize + s * state_size)
+
+
+def load_average() -> list[float] | None:
+    """The 1-, 5- and 15-minute load averages of the machine (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def load_1m() -> float | None:
+    """The 1-minute load average when a measurement ends: how busy the machine was."""
+    load = load_average()
+    return None if load is None else load[0]
+
+
+def machine_loaded(load_1m: float | None, cpus: int | None) -> bool:
+    """More runnable threads than CPUs over the last minute, the benchmark's own included.
+
+    Timings are then unreliable: torch's many short parallel regions wait for threads that
+    another process holds, so torch's time grows far more than fastopt's single region and
+    speed-ups come out inflated (hundreds of × instead of a few).
+    """
+    return load_1m is not None and bool(cpus) and load_1m > cpus

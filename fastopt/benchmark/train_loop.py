@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fastopt.benchmark.candidates import OPTIMS, get_optim
-from fastopt.benchmark.timing import Stats, synchronizer
+from fastopt.benchmark.timing import Stats, load_1m, synchronizer
 
 if TYPE_CHECKING:
     import torch
@@ -268,6 +268,7 @@ def run_train_loop_benchmarks(
                         "params": n_params,
                         "tensors": len(list(base.parameters())),
                         "batch": batch_size(model_name, scale),
+                        "load_average_1m": load_1m(),
                     },
                     errors=errors,
                 )

@@ -5,7 +5,7 @@ for-loop, foreach and fused implementations, and a same-bytes ``a.add_(b)`` band
 reference; a ``dst.copy_(src)`` on CUDA) and reports medians, fastopt's speed-up over each
 torch implementation, and the achieved bandwidth as a fraction of the reference's.
 ``--train-loop`` adds whole training iterations of small models, ``--pipeline`` the
-clip + step and AMP unscale + clip + step updates.
+clip + step and AMP unscale + clip + step updates. ``--quick`` is a check in seconds.
 """
 
 from __future__ import annotations
@@ -24,6 +24,14 @@ SET_NAMES = ("resnet50", "resnet50-paramwise", "gpt2", "mixed2000", "tiny2000")
 OPTIM_NAMES = tuple(o.bench_name for o in CATALOG)
 DTYPE_NAMES = ("fp32", "bf16")
 TORCH_IMPLS = PEER_IMPLS
+
+#: what an option is when neither it nor ``--quick`` sets it
+DEFAULTS: dict[str, Any] = {"repeat": 20, "warmup": 2, "sample_ms": 5.0, "scale": 1.0}
+#: ``--quick``: every optimizer, dtype and peer in seconds, on the two ways a model's params
+#: come (one group: GPT-2's 148 tensors; one group per param: ResNet-50 as MMEngine's paramwise
+#: constructor makes it) at 1/1000 of their size, so the figures are per-step host overheads.
+#: The 2000-tensor sets are left out: torch's for-loop and foreach take 20-120 ms a step there.
+QUICK: dict[str, Any] = {"set": ["gpt2", "resnet50-paramwise"], "scale": 0.001, "repeat": 3}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,24 +66,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     parser.add_argument(
-        "--repeat", type=int, default=20, metavar="N", help="timed rounds (default: 20)"
+        "--quick",
+        action="store_true",
+        help="a check in seconds: --set "
+        f"{' '.join(QUICK['set'])} --scale {QUICK['scale']} --repeat {QUICK['repeat']} "
+        "(options given explicitly win)",
     )
     parser.add_argument(
-        "--warmup", type=int, default=2, metavar="N", help="untimed rounds first (default: 2)"
+        "--repeat", type=int, metavar="N", help=f"timed rounds (default: {DEFAULTS['repeat']})"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        metavar="N",
+        help=f"untimed rounds first (default: {DEFAULTS['warmup']})",
     )
     parser.add_argument(
         "--sample-ms",
         type=float,
-        default=5.0,
         metavar="MS",
-        help="a timed sample repeats a step until it lasts MS milliseconds (default: 5)",
+        help="a timed sample repeats a step until it lasts MS milliseconds "
+        f"(default: {DEFAULTS['sample_ms']:g})",
     )
     parser.add_argument(
         "--scale",
         type=float,
-        default=1.0,
         metavar="F",
-        help="shrink every tensor to F times its size, for a quick check (default: 1)",
+        help="shrink every tensor to F times its size, for a quick check "
+        f"(default: {DEFAULTS['scale']:g})",
     )
     parser.add_argument("--threads", type=int, metavar="N", help="torch.set_num_threads(N)")
     parser.add_argument("--seed", type=int, default=0, help="seed of params, grads and data")
@@ -98,6 +116,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
 
 
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the options left unset: from :data:`QUICK` under ``--quick``, else :data:`DEFAULTS`."""
+    preset = QUICK if args.quick else {}
+    for key in (*DEFAULTS, "set", "dtype"):
+        if getattr(args, key) is None:
+            setattr(args, key, preset.get(key, DEFAULTS.get(key)))
+    return args
+
+
 def _check(args: argparse.Namespace) -> str | None:
     if args.repeat < 1:
         return "--repeat must be at least 1"
@@ -113,7 +140,7 @@ def _check(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    error = _check(args)
+    error = _check(resolve(args))
     if error:
         print(f"fastopt bench: {error}", file=sys.stderr)
         return 2
@@ -123,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
     from fastopt.benchmark import report
     from fastopt.benchmark.pipeline import DEFAULT_SETS, PIPELINES, run_pipeline_benchmarks
     from fastopt.benchmark.step import Comparison, run_step_benchmarks
+    from fastopt.benchmark.timing import load_average
     from fastopt.benchmark.train_loop import MODELS, LoopResult, run_train_loop_benchmarks
 
     device = args.device
@@ -150,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         "scale": args.scale,
         "sample_ms": args.sample_ms,
         "seed": args.seed,
-        "load_average": {"before": report.load_average()},
+        "load_average": {"before": load_average()},
     }
     t0 = time.perf_counter()
     step: list[Comparison] = []
@@ -181,15 +209,24 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
             **common,
         )
-    meta["load_average"]["after"] = report.load_average()
+    meta["load_average"]["after"] = load_average()
     meta["seconds"] = round(time.perf_counter() - t0, 1)
 
-    tables = [report.step_table(step), report.loop_table(loop), report.pipeline_table(pipe)]
+    cpus = meta["environment"]["cpu_count"]
+    tables = [
+        report.step_table(step, cpus),
+        report.loop_table(loop, cpus),
+        report.pipeline_table(pipe, cpus),
+    ]
     line = report.meta_line(meta)
+    warning = report.load_warning(meta, tables)
+    meta["load_warning"] = warning
     if args.markdown:
-        print(report.render_markdown(tables, line))
+        print(report.render_markdown(tables, line, warning))
     else:
-        report.print_tables(tables, line)
+        report.print_tables(tables, line, warning)
+    if warning:  # also where it is seen when stdout goes to a file
+        print(f"fastopt bench: {warning}", file=sys.stderr)
     if args.json:
         report.write_json(args.json, report.to_json(meta, step, loop, pipe))
         progress(f"wrote {args.json}")
