@@ -26,7 +26,10 @@ def test_info_prints_and_returns_versions():
     assert info["fastopt"] == fastopt.__version__ and info["torch"] == torch.__version__
     assert info["python"] == platform.python_version()
     assert "cpu" in info["backends"]
-    assert info["cpu_isa"] in ("baseline", "avx2", "avx512")
+    # the chosen path is the best this CPU supports of those built (the list lives in cpu/api.h)
+    assert info["cpu_isa"] == info["cpu_isas_supported"][-1]
+    assert set(info["cpu_isas_supported"]) <= set(info["cpu_isas_built"])
+    assert info["cpu_isas_built"][0] == "baseline"
     assert info["threads"] == torch.get_num_threads()
     for key in ("fastopt", "torch", "python", "backends", "cpu_isa", "threads"):
         assert key in text
