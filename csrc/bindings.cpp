@@ -57,7 +57,7 @@ py::dict catalog() {
 #define FASTOPT_OP_RECORD(Struct, name) ops[#name] = op_record<fastopt::Struct>();
   FASTOPT_OPS(FASTOPT_OP_RECORD)
 #undef FASTOPT_OP_RECORD
-  py::dict dtypes, layouts, norm_types;
+  py::dict dtypes, layouts, norm_types, param_modes;
   for (fastopt::DType d : {fastopt::DType::f32, fastopt::DType::f16, fastopt::DType::bf16})
     dtypes[py::str(fastopt::dtype_name(d))] = int(d);
   layouts["contiguous"] = int(fastopt::Layout::contiguous);
@@ -67,11 +67,19 @@ py::dict catalog() {
   norm_types["l1"] = int(fastopt::NormType::l1);
   norm_types["inf"] = int(fastopt::NormType::inf);
   norm_types["p"] = int(fastopt::NormType::p);
+  param_modes["nearest"] = int(fastopt::ParamMode::nearest);
+  param_modes["master"] = int(fastopt::ParamMode::master);
+  param_modes["kahan"] = int(fastopt::ParamMode::kahan);
+  param_modes["stochastic"] = int(fastopt::ParamMode::stochastic);
+  py::list rounding_keys;
+  for (const char* k : fastopt::kRoundingKeys) rounding_keys.append(py::str(k));
   py::dict c;
   c["ops"] = ops;
   c["dtypes"] = dtypes;
   c["layouts"] = layouts;
   c["norm_types"] = norm_types;
+  c["param_modes"] = param_modes;
+  c["rounding_keys"] = rounding_keys;
   c["max_states"] = fastopt::kMaxStates;
   c["cpu_chunk_elems"] = kCpuChunkElems;
   c["cuda_chunk_elems"] = fastopt::kCudaChunkElems;
@@ -162,6 +170,15 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
         "The op list: per op its hyperparameter keys, state keys in engine order, whether it "
         "counts steps and the per-tensor reductions it needs; the dtype, layout and norm type "
         "codes; chunk sizes");
+  m.def(
+      "philox4x32_10",
+      [](std::array<uint32_t, 4> counter, std::array<uint32_t, 2> key) {
+        const fastopt::Philox4 r = fastopt::philox4x32_10(
+            fastopt::Philox4{{counter[0], counter[1], counter[2], counter[3]}}, key[0], key[1]);
+        return std::array<uint32_t, 4>{r.v[0], r.v[1], r.v[2], r.v[3]};
+      },
+      py::arg("counter"), py::arg("key"),
+      "The generator of stochastic rounding (csrc/core/precision.h), for its known-answer tests");
   m.def("hyper_keys", &fastopt::hyper_keys, py::arg("kind"),
         "Group keys an optimizer kind reads each step");
 
@@ -169,7 +186,8 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
                                  "One tensor of a plan's table (see csrc/plan.h)")
       .def(py::init([](int64_t param, std::vector<py::object> states, int64_t numel,
                        int32_t param_dtype, int32_t grad_dtype, int32_t state_dtype, int32_t group,
-                       int64_t step, int32_t fresh, py::object expected_grad_dtype) {
+                       int64_t step, int32_t fresh, py::object expected_grad_dtype,
+                       int32_t param_mode, py::object aux, int64_t tensor_id) {
              fastopt::EntrySpec e;
              e.param = param;
              e.states = std::move(states);
@@ -181,11 +199,15 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
              e.step = step;
              e.fresh = fresh;
              e.expected_grad_dtype = std::move(expected_grad_dtype);
+             e.param_mode = param_mode;
+             e.aux = std::move(aux);
+             e.tensor_id = tensor_id;
              return e;
            }),
            py::kw_only(), py::arg("param"), py::arg("states"), py::arg("numel"),
            py::arg("param_dtype"), py::arg("grad_dtype"), py::arg("state_dtype"), py::arg("group"),
-           py::arg("step"), py::arg("fresh"), py::arg("expected_grad_dtype"))
+           py::arg("step"), py::arg("fresh"), py::arg("expected_grad_dtype"),
+           py::arg("param_mode") = 0, py::arg("aux") = py::none(), py::arg("tensor_id") = 0)
       .def_readonly("param", &fastopt::EntrySpec::param)
       .def_readonly("numel", &fastopt::EntrySpec::numel)
       .def_readonly("group", &fastopt::EntrySpec::group);

@@ -225,6 +225,13 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object device)
     if (k.name == "lr") lr_key_ = int(keys_.size());
     keys_.push_back(std::move(k));
   }
+  for (const char* spec : kRoundingKeys) {  // read for every op, after its own keys
+    HyperKey k;
+    k.name = std::string(spec, std::strlen(spec) - 1);
+    k.optional = true;
+    k.key = py::reinterpret_steal<py::str>(PyUnicode_InternFromString(k.name.c_str()));
+    keys_.push_back(std::move(k));
+  }
 
   for (py::handle g : owner_groups_) {
     if (!PyDict_Check(g.ptr()))
@@ -298,10 +305,12 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
     e.numel = spec.numel;
     // the state tensors themselves: held, and their pointers and sizes re-checked each step
     // (an int is a raw address, unchecked: for tests of the engine's index arithmetic)
-    for (int k = 0; k < kMaxStates; ++k) {
-      py::object state = spec.states[size_t(k)];
+    for (int k = 0; k < kSlots; ++k) {
+      py::object state = k < kMaxStates ? spec.states[size_t(k)] : spec.aux;
+      if (!state) state = py::none();
+      void*& slot = k < kMaxStates ? e.state[k] : e.aux;
       if (PyLong_Check(state.ptr())) {
-        e.state[k] = reinterpret_cast<void*>(state.cast<int64_t>());
+        slot = reinterpret_cast<void*>(state.cast<int64_t>());
         state = py::none();
       }
       entry_states_.push_back(state);
@@ -310,7 +319,7 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
       if (!read.ptr(state.ptr(), &ptr) || !read.numel(state.ptr(), &numel))
         throw py::error_already_set();
       if (numel != e.numel) throw std::invalid_argument("Plan: a state's size is not its param's");
-      e.state[k] = reinterpret_cast<void*>(ptr);
+      slot = reinterpret_cast<void*>(ptr);
     }
     for (int32_t code : {spec.param_dtype, spec.grad_dtype, spec.state_dtype})
       if (code < 0 || code > int32_t(DType::bf16))
@@ -318,6 +327,29 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
     e.param_dtype = DType(spec.param_dtype);
     e.grad_dtype = DType(spec.grad_dtype);
     e.state_dtype = DType(spec.state_dtype);
+    // the precision mode's contract (precision.h): 16-bit params; master and kahan need their
+    // buffer (float32, or the param's dtype), stochastic rounding a bfloat16 param
+    if (spec.param_mode < 0 || spec.param_mode >= kNumParamModes)
+      throw std::invalid_argument("Plan: bad param mode " + std::to_string(spec.param_mode));
+    e.param_mode = ParamMode(spec.param_mode);
+    const bool needs_aux = e.param_mode == ParamMode::master || e.param_mode == ParamMode::kahan;
+    if (e.param_mode != ParamMode::nearest &&
+        (e.param_dtype == DType::f32 || (needs_aux && e.aux == nullptr && e.numel > 0) ||
+         (!needs_aux && e.aux != nullptr) ||
+         (e.param_mode == ParamMode::stochastic && e.param_dtype != DType::bf16)))
+      throw std::invalid_argument(
+          "Plan: master and kahan modes need a 16-bit param and their buffer, stochastic "
+          "rounding a bfloat16 param");
+    if (needs_aux && !spec.aux.is_none() && !PyLong_Check(spec.aux.ptr())) {
+      const std::string want = e.param_mode == ParamMode::master
+                                   ? "torch.float32"
+                                   : "torch." + std::string(dtype_name(e.param_dtype));
+      if (py::str(spec.aux.attr("dtype")).cast<std::string>() != want)
+        throw std::invalid_argument("Plan: the precision buffer must be a " + want + " tensor");
+    }
+    if (spec.tensor_id < 0 || spec.tensor_id > 0xffffffffLL)
+      throw std::invalid_argument("Plan: tensor_id must fit 32 bits");
+    e.tensor_id = uint32_t(spec.tensor_id);
     if (spec.group < 0 || size_t(spec.group) >= groups_.size())
       throw std::invalid_argument("Plan: an entry's group " + std::to_string(spec.group) +
                                   " is not one of the " + std::to_string(groups_.size()));
@@ -520,12 +552,13 @@ py::tuple Plan::refresh() {
     // A state tensor that is still in optimizer.state (state_unchanged) and still at its
     // address is still in its storage: another storage at that address cannot exist while the
     // tensor holds this one, and a smaller view or resize_ keeps the storage it had.
-    for (int k = 0; k < kMaxStates; ++k) {
-      PyObject* state = entry_states_[size_t(entry) * kMaxStates + k].ptr();
+    for (int k = 0; k < kSlots; ++k) {
+      PyObject* state = entry_states_[size_t(entry) * kSlots + k].ptr();
       if (state == Py_None) continue;
       int64_t sptr = 0;
       if (!read.ptr(state, &sptr)) return rebuild("reading a state tensor failed");
-      if (sptr != reinterpret_cast<int64_t>(e.state[k])) return rebuild("a state tensor moved");
+      const void* at = k < kMaxStates ? e.state[k] : e.aux;
+      if (sptr != reinterpret_cast<int64_t>(at)) return rebuild("a state tensor moved");
     }
     e.active = grad != Py_None;
     e.grad = nullptr;

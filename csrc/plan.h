@@ -60,6 +60,11 @@ struct EntrySpec {
   int64_t step = 0;   // address of its float32 step count (ops with kHasStep), or 0
   int32_t fresh = 0;  // its fresh state is new: the first update initialises it from the grad
   py::object expected_grad_dtype;  // the torch.dtype its grads must have
+  // precision.h: its ParamMode, the mode's buffer (a tensor of the param's size, or None) and
+  // its index among the optimizer's params (its rounding key)
+  int32_t param_mode = 0;
+  py::object aux = py::none();
+  int64_t tensor_id = 0;
 };
 
 class Plan {
@@ -133,12 +138,14 @@ class Plan {
   py::object tensor_type_;  // torch.Tensor: the type a local shard must have
   std::vector<py::object> dense_strides_;
   std::vector<TensorEntry> entries_;
-  std::vector<py::object> entry_states_;  // [entries][kMaxStates]: the state tensors (or None)
-  std::vector<py::object> state_items_;   // optimizer.state's items and their dicts' items
-  py::list held_;                         // other tensors the entries point into
-  std::vector<double> hyper_;             // [groups][keys]
-  std::vector<const float*> lr_device_;   // per group: device scalar lr (tensor lr), or nullptr
-  std::vector<double> structural_;        // truthiness of structural keys at build time
+  // [entries][kSlots]: the state tensors and the precision buffer (or None)
+  static constexpr int kSlots = kMaxStates + 1;
+  std::vector<py::object> entry_states_;
+  std::vector<py::object> state_items_;  // optimizer.state's items and their dicts' items
+  py::list held_;                        // other tensors the entries point into
+  std::vector<double> hyper_;            // [groups][keys]
+  std::vector<const float*> lr_device_;  // per group: device scalar lr (tensor lr), or nullptr
+  std::vector<double> structural_;       // truthiness of structural keys at build time
   int64_t total_elems_ = 0;
   std::unique_ptr<Engine> engine_;
 };

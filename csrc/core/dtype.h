@@ -152,7 +152,7 @@ struct dtype_of<bfloat16_t> {
   static constexpr DType value = DType::bf16;
 };
 
-inline int64_t dtype_size(DType d) {
+FASTOPT_HD int64_t dtype_size(DType d) {
   return d == DType::f32 ? 4 : 2;
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "dtype.h"
+#include "precision.h"
 
 namespace fastopt {
 
@@ -17,11 +18,30 @@ struct TensorEntry {
   void* state[kMaxStates];
   int64_t numel;
   DType param_dtype, grad_dtype, state_dtype;
-  int32_t group;   // row of the per-group hyperparameter table
-  float* step;     // torch's state['step'] (a view into one buffer), or nullptr
-  int32_t fresh;   // momentum buffer not yet initialised: the first update copies the grad
-  int32_t active;  // the param has a grad this step
+  int32_t group;         // row of the per-group hyperparameter table
+  float* step;           // torch's state['step'] (a view into one buffer), or nullptr
+  int32_t fresh;         // momentum buffer not yet initialised: the first update copies the grad
+  int32_t active;        // the param has a grad this step
+  ParamMode param_mode;  // how the update's result reaches the param (precision.h)
+  void* aux;             // the mode's buffer: float32 master copy or compensation, else nullptr
+  uint32_t tensor_id;    // the param's index in its optimizer: part of its rounding key
 };
+
+// The param values an update reads (its master copy in master mode), for reductions over params.
+FASTOPT_HD const void* param_values(const TensorEntry& e) {
+  return e.param_mode == ParamMode::master ? e.aux : e.param;
+}
+FASTOPT_HD DType param_values_dtype(const TensorEntry& e) {
+  return e.param_mode == ParamMode::master ? DType::f32 : e.param_dtype;
+}
+
+// The param store of entry e's span that starts at element `begin`, for this step (seed, step:
+// its group's rounding keys).
+FASTOPT_HD ParamStore param_store(const TensorEntry& e, int64_t begin, uint32_t seed,
+                                  uint32_t step) {
+  return param_store(e.param_mode, e.aux, dtype_size(e.param_dtype), begin, seed, e.tensor_id,
+                     step);
+}
 
 // Chunk sizes, in elements, of the engines' default plans: fixed, so results do not depend on
 // the thread count (CPU) or the launch shape (CUDA).

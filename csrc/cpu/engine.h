@@ -117,6 +117,69 @@ void update_span(const typename Op::Args& args, P* __restrict p, const G* __rest
   }
 }
 
+// update_span through a param store other than nearest (16-bit params): the update loop runs
+// on float blocks of the param's value (its master copy in place, or the converted param), and
+// the block is then written as the mode says. Every element gets the bits of
+// update_element_stored, which the tail and the CUDA kernels use.
+template <class Op, int V, class P, class G, class S>
+void update_span_stored(const typename Op::Args& args, const ParamStore& ps, P* __restrict p,
+                        const G* __restrict g, S* __restrict s0, S* __restrict s1, S* __restrict s2,
+                        S* __restrict s3, int64_t n, float inv_scale, float clip_coef) {
+  const typename Op::Args a = args;
+  constexpr int kUsed = Op::states_used(V);
+  float* const master = ps.mode == ParamMode::master ? static_cast<float*>(ps.aux) : nullptr;
+  P* const comp = ps.mode == ParamMode::kahan ? static_cast<P*>(ps.aux) : nullptr;
+  int64_t b = 0;
+  for (; b + kBlock <= n; b += kBlock) {
+    float pbuf[kBlock], p0[kBlock], gbuf[kBlock], sbuf[kMaxStates][kBlock];
+    float* __restrict pf = pbuf;
+    if (master != nullptr)
+      pf = master + b;  // updated in place
+    else
+      to_float(p + b, pbuf, kBlock);
+    for (int i = 0; i < kBlock; ++i) p0[i] = pf[i];  // what the kahan store adds to
+    auto* __restrict gf = stage_in(g + b, gbuf, kBlock);
+    auto state = [&](S* sk, int k) { return kUsed & (1 << k) ? sk + b : nullptr; };
+    auto* __restrict f0 = stage_in(state(s0, 0), sbuf[0], kUsed & 1 ? kBlock : 0);
+    auto* __restrict f1 = stage_in(state(s1, 1), sbuf[1], kUsed & 2 ? kBlock : 0);
+    auto* __restrict f2 = stage_in(state(s2, 2), sbuf[2], kUsed & 4 ? kBlock : 0);
+    auto* __restrict f3 = stage_in(state(s3, 3), sbuf[3], kUsed & 8 ? kBlock : 0);
+    for (int i = 0; i < kBlock; ++i)
+      update_element<Op, V>(a, pf, gf, f0, f1, f2, f3, i, inv_scale, clip_coef);
+    switch (ps.mode) {
+      case ParamMode::master: from_float(pf, p + b, kBlock); break;
+      case ParamMode::kahan:
+        for (int i = 0; i < kBlock; ++i) store_compensated(p + b, comp + b, i, p0[i], pf[i]);
+        break;
+      default:
+        if constexpr (std::is_same_v<P, bfloat16_t>) {
+          const int64_t at = ps.base + b;
+          if (at % kRoundingGroup == 0) {  // one Philox call per 8 elements
+            for (int i = 0; i < kBlock; i += kRoundingGroup) {
+              const Philox4 r = rounding_block(ps, (at + i) / kRoundingGroup);
+              for (int l = 0; l < kRoundingGroup; ++l)
+                p[b + i + l].bits = float_to_bfloat16_stochastic(pf[i + l], rounding_bits(r, l));
+            }
+            break;
+          }
+        }
+        for (int i = 0; i < kBlock; ++i) store_param(ps, p + b, i, p0[i], pf[i]);
+    }
+    if (kUsed & 1) stage_out(s0 + b, f0, kBlock);
+    if (kUsed & 2) stage_out(s1 + b, f1, kBlock);
+    if (kUsed & 4) stage_out(s2 + b, f2, kBlock);
+    if (kUsed & 8) stage_out(s3 + b, f3, kBlock);
+  }
+  ParamStore tail = ps;
+  tail.base = ps.base + b;
+  if (ps.aux != nullptr)
+    tail.aux = master != nullptr ? static_cast<void*>(master + b) : static_cast<void*>(comp + b);
+  for (int64_t i = 0; b + i < n; ++i)
+    update_element_stored<Op, V>(a, tail, p + b, g + b, s0 ? s0 + b : nullptr,
+                                 s1 ? s1 + b : nullptr, s2 ? s2 + b : nullptr,
+                                 s3 ? s3 + b : nullptr, i, inv_scale, clip_coef);
+}
+
 // Sums of squares over a span of the op's direction and, for ops that also reduce the param
 // (kWithParam: LAMB), of the param, read once for both; kLanes fixed accumulators, as in
 // reduce_span below (the param sum has reduce_span's bits: the same lanes, the same order).
@@ -212,8 +275,8 @@ inline void chunk_partials(const StepCall& c, int which, float scale, NormMeasur
       partial[idx] = 0.0;
       return;
     }
-    const void* base = which == 0 ? static_cast<const void*>(e.param) : e.grad;
-    const DType dt = which == 0 ? e.param_dtype : e.grad_dtype;
+    const void* base = which == 0 ? param_values(e) : e.grad;
+    const DType dt = which == 0 ? param_values_dtype(e) : e.grad_dtype;
     switch (dt) {
       case DType::f32:
         partial[idx] = reduce_span(static_cast<const float*>(base) + ch.begin, ch.size, scale, m);
@@ -245,13 +308,22 @@ inline void tensor_norms(const StepCall& c, int which, float scale, NormMeasure 
 }
 
 // f(V, p, g, s0..s3) at chunk ch of its entry, with the entry's element types and variant.
-template <class Op, class F>
+// kValues: p points at the values the update reads (a master copy: float32), for the
+// reduction pass; else at the param the update writes.
+template <class Op, bool kValues = false, class F>
 void with_chunk(const TensorEntry& e, const Chunk& ch, int variant, F&& f) {
   dispatch_types(e, [&](auto* p, const auto* g, auto* s) {
     using S = std::remove_pointer_t<decltype(s)>;
     auto st = [&](int k) { return static_cast<S*>(e.state[k]) + (e.state[k] ? ch.begin : 0); };
-    with_variant(typename Op::Variants{}, variant,
-                 [&](auto v) { f(v, p + ch.begin, g + ch.begin, st(0), st(1), st(2), st(3)); });
+    auto call = [&](auto* values) {
+      with_variant(typename Op::Variants{}, variant, [&](auto v) {
+        f(v, values + ch.begin, g + ch.begin, st(0), st(1), st(2), st(3));
+      });
+    };
+    if (kValues && e.param_mode == ParamMode::master)
+      call(static_cast<float*>(e.aux));
+    else
+      call(p);
   });
 }
 
@@ -295,14 +367,14 @@ void step(const StepCall& c) {
         if (kParamInDirection) param_partial[idx] = 0.0;
         if (!e.active) return;
         const Args& a = args[ch.entry];
-        with_chunk<Op>(e, ch, a.variant,
-                       [&](auto v, auto* p, auto* g, auto* s0, auto* s1, auto* s2, auto* s3) {
-                         const DirectionSums sums =
-                             direction_span<Op, decltype(v)::value, kParamInDirection>(
-                                 a, p, g, s0, s1, s2, s3, ch.size, inv_scale, clip_coef);
-                         partial[idx] = sums.direction;
-                         if (kParamInDirection) param_partial[idx] = sums.param;
-                       });
+        with_chunk<Op, true>(e, ch, a.variant,
+                             [&](auto v, auto* p, auto* g, auto* s0, auto* s1, auto* s2, auto* s3) {
+                               const DirectionSums sums =
+                                   direction_span<Op, decltype(v)::value, kParamInDirection>(
+                                       a, p, g, s0, s1, s2, s3, ch.size, inv_scale, clip_coef);
+                               partial[idx] = sums.direction;
+                               if (kParamInDirection) param_partial[idx] = sums.param;
+                             });
       });
       into(&TensorNorms::direction);
       if constexpr (kParamInDirection) {
@@ -317,6 +389,17 @@ void step(const StepCall& c) {
     const TensorEntry& e = c.entries[ch.entry];
     if (!e.active) return;
     const Args& a = args[ch.entry];
+    if (e.param_mode != ParamMode::nearest) {
+      const double* rounding = c.hyper + int64_t(e.group) * c.hyper_stride + Op::kNumHyper;
+      const ParamStore ps = param_store(e, ch.begin, uint32_t(rounding[0]), uint32_t(rounding[1]));
+      with_chunk<Op>(e, ch, a.variant,
+                     [&](auto v, auto* p, auto* g, auto* s0, auto* s1, auto* s2, auto* s3) {
+                       if constexpr (!std::is_same_v<std::remove_pointer_t<decltype(p)>, float>)
+                         update_span_stored<Op, decltype(v)::value>(a, ps, p, g, s0, s1, s2, s3,
+                                                                    ch.size, inv_scale, clip_coef);
+                     });
+      return;
+    }
     with_chunk<Op>(e, ch, a.variant,
                    [&](auto v, auto* p, auto* g, auto* s0, auto* s1, auto* s2, auto* s3) {
                      update_span<Op, decltype(v)::value>(a, p, g, s0, s1, s2, s3, ch.size,

@@ -274,7 +274,7 @@ class CudaEngine final : public Engine {
       list_.clear();
       for (int64_t e : nonempty_) {
         const TensorEntry& t = in.entries[e];
-        if ((which == 0 ? t.param_dtype : t.grad_dtype) == d) list_.push_back(e);
+        if ((which == 0 ? param_values_dtype(t) : t.grad_dtype) == d) list_.push_back(e);
       }
       if (list_.empty()) continue;
       with_dtype(d, [&](auto tag) {
@@ -288,7 +288,7 @@ class CudaEngine final : public Engine {
             list_, capacity(kNormTensors), L.grid.block_start,
             [&](int i, int64_t e) {
               const TensorEntry& t = in.entries[e];
-              L.x[i] = which == 0 ? static_cast<const void*>(t.param) : t.grad;
+              L.x[i] = which == 0 ? param_values(t) : t.grad;
               L.grid.numel[i] = t.numel;
               L.grid.chunk_base[i] = chunk_base_[size_t(e)];
             },
@@ -351,7 +351,7 @@ class CudaEngine final : public Engine {
     if (Op::kReductions & kGradNorm)
       norms(in, launcher, 1, ScaleSource{1.f, nullptr, state}, l2, partials(1));
     if constexpr ((Op::kReductions & kDirectionNorm) != 0)
-      for_type_lists(in, [&](auto p, auto g, auto s, const std::vector<int64_t>& list) {
+      for_type_lists<true>(in, [&](auto p, auto g, auto s, const std::vector<int64_t>& list) {
         chunk_launches<typename decltype(p)::type, typename decltype(g)::type,
                        typename decltype(s)::type, true>(in, launcher, list, state);
       });
@@ -374,18 +374,26 @@ class CudaEngine final : public Engine {
   }
 
   // f(Tag<P>, Tag<G>, Tag<S>, entries) for each combination of element types (usually one).
-  template <class F>
+  // kValues: P is the type of the values the update reads (float32 for a master copy).
+  template <bool kValues, class F>
   void for_type_lists(const StepInputs& in, F&& f) {
-    std::vector<int64_t> by_types[27];
+    std::vector<int64_t> by_types[54];
     for (int64_t e : nonempty_) {
       const TensorEntry& t = in.entries[e];
-      by_types[int(t.param_dtype) * 9 + int(t.grad_dtype) * 3 + int(t.state_dtype)].push_back(e);
+      const bool master = kValues && t.param_mode == ParamMode::master;
+      by_types[int(master) * 27 + int(t.param_dtype) * 9 + int(t.grad_dtype) * 3 +
+               int(t.state_dtype)]
+          .push_back(e);
     }
     for (const std::vector<int64_t>& list : by_types) {
       if (list.empty()) continue;
       const TensorEntry& t = in.entries[list.front()];
-      with_types(t.param_dtype, t.grad_dtype, t.state_dtype,
-                 [&](auto p, auto g, auto s) { f(p, g, s, list); });
+      with_types(t.param_dtype, t.grad_dtype, t.state_dtype, [&](auto p, auto g, auto s) {
+        if (kValues && t.param_mode == ParamMode::master)
+          f(Tag<float>{}, g, s, list);
+        else
+          f(p, g, s, list);
+      });
     }
   }
 
@@ -400,9 +408,15 @@ class CudaEngine final : public Engine {
         list, capacity(kUpdateN), L.grid.block_start,
         [&](int i, int64_t e) {
           const TensorEntry& t = in.entries[e];
-          L.param[i] = t.param;
+          // the direction reads the values the update reads (a master copy: float32)
+          L.param[i] = kDirection ? const_cast<void*>(param_values(t)) : t.param;
           L.grad[i] = t.grad;
           for (int k = 0; k < kStates; ++k) L.state[k][i] = t.state[k];
+          if constexpr (!kDirection) {
+            const double* rounding = in.hyper + int64_t(t.group) * in.hyper_stride + Op::kNumHyper;
+            L.store[i] = ParamSlot{t.aux, t.param_mode, uint32_t(rounding[0]), t.tensor_id,
+                                   uint32_t(rounding[1])};
+          }
           L.grid.numel[i] = t.numel;
           L.grid.chunk_base[i] = chunk_base_[size_t(e)];
           L.slot[i] = int32_t(e);
@@ -458,7 +472,7 @@ class CudaEngine final : public Engine {
     if (pipe.total_out != nullptr) return;  // the reduction phase only
     prepare(in, launcher, state);
     if (Op::kReductions != 0) reduce_and_adapt(in, launcher, state);
-    for_type_lists(in, [&](auto p, auto g, auto s, const std::vector<int64_t>& list) {
+    for_type_lists<false>(in, [&](auto p, auto g, auto s, const std::vector<int64_t>& list) {
       chunk_launches<typename decltype(p)::type, typename decltype(g)::type,
                      typename decltype(s)::type, false>(in, launcher, list, state);
     });

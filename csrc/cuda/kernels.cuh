@@ -69,6 +69,13 @@ struct ChunkGrid {
   int64_t numel[N];
 };
 
+// A tensor's param store (precision.h) as a launch carries it, with the step's rounding values.
+struct ParamSlot {
+  void* aux;
+  ParamMode mode;
+  uint32_t seed, tensor, step;
+};
+
 template <int N, int S>
 struct UpdateLaunch {
   ChunkGrid<N> grid;
@@ -76,6 +83,7 @@ struct UpdateLaunch {
   const void* grad[N];
   void* state[S][N];
   int32_t slot[N];  // entry index: prepared arguments
+  ParamSlot store[N];
 };
 
 template <int N>
@@ -122,7 +130,8 @@ struct PipelineArgs {
 
 // Launch capacities: as many tensors as the parameter space holds.
 template <int S>
-constexpr int kUpdateTensors = (kStructBytes - 64) / (4 + 4 + 8 + 8 + 8 + 8 * S + 4);
+constexpr int kUpdateTensors =
+    (kStructBytes - 64) / (4 + 4 + 8 + 8 + 8 + 8 * S + 4 + int(sizeof(ParamSlot)));
 constexpr int kNormTensors = (kStructBytes - 128) / (4 + 4 + 8 + 8);
 template <int K>
 constexpr int kPrepareTensors = (kStructBytes - 64) / (8 * K + 8 + 8 + 4 * 2);
@@ -247,15 +256,17 @@ FASTOPT_DEVICE void with_variant(std::integer_sequence<int, Vs...>, int variant,
 
 // One chunk through the functor's variant V; a grad is read as (g * inv_scale) * clip_coef, as
 // in the CPU engine.
+// A param store other than nearest (precision.h) takes the scalar path, which reads and writes
+// the param through it.
 template <class Op, int V, class P, class G, class S>
-FASTOPT_DEVICE void update_chunk(const typename Op::Args& a, P* __restrict__ p,
-                                 const G* __restrict__ g, S* __restrict__ s0, S* __restrict__ s1,
-                                 S* __restrict__ s2, S* __restrict__ s3, int n, float inv_scale,
-                                 float clip_coef) {
+FASTOPT_DEVICE void update_chunk(const typename Op::Args& a, const ParamStore& ps,
+                                 P* __restrict__ p, const G* __restrict__ g, S* __restrict__ s0,
+                                 S* __restrict__ s1, S* __restrict__ s2, S* __restrict__ s3, int n,
+                                 float inv_scale, float clip_coef) {
   constexpr int kUsed = Op::states_used(V);
   const int tid = int(threadIdx.x), threads = int(blockDim.x);
   int done = 0;  // elements the vector path updated; the scalar path takes the rest
-  if (chunk_vectorizable(p, g, s0, s1, s2, s3)) {
+  if (ps.mode == ParamMode::nearest && chunk_vectorizable(p, g, s0, s1, s2, s3)) {
     constexpr int kVec = vec_elems<P, G, S>();
     const int vectors = n / kVec;
     for (int i = tid; i < vectors; i += threads) {
@@ -283,13 +294,13 @@ FASTOPT_DEVICE void update_chunk(const typename Op::Args& a, P* __restrict__ p,
     done = vectors * kVec;
   }
   for (int base = done; base < n; base += threads * kIlp) {
-    float pv[kIlp], gv[kIlp], sv[kIlp][kMaxStates];
+    float pv[kIlp], p0[kIlp], gv[kIlp], sv[kIlp][kMaxStates];
 #pragma unroll
     for (int j = 0; j < kIlp; ++j) {
       const int i = base + tid + j * threads;
       pv[j] = gv[j] = sv[j][0] = sv[j][1] = sv[j][2] = sv[j][3] = 0.f;
       if (i < n) {
-        pv[j] = load(p + i);
+        pv[j] = load_param(ps, p, i);
         gv[j] = (load(g + i) * inv_scale) * clip_coef;
         load_states<Op, V>(sv[j], s0, s1, s2, s3, i);
       }
@@ -298,8 +309,9 @@ FASTOPT_DEVICE void update_chunk(const typename Op::Args& a, P* __restrict__ p,
     for (int j = 0; j < kIlp; ++j) {
       const int i = base + tid + j * threads;
       if (i < n) {
+        p0[j] = pv[j];
         Op::template update<V>(a, pv[j], gv[j], sv[j]);
-        store(p + i, pv[j]);
+        store_param(ps, p, i, p0[j], pv[j]);
         if (kUsed & 1) store(s0 + i, sv[j][0]);
         if (kUsed & 2) store(s1 + i, sv[j][1]);
         if (kUsed & 4) store(s2 + i, sv[j][2]);
@@ -349,8 +361,11 @@ __global__ void __launch_bounds__(kBlockThreads)
   S* const s1 = state(1);
   S* const s2 = state(2);
   S* const s3 = state(3);
+  const ParamSlot& slot = L.store[c.t];
+  const ParamStore ps = param_store(slot.mode, slot.aux, int64_t(sizeof(P)), c.begin, slot.seed,
+                                    slot.tensor, slot.step);
   with_variant<Op>(typename Op::Variants{}, a.variant, [&](auto v) {
-    update_chunk<Op, decltype(v)::value>(a, p, g, s0, s1, s2, s3, c.n, inv_scale, clip_coef);
+    update_chunk<Op, decltype(v)::value>(a, ps, p, g, s0, s1, s2, s3, c.n, inv_scale, clip_coef);
   });
 }
 

@@ -16,6 +16,9 @@ import torch
 
 from fastopt._ext import require_C
 
+#: the state key of each param mode's per-param buffer (fastopt.optim.precision)
+MODE_STATE_KEYS = {"master": "master_param", "kahan": "kahan_comp"}
+
 
 @dataclass(frozen=True)
 class OpInfo:
@@ -100,3 +103,14 @@ def max_states() -> int:
 def chunk_elems(engine: str) -> int:
     """The default chunk size, in elements, of the cpu or cuda engine."""
     return _catalog()[f"{engine}_chunk_elems"]
+
+
+def param_mode(name: str) -> int:
+    """The code of a param mode: nearest, master, kahan or stochastic (csrc/core/precision.h)."""
+    return _catalog()["param_modes"][name]
+
+
+def rounding_keys() -> tuple[str, str]:
+    """The group keys of stochastic rounding: its seed and its step count."""
+    seed, step = (k.rstrip("?") for k in _catalog()["rounding_keys"])
+    return seed, step

@@ -19,6 +19,7 @@ import torch
 
 from fastopt._ext import require_C
 from fastopt.ops import catalog, dtensor
+from fastopt.ops.catalog import MODE_STATE_KEYS
 
 if TYPE_CHECKING:
     from fastopt.optim.base import FusedOptimizer
@@ -319,6 +320,9 @@ def _validate(opt: FusedOptimizer, C: Any) -> tuple[list[_Item], torch.device | 
             saved = opt.state.get(param)
             saved = saved if isinstance(saved, dict) else {}
             states = {n: _state_tensor(where, n, saved.get(n), param, p) for n in spec.names}
+            aux_key = aux_key_of(opt, p)
+            if aux_key is not None:  # checked here, created below when missing
+                states[aux_key] = _state_tensor(where, aux_key, saved.get(aux_key), param, p)
             present = [n for n in spec.names if states[n] is not None]
             has_step = catalog.op(opt._kind).has_step
             if present or (has_step and "step" in saved):
@@ -362,6 +366,11 @@ def _validate(opt: FusedOptimizer, C: Any) -> tuple[list[_Item], torch.device | 
     return items, device
 
 
+def aux_key_of(opt: FusedOptimizer, p: torch.Tensor) -> str | None:
+    """The state key of the precision buffer a param of this dtype needs, if any."""
+    return MODE_STATE_KEYS.get(opt.precision.mode(p.dtype))
+
+
 def _new_state(
     like: torch.Tensor, dtype: torch.dtype, layout: str, value: float = 0.0
 ) -> torch.Tensor:
@@ -401,6 +410,7 @@ def build_plan(opt: FusedOptimizer) -> Plan:
     step_owners: list[dict] = []
     for item in items:
         param, p, layout = item.param, item.p, item.layout
+        tensor_id = len(params)  # its index among the optimizer's params: its rounding key
         params.append(param)
         layouts.append(catalog.layout(layout))
         strides.append(tuple(p.stride()) if layout == DENSE else None)
@@ -409,7 +419,7 @@ def build_plan(opt: FusedOptimizer) -> Plan:
             continue
         grad = None if param.grad is None else dtensor.local(param.grad)
         state_dtype = opt._state_dtype_for(p)
-        state = opt.state[param] if item.names or op.has_step else {}
+        state = opt.state[param] if item.names or op.has_step or aux_key_of(opt, p) else {}
         group = opt.param_groups[item.gi]
         init = dict(opt._state_spec(group).init)
         fresh = 0
@@ -427,6 +437,22 @@ def build_plan(opt: FusedOptimizer) -> Plan:
                 state[name] = dtensor.like(param, shard) if param is not p else shard
             # the engine's memory: the plan checks its address each step
             tensors[op.slot(name)] = shard
+
+        mode = opt.precision.mode(p.dtype)
+        aux = None
+        aux_key = aux_key_of(opt, p)
+        if aux_key is not None:
+            # a master copy starts as the param; a compensation at zero
+            aux_dtype = torch.float32 if mode == "master" else p.dtype
+            value = item.states.get(aux_key)
+            if value is not None:
+                aux = _as_state(value, p, aux_dtype, layout)
+            else:
+                aux = _new_state(p, aux_dtype, layout)
+                if mode == "master":
+                    aux.copy_(p.detach())
+            if aux is not value:
+                state[aux_key] = dtensor.like(param, aux) if param is not p else aux
 
         param_ptr = p.data_ptr()
         if layout == STAGED:
@@ -458,6 +484,9 @@ def build_plan(opt: FusedOptimizer) -> Plan:
                 step=step_index,  # an index into the step buffer below, then its address
                 fresh=fresh,
                 expected_grad_dtype=grad_dtype,
+                param_mode=catalog.param_mode(mode),
+                aux=aux,
+                tensor_id=tensor_id,
             )
         )
         entry_params.append(param)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from fastopt.ops.plan import StateSpec
-from fastopt.optim.base import FusedOptimizer, StateDtype, check_lr, check_number
+from fastopt.optim.base import FusedOptimizer, check_lr, check_number
 from fastopt.registry import OPTIMIZERS
 
 
@@ -35,7 +35,7 @@ class FusedAdagrad(FusedOptimizer):
         eps: float = 1e-10,
         *,
         maximize: bool = False,
-        state_dtype: StateDtype = torch.float32,
+        **precision: Any,
     ) -> None:
         check_lr(lr)
         for name, value in (
@@ -59,7 +59,7 @@ class FusedAdagrad(FusedOptimizer):
             differentiable=False,
             fused=None,
         )
-        super().__init__(params, defaults, state_dtype=state_dtype)
+        super().__init__(params, defaults, **precision)
         # torch creates every state here (its step() needs them); so does this class
         for group in self.param_groups:
             for p in group["params"]:

@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import torch
-
 from fastopt.ops.plan import StateSpec
-from fastopt.optim.base import FusedOptimizer, StateDtype, check_betas, check_lr, check_number
+from fastopt.optim.base import FusedOptimizer, check_betas, check_lr, check_number
 from fastopt.registry import OPTIMIZERS
 
 
@@ -47,7 +45,7 @@ class FusedAdam(FusedOptimizer):
         maximize: bool = False,
         capturable: bool = False,
         decoupled_weight_decay: bool = False,
-        state_dtype: StateDtype = torch.float32,
+        **precision: Any,
     ) -> None:
         check_lr(lr)
         check_betas(betas)
@@ -75,7 +73,7 @@ class FusedAdam(FusedOptimizer):
             fused=None,
             decoupled_weight_decay=decoupled_weight_decay,
         )
-        super().__init__(params, defaults, state_dtype=state_dtype)
+        super().__init__(params, defaults, **precision)
 
     def _state_spec(self, group: dict[str, Any]) -> StateSpec:
         if group["amsgrad"]:
@@ -100,7 +98,7 @@ class FusedAdamW(FusedAdam):
         *,
         maximize: bool = False,
         capturable: bool = False,
-        state_dtype: StateDtype = torch.float32,
+        **precision: Any,
     ) -> None:
         super().__init__(
             params,
@@ -112,5 +110,5 @@ class FusedAdamW(FusedAdam):
             maximize=maximize,
             capturable=capturable,
             decoupled_weight_decay=True,
-            state_dtype=state_dtype,
+            **precision,
         )

@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import torch
-
 from fastopt.ops.plan import StateSpec
-from fastopt.optim.base import FusedOptimizer, StateDtype, check_lr, check_number
+from fastopt.optim.base import FusedOptimizer, check_lr, check_number
 from fastopt.registry import OPTIMIZERS
 
 
@@ -41,7 +39,7 @@ class FusedAdan(FusedOptimizer):
         caution: bool = False,
         max_grad_norm: float = 0.0,
         foreach: bool | None = None,
-        state_dtype: StateDtype = torch.float32,
+        **precision: Any,
     ) -> None:
         check_lr(lr)
         if isinstance(betas, (str, bytes)) or not isinstance(betas, Sequence) or len(betas) != 3:
@@ -65,7 +63,7 @@ class FusedAdan(FusedOptimizer):
         defaults = dict(
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, no_prox=no_prox
         )
-        super().__init__(params, defaults, state_dtype=state_dtype)
+        super().__init__(params, defaults, **precision)
 
     def _state_spec(self, group: dict[str, Any]) -> StateSpec:
         return StateSpec(

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Callable, Iterable, Sequence
 from itertools import chain
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import torch
 
 from fastopt.ops import catalog
+from fastopt.ops.catalog import MODE_STATE_KEYS
 from fastopt.ops.plan import Plan, StateSpec, build_plan
+from fastopt.optim.precision import Precision, StateDtype
 
-StateDtype = Union[torch.dtype, str]
+__all__ = ["FusedOptimizer", "Precision", "StateDtype"]
 
 
 def check_number(name: str, value: Any) -> None:
@@ -87,9 +90,9 @@ class FusedOptimizer(torch.optim.Optimizer):
     changing ``group['lr']`` (or any other value) takes effect at the next step. State dicts use
     torch's keys and layout.
 
-    Args:
-        state_dtype: dtype of the optimizer states: ``torch.float32`` (default, also for
-            float16/bfloat16 params) or ``"param"`` for the param's own dtype, as torch does.
+    Every fused optimizer also takes the keywords of :class:`~fastopt.optim.precision.Precision`
+    (``state_dtype``, ``master_weights``, ``bf16_rounding``, ``kahan_summation``,
+    ``rounding_seed``): where its states live and how 16-bit params are written.
     """
 
     _kind: ClassVar[str]  # the engine op it runs (csrc/core/ops.h; fastopt.ops.catalog)
@@ -105,14 +108,30 @@ class FusedOptimizer(torch.optim.Optimizer):
         self,
         params: Iterable[Any],
         defaults: dict[str, Any],
-        *,
-        state_dtype: StateDtype = torch.float32,
+        **precision: Any,
     ) -> None:
-        if state_dtype not in (torch.float32, "param"):
-            raise ValueError(f"state_dtype must be torch.float32 or 'param', got {state_dtype!r}")
-        self.state_dtype = state_dtype
+        unknown = sorted(set(precision) - set(Precision.keys()))
+        if unknown:
+            accepted = [
+                name for name in inspect.signature(type(self)).parameters if name != "precision"
+            ]
+            raise TypeError(
+                f"{type(self).__name__} got unexpected keyword "
+                f"{', '.join(repr(k) for k in unknown)}; it accepts: "
+                f"{', '.join(accepted + list(Precision.keys()))}"
+            )
+        self.precision = Precision(**precision)
+        if self.precision.stochastic and defaults.get("capturable"):
+            raise ValueError(
+                "bf16_rounding='stochastic' draws new bits each step from a count the host "
+                "advances, which a captured CUDA graph would replay: use capturable=False"
+            )
         self._plan: Plan | None = None
-        super().__init__(params, defaults)
+        super().__init__(params, {**defaults, **self.precision.group_defaults()})
+
+    @property
+    def state_dtype(self) -> StateDtype:
+        return self.precision.state_dtype
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         params = param_group["params"]
@@ -185,19 +204,24 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _begin_step(self) -> Plan:
         """The refreshed plan of this step, group step counts advanced first (they are read as
         hyperparameters); a step refused here leaves them as they were."""
-        if not self._counts_group_steps:
+        counted = ("step",) if self._counts_group_steps else ()
+        if self.precision.stochastic:
+            counted += (catalog.rounding_keys()[1],)  # new rounding bits each step
+        if not counted:
             return self._current_plan()
-        before = [group.get("step") for group in self.param_groups]
+        before = [{key: group.get(key) for key in counted} for group in self.param_groups]
         for group in self.param_groups:
-            group["step"] = int(group.get("step") or 0) + 1
+            for key in counted:
+                group[key] = int(group.get(key) or 0) + 1
         try:
             return self._current_plan()
         except BaseException:
-            for group, step in zip(self.param_groups, before):
-                if step is None:
-                    group.pop("step", None)
-                else:
-                    group["step"] = step
+            for group, saved in zip(self.param_groups, before):
+                for key, step in saved.items():
+                    if step is None:
+                        group.pop(key, None)
+                    else:
+                        group[key] = step
             raise
 
     def fused_step(
@@ -314,33 +338,48 @@ class FusedOptimizer(torch.optim.Optimizer):
         saved_state = state_dict["state"]
         super().load_state_dict(state_dict)
         self._plan = None
-        if self.state_dtype == "param":
-            return
-        # torch casts every floating state to the param's dtype: restore float32 states
+        # torch casts every floating state to the param's dtype: restore float32 states (master
+        # copies always), and drop the buffers of precision modes this optimizer does not use
+        # (a checkpoint without them loads too: the first step creates them from the params)
         saved_ids = chain.from_iterable(g["params"] for g in saved_groups)
         params = chain.from_iterable(g["params"] for g in self.param_groups)
         for saved_id, p in zip(saved_ids, params):
+            state = self.state.get(p)
+            if state is None:
+                continue
+            mode_key = MODE_STATE_KEYS.get(self.precision.mode(p.dtype))
+            for key in MODE_STATE_KEYS.values():
+                if key != mode_key:
+                    state.pop(key, None)
             for key, value in saved_state.get(saved_id, {}).items():
                 if (
-                    key != "step"
+                    key in state
+                    and key != "step"
+                    and (self.state_dtype != "param" or key == "master_param")
                     and isinstance(value, torch.Tensor)
                     and value.dtype == torch.float32
                     and p.dtype != torch.float32
                 ):
-                    self.state[p][key] = value.to(device=p.device, copy=True)
+                    state[key] = value.to(device=p.device, copy=True)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state["state_dtype"] = self.state_dtype
+        state["precision"] = self.precision
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # load_state_dict() comes here too, with only 'state' and 'param_groups': what the
         # optimizer was built with stays (a pickle from an older fastopt gets the default)
-        state.setdefault("state_dtype", getattr(self, "state_dtype", torch.float32))
+        if "precision" not in state:
+            legacy = state.pop("state_dtype", None)  # a pickle from an older fastopt
+            current = getattr(self, "precision", None)
+            state["precision"] = current or Precision(state_dtype=legacy or torch.float32)
         super().__setstate__(state)
+        # a group saved without stochastic rounding's keys rounds with this run's seed
+        keys = catalog.rounding_keys() if self.precision.stochastic else ()
+        rounding = {k: self.defaults[k] for k in keys}
         for group in self.param_groups:
-            for key, value in self._load_defaults.items():
+            for key, value in {**self._load_defaults, **rounding}.items():
                 group.setdefault(key, value)
             group.update(self._load_forced)
         self._plan = None

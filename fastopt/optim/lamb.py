@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import torch
-
 from fastopt.ops.plan import StateSpec
-from fastopt.optim.base import FusedOptimizer, StateDtype, check_betas, check_lr, check_number
+from fastopt.optim.base import FusedOptimizer, check_betas, check_lr, check_number
 from fastopt.registry import OPTIMIZERS
 
 
@@ -50,7 +48,7 @@ class FusedLAMB(FusedOptimizer):
         caution: bool = False,
         decoupled_decay: bool = False,
         foreach: bool | None = None,
-        state_dtype: StateDtype = torch.float32,
+        **precision: Any,
     ) -> None:
         check_lr(lr)
         check_betas(betas)
@@ -79,7 +77,7 @@ class FusedLAMB(FusedOptimizer):
             trust_clip=trust_clip,
             always_adapt=always_adapt,
         )
-        super().__init__(params, defaults, state_dtype=state_dtype)
+        super().__init__(params, defaults, **precision)
 
     def _state_spec(self, group: dict[str, Any]) -> StateSpec:
         return StateSpec(("exp_avg", "exp_avg_sq"))

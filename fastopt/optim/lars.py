@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import torch
-
 from fastopt.ops.plan import StateSpec
-from fastopt.optim.base import FusedOptimizer, StateDtype, check_momentum_args, check_number
+from fastopt.optim.base import FusedOptimizer, check_momentum_args, check_number
 from fastopt.registry import OPTIMIZERS
 
 
@@ -35,8 +33,7 @@ class FusedLARS(FusedOptimizer):
         eta: float = 0.001,
         nesterov: bool = False,
         eps: float = 1e-8,
-        *,
-        state_dtype: StateDtype = torch.float32,
+        **precision: Any,
     ) -> None:
         check_momentum_args(lr, momentum, dampening, weight_decay, nesterov)
         check_number("LARS coefficient value", eta)
@@ -52,7 +49,7 @@ class FusedLARS(FusedOptimizer):
             eta=eta,
             eps=eps,
         )
-        super().__init__(params, defaults, state_dtype=state_dtype)
+        super().__init__(params, defaults, **precision)
 
     def _state_spec(self, group: dict[str, Any]) -> StateSpec:
         if group["momentum"] != 0:

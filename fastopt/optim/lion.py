@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import torch
-
 from fastopt.ops.plan import StateSpec
-from fastopt.optim.base import FusedOptimizer, StateDtype, check_betas, check_lr, check_number
+from fastopt.optim.base import FusedOptimizer, check_betas, check_lr, check_number
 from fastopt.registry import OPTIMIZERS
 
 
@@ -30,8 +28,7 @@ class FusedLion(FusedOptimizer):
         lr: float = 1e-4,
         betas: tuple[float, float] = (0.9, 0.99),
         weight_decay: float = 0.0,
-        *,
-        state_dtype: StateDtype = torch.float32,
+        **precision: Any,
     ) -> None:
         check_lr(lr)
         check_betas(betas)
@@ -42,7 +39,7 @@ class FusedLion(FusedOptimizer):
         if weight_decay < 0.0:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay)
-        super().__init__(params, defaults, state_dtype=state_dtype)
+        super().__init__(params, defaults, **precision)
 
     def _state_spec(self, group: dict[str, Any]) -> StateSpec:
         return StateSpec(("exp_avg",))

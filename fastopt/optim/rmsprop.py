@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import torch
-
 from fastopt.ops.plan import StateSpec
-from fastopt.optim.base import FusedOptimizer, StateDtype, check_lr, check_number
+from fastopt.optim.base import FusedOptimizer, check_lr, check_number
 from fastopt.registry import OPTIMIZERS
 
 
@@ -36,7 +34,7 @@ class FusedRMSprop(FusedOptimizer):
         centered: bool = False,
         *,
         maximize: bool = False,
-        state_dtype: StateDtype = torch.float32,
+        **precision: Any,
     ) -> None:
         check_lr(lr)
         for name, value in (
@@ -61,7 +59,7 @@ class FusedRMSprop(FusedOptimizer):
             maximize=maximize,
             differentiable=False,
         )
-        super().__init__(params, defaults, state_dtype=state_dtype)
+        super().__init__(params, defaults, **precision)
 
     def _state_spec(self, group: dict[str, Any]) -> StateSpec:
         names = ("square_avg",)

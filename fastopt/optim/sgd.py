@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import torch
-
 from fastopt.ops.plan import StateSpec
-from fastopt.optim.base import FusedOptimizer, StateDtype, check_momentum_args
+from fastopt.optim.base import FusedOptimizer, check_momentum_args
 from fastopt.registry import OPTIMIZERS
 
 
@@ -34,7 +32,7 @@ class FusedSGD(FusedOptimizer):
         nesterov: bool = False,
         *,
         maximize: bool = False,
-        state_dtype: StateDtype = torch.float32,
+        **precision: Any,
     ) -> None:
         check_momentum_args(lr, momentum, dampening, weight_decay, nesterov)
         defaults = dict(
@@ -49,7 +47,7 @@ class FusedSGD(FusedOptimizer):
             differentiable=False,
             fused=None,
         )
-        super().__init__(params, defaults, state_dtype=state_dtype)
+        super().__init__(params, defaults, **precision)
 
     def _state_spec(self, group: dict[str, Any]) -> StateSpec:
         if group["momentum"] != 0:
