@@ -16,7 +16,7 @@ import torch
 
 from fastopt.benchmark import report
 from fastopt.benchmark.candidates import OPTIMS, TORCH_IMPLS
-from fastopt.benchmark.param_sets import DTYPES, SETS, make_params
+from fastopt.benchmark.param_sets import DEFAULT_DTYPES, DTYPES, SETS, make_params
 from fastopt.benchmark.references import ReferenceLARS
 from fastopt.benchmark.timing import Stats, step_bytes, time_interleaved
 from fastopt.cli import main
@@ -47,6 +47,7 @@ def test_command_choices_match_the_registries() -> None:
     assert bench.SET_NAMES == tuple(SETS)
     assert bench.OPTIM_NAMES == tuple(OPTIMS)
     assert bench.DTYPE_NAMES == tuple(DTYPES)
+    assert bench.DEFAULT_DTYPES == DEFAULT_DTYPES
     assert bench.TORCH_IMPLS == TORCH_IMPLS
 
 
@@ -124,7 +125,7 @@ def test_bench_step_json_has_every_row(tmp_path: Path, capsys: pytest.CaptureFix
     table = capsys.readouterr().out
     data = json.loads(out.read_text())
     rows = {(r["set"], r["optim"], r["dtype"]): r for r in data["step"]}
-    assert set(rows) == {(s, o, d) for s in SETS for o in OPTIMS for d in DTYPES}
+    assert set(rows) == {(s, o, d) for s in SETS for o in OPTIMS for d in DEFAULT_DTYPES}
     for (set_name, optim, _), r in rows.items():
         expected = {"fastopt", "fused"} if OPTIMS[optim].has_fused_peer else {"fastopt"}
         assert set(r["impls"]) == expected and not r["errors"], r

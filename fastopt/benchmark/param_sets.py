@@ -35,7 +35,12 @@ Shape = tuple[int, ...]
 DTYPES: dict[str, tuple[str, bool]] = {
     "fp32": ("float32", False),
     "bf16": ("bfloat16", True),  # bf16 params and grads, bf16 optimizer states
+    "fp16": ("float16", True),  # fp16 params, grads and states
+    # bf16 params and grads, float32 states (fastopt's default; torch keeps bf16 states)
+    "bf16-fp32states": ("bfloat16", False),
 }
+#: what ``fastopt bench`` measures unless ``--dtype`` says
+DEFAULT_DTYPES = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ HELP = "benchmark the fused optimizers against torch.optim (step, training loop,
 # kept in sync with fastopt.benchmark (not imported here: building the parser stays cheap)
 SET_NAMES = ("resnet50", "resnet50-paramwise", "gpt2", "mixed2000", "tiny2000")
 OPTIM_NAMES = tuple(o.bench_name for o in CATALOG)
-DTYPE_NAMES = ("fp32", "bf16")
+DTYPE_NAMES = ("fp32", "bf16", "fp16", "bf16-fp32states")
+DEFAULT_DTYPES = DTYPE_NAMES[:2]
 TORCH_IMPLS = PEER_IMPLS
 
 #: what an option is when neither it nor ``--quick`` sets it
@@ -54,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         choices=DTYPE_NAMES,
         metavar="DTYPE",
-        help="fp32, or bf16 (bf16 params, grads and states) (default: both)",
+        help="fp32; bf16 or fp16 (params, grads and states of that dtype); bf16-fp32states "
+        "(fastopt keeps float32 states, torch's peers bf16 ones) (default: fp32 bf16)",
     )
     parser.add_argument(
         "--impl",
@@ -166,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
 
     sets = list(args.set or SET_NAMES)
     optims = list(args.optim or OPTIM_NAMES)
-    dtypes = list(args.dtype or DTYPE_NAMES)
+    dtypes = list(args.dtype or DEFAULT_DTYPES)
     common: dict[str, Any] = dict(
         device=device, repeat=args.repeat, warmup=args.warmup, scale=args.scale, seed=args.seed
     )
