@@ -479,6 +479,8 @@ def test_memory_per_param_of_each_mode():
         "master_weights": 2 + 8 + 4,
         "kahan_summation": 2 + 8 + 2,
         "stochastic": 2 + 8,
+        "kahan, state_dtype='param'": 2 + 4 + 2,
+        "stochastic, state_dtype='param'": 2 + 4,
     }
     kws = {
         "plain (fp32 states)": {},
@@ -486,6 +488,8 @@ def test_memory_per_param_of_each_mode():
         "master_weights": dict(master_weights=True),
         "kahan_summation": dict(kahan_summation=True),
         "stochastic": dict(bf16_rounding="stochastic"),
+        "kahan, state_dtype='param'": dict(kahan_summation=True, state_dtype="param"),
+        "stochastic, state_dtype='param'": dict(bf16_rounding="stochastic", state_dtype="param"),
     }
     for label, kw in kws.items():
         p = torch.nn.Parameter(torch.randn(1000).to(BF16))
