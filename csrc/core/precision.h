@@ -78,7 +78,9 @@ FASTOPT_HD Philox4 rounding_block(const ParamStore& ps, int64_t group) {
 
 FASTOPT_HD uint32_t rounding_bits(const Philox4& r, int64_t index) {
   const int lane = int(index & (kRoundingGroup - 1));
-  return (r.v[lane >> 1] >> ((lane & 1) * 16)) & 0xFFFFu;
+  // word lane / 2 by selects: a runtime index into r would put it in (GPU) local memory
+  const uint32_t word = lane & 4 ? (lane & 2 ? r.v[3] : r.v[2]) : (lane & 2 ? r.v[1] : r.v[0]);
+  return (word >> ((lane & 1) * 16)) & 0xFFFFu;
 }
 
 // The 16 random bits of element `index` of the tensor.

@@ -256,8 +256,7 @@ FASTOPT_DEVICE void with_variant(std::integer_sequence<int, Vs...>, int variant,
 
 // One chunk through the functor's variant V; a grad is read as (g * inv_scale) * clip_coef, as
 // in the CPU engine.
-// A param store other than nearest (precision.h) takes the scalar path, which reads and writes
-// the param through it.
+// A param store other than nearest (precision.h) takes a scalar loop through it.
 template <class Op, int V, class P, class G, class S>
 FASTOPT_DEVICE void update_chunk(const typename Op::Args& a, const ParamStore& ps,
                                  P* __restrict__ p, const G* __restrict__ g, S* __restrict__ s0,
@@ -265,8 +264,15 @@ FASTOPT_DEVICE void update_chunk(const typename Op::Args& a, const ParamStore& p
                                  float inv_scale, float clip_coef) {
   constexpr int kUsed = Op::states_used(V);
   const int tid = int(threadIdx.x), threads = int(blockDim.x);
+  if constexpr (!std::is_same_v<P, float>) {
+    if (ps.mode != ParamMode::nearest) {  // a loop of its own: few registers live
+      for (int i = tid; i < n; i += threads)
+        update_element_stored<Op, V>(a, ps, p, g, s0, s1, s2, s3, i, inv_scale, clip_coef);
+      return;
+    }
+  }
   int done = 0;  // elements the vector path updated; the scalar path takes the rest
-  if (ps.mode == ParamMode::nearest && chunk_vectorizable(p, g, s0, s1, s2, s3)) {
+  if (chunk_vectorizable(p, g, s0, s1, s2, s3)) {
     constexpr int kVec = vec_elems<P, G, S>();
     const int vectors = n / kVec;
     for (int i = tid; i < vectors; i += threads) {
@@ -294,13 +300,13 @@ FASTOPT_DEVICE void update_chunk(const typename Op::Args& a, const ParamStore& p
     done = vectors * kVec;
   }
   for (int base = done; base < n; base += threads * kIlp) {
-    float pv[kIlp], p0[kIlp], gv[kIlp], sv[kIlp][kMaxStates];
+    float pv[kIlp], gv[kIlp], sv[kIlp][kMaxStates];
 #pragma unroll
     for (int j = 0; j < kIlp; ++j) {
       const int i = base + tid + j * threads;
       pv[j] = gv[j] = sv[j][0] = sv[j][1] = sv[j][2] = sv[j][3] = 0.f;
       if (i < n) {
-        pv[j] = load_param(ps, p, i);
+        pv[j] = load(p + i);
         gv[j] = (load(g + i) * inv_scale) * clip_coef;
         load_states<Op, V>(sv[j], s0, s1, s2, s3, i);
       }
@@ -309,9 +315,8 @@ FASTOPT_DEVICE void update_chunk(const typename Op::Args& a, const ParamStore& p
     for (int j = 0; j < kIlp; ++j) {
       const int i = base + tid + j * threads;
       if (i < n) {
-        p0[j] = pv[j];
         Op::template update<V>(a, pv[j], gv[j], sv[j]);
-        store_param(ps, p, i, p0[j], pv[j]);
+        store(p + i, pv[j]);
         if (kUsed & 1) store(s0 + i, sv[j][0]);
         if (kUsed & 2) store(s1 + i, sv[j][1]);
         if (kUsed & 4) store(s2 + i, sv[j][2]);
