@@ -421,6 +421,25 @@ def test_modes_identical_on_cpu_and_emulated_cuda_engines(name, mode):
                 assert torch.equal(sa[key], sb[key])
 
 
+@pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
+def test_modes_independent_of_chunking(mode):
+    """The emulated CUDA engine cut into chunks of 1000 elements (not a multiple of the 8
+    elements one Philox call serves) gives the CPU engine's bits."""
+    SIMT = pytest.importorskip("fastopt._C_simt")
+    saved = SIMT.cuda_launch_limits()
+    results = []
+    try:
+        SIMT.set_cuda_launch_limits(chunk_elems=1000)
+        for module in (CPU, SIMT):
+            with engine(module):
+                params = _params()
+                results.append(_run(fastopt.FusedAdamW(params, lr=1e-2, **mode), params, 2))
+    finally:
+        SIMT.set_cuda_launch_limits(**saved)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
 def test_modes_on_non_contiguous_params():
     base = torch.randn(40, 30).to(BF16)
     for mode in MODES:
