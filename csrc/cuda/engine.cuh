@@ -351,9 +351,9 @@ class CudaEngine final : public Engine {
     if (Op::kReductions & kGradNorm)
       norms(in, launcher, 1, ScaleSource{1.f, nullptr, state}, l2, partials(1));
     if constexpr ((Op::kReductions & kDirectionNorm) != 0)
-      for_type_lists<true>(in, [&](auto p, auto g, auto s, const std::vector<int64_t>& list) {
+      for_type_lists<true>(in, [&](auto p, auto g, auto s, auto, const std::vector<int64_t>& list) {
         chunk_launches<typename decltype(p)::type, typename decltype(g)::type,
-                       typename decltype(s)::type, true>(in, launcher, list, state);
+                       typename decltype(s)::type, true, false>(in, launcher, list, state);
       });
     Combine& c = *combine_;
     pack(
@@ -373,15 +373,19 @@ class CudaEngine final : public Engine {
         });
   }
 
-  // f(Tag<P>, Tag<G>, Tag<S>, entries) for each combination of element types (usually one).
-  // kValues: P is the type of the values the update reads (float32 for a master copy).
+  // f(Tag<P>, Tag<G>, Tag<S>, kStored, entries) for each combination of element types and param
+  // stores (usually one). kValues (the reduction pass): P is the type of the values the update
+  // reads (float32 for a master copy); else kStored: the entries' param mode is not nearest
+  // (they run in kernels of their own, whose few live registers leave room for the rounding).
   template <bool kValues, class F>
   void for_type_lists(const StepInputs& in, F&& f) {
-    std::vector<int64_t> by_types[54];
+    std::vector<int64_t> by_types[2 * 27];
+    auto special = [](const TensorEntry& t) {
+      return kValues ? t.param_mode == ParamMode::master : t.param_mode != ParamMode::nearest;
+    };
     for (int64_t e : nonempty_) {
       const TensorEntry& t = in.entries[e];
-      const bool master = kValues && t.param_mode == ParamMode::master;
-      by_types[int(master) * 27 + int(t.param_dtype) * 9 + int(t.grad_dtype) * 3 +
+      by_types[int(special(t)) * 27 + int(t.param_dtype) * 9 + int(t.grad_dtype) * 3 +
                int(t.state_dtype)]
           .push_back(e);
     }
@@ -389,17 +393,20 @@ class CudaEngine final : public Engine {
       if (list.empty()) continue;
       const TensorEntry& t = in.entries[list.front()];
       with_types(t.param_dtype, t.grad_dtype, t.state_dtype, [&](auto p, auto g, auto s) {
-        if (kValues && t.param_mode == ParamMode::master)
-          f(Tag<float>{}, g, s, list);
-        else
-          f(p, g, s, list);
+        using P = typename decltype(p)::type;
+        if (!special(t))
+          f(p, g, s, std::false_type{}, list);
+        else if constexpr (kValues)
+          f(Tag<float>{}, g, s, std::false_type{}, list);
+        else if constexpr (!std::is_same_v<P, float>)  // 16-bit params only (plan.cpp)
+          f(p, g, s, std::true_type{}, list);
       });
     }
   }
 
   // The chunk-grid launches over params, grads and states: the update, or (direction) the
   // partials of the op's direction norm into partials(2).
-  template <class P, class G, class S, bool kDirection>
+  template <class P, class G, class S, bool kDirection, bool kStored>
   void chunk_launches(const StepInputs& in, Launcher& launcher, const std::vector<int64_t>& list,
                       const PipelineState* pipe) {
     Update& L = *update_;
@@ -440,16 +447,20 @@ class CudaEngine final : public Engine {
                 (vec ? info.vector_chunks : info.scalar_chunks) += 1;
               }
           auto name = [] {
-            return std::string(kDirection ? "direction_norms<" : "update<") + Op::kName + ", " +
-                   type_name<P>() + ", " + type_name<G>() + ", " + type_name<S>() + ">";
+            return std::string(kDirection ? "direction_norms<"
+                               : kStored  ? "update_stored<"
+                                          : "update<") +
+                   Op::kName + ", " + type_name<P>() + ", " + type_name<G>() + ", " +
+                   type_name<S>() + ">";
           };
           if constexpr (kDirection)
             launcher(name, info, &direction_partials_kernel<Op, P, G, S, kUpdateN>,
                      dim3(unsigned(blocks)), dim3(kBlockThreads), L,
                      static_cast<const Args*>(args()), pipe, partials(2));
           else
-            launcher(name, info, &update_kernel<Op, P, G, S, kUpdateN>, dim3(unsigned(blocks)),
-                     dim3(kBlockThreads), L, static_cast<const Args*>(args()), pipe);
+            launcher(name, info, &update_kernel<Op, P, G, S, kUpdateN, kStored>,
+                     dim3(unsigned(blocks)), dim3(kBlockThreads), L,
+                     static_cast<const Args*>(args()), pipe);
         });
   }
 
@@ -472,10 +483,12 @@ class CudaEngine final : public Engine {
     if (pipe.total_out != nullptr) return;  // the reduction phase only
     prepare(in, launcher, state);
     if (Op::kReductions != 0) reduce_and_adapt(in, launcher, state);
-    for_type_lists<false>(in, [&](auto p, auto g, auto s, const std::vector<int64_t>& list) {
-      chunk_launches<typename decltype(p)::type, typename decltype(g)::type,
-                     typename decltype(s)::type, false>(in, launcher, list, state);
-    });
+    for_type_lists<false>(
+        in, [&](auto p, auto g, auto s, auto stored, const std::vector<int64_t>& list) {
+          chunk_launches<typename decltype(p)::type, typename decltype(g)::type,
+                         typename decltype(s)::type, false, decltype(stored)::value>(in, launcher,
+                                                                                     list, state);
+        });
   }
 
   int device_;

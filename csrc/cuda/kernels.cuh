@@ -256,21 +256,13 @@ FASTOPT_DEVICE void with_variant(std::integer_sequence<int, Vs...>, int variant,
 
 // One chunk through the functor's variant V; a grad is read as (g * inv_scale) * clip_coef, as
 // in the CPU engine.
-// A param store other than nearest (precision.h) takes a scalar loop through it.
 template <class Op, int V, class P, class G, class S>
-FASTOPT_DEVICE void update_chunk(const typename Op::Args& a, const ParamStore& ps,
-                                 P* __restrict__ p, const G* __restrict__ g, S* __restrict__ s0,
-                                 S* __restrict__ s1, S* __restrict__ s2, S* __restrict__ s3, int n,
-                                 float inv_scale, float clip_coef) {
+FASTOPT_DEVICE void update_chunk(const typename Op::Args& a, P* __restrict__ p,
+                                 const G* __restrict__ g, S* __restrict__ s0, S* __restrict__ s1,
+                                 S* __restrict__ s2, S* __restrict__ s3, int n, float inv_scale,
+                                 float clip_coef) {
   constexpr int kUsed = Op::states_used(V);
   const int tid = int(threadIdx.x), threads = int(blockDim.x);
-  if constexpr (!std::is_same_v<P, float>) {
-    if (ps.mode != ParamMode::nearest) {  // a loop of its own: few registers live
-      for (int i = tid; i < n; i += threads)
-        update_element_stored<Op, V>(a, ps, p, g, s0, s1, s2, s3, i, inv_scale, clip_coef);
-      return;
-    }
-  }
   int done = 0;  // elements the vector path updated; the scalar path takes the rest
   if (chunk_vectorizable(p, g, s0, s1, s2, s3)) {
     constexpr int kVec = vec_elems<P, G, S>();
@@ -342,7 +334,9 @@ FASTOPT_DEVICE double direction_chunk(const typename Op::Args& a, const P* __res
   return acc;
 }
 
-template <class Op, class P, class G, class S, int N>
+// kStored: the tensors' param store is not nearest (precision.h); a plain loop through it, in
+// a kernel of its own so the rounding's registers do not crowd the vectorized path.
+template <class Op, class P, class G, class S, int N, bool kStored>
 __global__ void __launch_bounds__(kBlockThreads)
     update_kernel(FASTOPT_KERNEL_ARG(UpdateLaunch<N, Op::kStates>) L, const typename Op::Args* args,
                   const PipelineState* pipe) {
@@ -366,11 +360,17 @@ __global__ void __launch_bounds__(kBlockThreads)
   S* const s1 = state(1);
   S* const s2 = state(2);
   S* const s3 = state(3);
-  const ParamSlot& slot = L.store[c.t];
-  const ParamStore ps = param_store(slot.mode, slot.aux, int64_t(sizeof(P)), c.begin, slot.seed,
-                                    slot.tensor, slot.step);
   with_variant<Op>(typename Op::Variants{}, a.variant, [&](auto v) {
-    update_chunk<Op, decltype(v)::value>(a, ps, p, g, s0, s1, s2, s3, c.n, inv_scale, clip_coef);
+    if constexpr (kStored) {
+      const ParamSlot& slot = L.store[c.t];
+      const ParamStore ps = param_store(slot.mode, slot.aux, int64_t(sizeof(P)), c.begin, slot.seed,
+                                        slot.tensor, slot.step);
+      for (int i = int(threadIdx.x); i < c.n; i += int(blockDim.x))
+        update_element_stored<Op, decltype(v)::value>(a, ps, p, g, s0, s1, s2, s3, i, inv_scale,
+                                                      clip_coef);
+    } else {
+      update_chunk<Op, decltype(v)::value>(a, p, g, s0, s1, s2, s3, c.n, inv_scale, clip_coef);
+    }
   });
 }
 
