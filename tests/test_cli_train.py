@@ -203,17 +203,22 @@ BAD_INPUT = {
         ["train", CONFIG, "--resume", "--cfg-options", "optim_wrapper.optimizer.type=FusedSDG"],
         [
             "FusedSDG is not in the fastopt::optimizer registry",
-            f"config file {CONFIG}, key optim_wrapper.optimizer.type",
+            # the key came from --cfg-options, not from the file
+            "(in --cfg-options optim_wrapper.optimizer.type)",
             "Did you mean FusedSGD",
         ],
     ),
     "unknown key": (
         ["train", CONFIG, "--resume", "--cfg-options", "optim_wrapper.optimizer.momentun=0.9"],
-        ["unexpected keyword 'momentun'", "key optim_wrapper.optimizer"],
+        ["unexpected keyword 'momentun'", "(in --cfg-options optim_wrapper.optimizer.momentun)"],
     ),
     "unknown dataset key": (
         ["train", CONFIG, "--resume", "--cfg-options", "train_dataloader.dataset.splt=val"],
-        ["SyntheticShapes", "unexpected keyword 'splt'", "key train_dataloader.dataset"],
+        [
+            "SyntheticShapes",
+            "unexpected keyword 'splt'",
+            "--cfg-options train_dataloader.dataset.splt",
+        ],
     ),
     "wrong value type": (
         ["train", CONFIG, "--resume", "--cfg-options", "train_cfg.max_epochs=three"],
@@ -258,6 +263,46 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(
     new = {Path(k).parts[:3] for k in after if k not in before}
     # at most a new log dir of the failed attempt (its log); never a checkpoint or config
     assert all(len(p) == 3 and p[:2] == work.relative_to(tmp_path).parts for p in new), new
+
+
+def test_a_bad_key_prints_its_error_and_little_else(tmp_path, monkeypatch, capsys):
+    """The config is built before the run header: a misspelt keyword ends the command with its
+    error, named after --cfg-options, without the environment, config and hook-order dump
+    (which goes to the log file of a run that starts)."""
+    monkeypatch.chdir(tmp_path)
+    args = ["train", str(CONFIG), "--cfg-options", "optim_wrapper.optimizer.lrr=0.1"]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    out, err = captured.out.splitlines(), captured.err.splitlines()
+    assert out == [] and len(err) == 1, captured
+    assert err[0].startswith("fastopt train: error: FusedSGD (from the fastopt::optimizer")
+    assert err[0].endswith("(in --cfg-options optim_wrapper.optimizer.lrr)")
+    assert str(CONFIG) not in err[0]  # the file holds no such key
+    assert not (tmp_path / "work_dirs").exists()
+
+
+def test_the_terminal_header_is_short_and_the_log_has_the_dump(run_dir):
+    stdout = (run_dir / "stdout.txt").read_text()
+    before_training = stdout[: stdout.index("Epoch(train)")].splitlines()
+    assert len(before_training) <= 9, before_training
+    header = stdout[stdout.index("Training") :].splitlines()[1:7]
+    assert [line.split(":")[0].strip() for line in header] == [
+        "config",
+        "work dir",
+        "model",
+        "optimizer",
+        "schedule",
+        "device",
+    ]
+    assert "SmallCNN, 22" in header[2] and "FusedSGD(lr=0.2" in header[3]
+    assert "2 epochs x 32 iterations" in header[4] and "threads" in header[5]
+    assert "Config:" not in stdout and "Hooks will be executed" not in stdout
+    (log,) = (run_dir / "work_dirs" / "cnn_sgd_cosine").glob("*/*.log")
+    text = log.read_text()
+    assert "Config:" in text and "Hooks will be executed" in text and "Training\n" in text
+    # one process: no process group, whatever env_cfg.dist_cfg says
+    assert "dist_cfg: not used (one process, launcher none)" in text
+    assert "'nccl'" not in text.split("Config:")[0]
 
 
 def test_an_existing_run_is_not_overwritten_without_resume(run_dir, tmp_path, monkeypatch, capsys):
