@@ -1,3 +1,5 @@
+# The default example in MMCV 1.x keys (optimizer_config, lr_config, data, ...).
+#
 # The default example written the MMCV 1.x way (mmcv.runner era configs): `optimizer`,
 # `optimizer_config`, `lr_config`, `runner`, `workflow`, `checkpoint_config`, `log_config`,
 # `evaluation`. fastopt translates each key to its MMEngine equivalent when it loads the file
@@ -5,7 +7,7 @@
 # MMEngine keys of `_base_/datasets/synthetic_shapes.py`: MMCV 1.x `data=dict(...)` is not
 # translated.
 #
-#   fastopt train configs/cnn_sgd_mmcv1x.py
+#   fastopt train cnn_sgd_mmcv1x
 _base_ = ["_base_/models/small_cnn.py", "_base_/datasets/synthetic_shapes.py"]
 
 optimizer = dict(type="FusedSGD", lr=0.2, momentum=0.9, weight_decay=5e-4, nesterov=True)

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "info": "fastopt.commands.info",
     "bench": "fastopt.commands.bench",
     "plot-schedule": "fastopt.commands.plot_schedule",
+    "list-configs": "fastopt.commands.list_configs",
 }
 
 

@@ -14,9 +14,11 @@ import sys
 import time
 from typing import Any
 
+from fastopt.config.shipped import resolve_config
 from fastopt.registry.type_policy import dotted_types_for_config
 
 from .train import (
+    CONFIG_HELP,
     CommandError,
     add_common_arguments,
     build_runner,
@@ -39,7 +41,7 @@ _VAL_KEYS = ("val_dataloader", "val_cfg", "val_evaluator")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="config file (.py, .json or .yaml)")
+    parser.add_argument("config", help=CONFIG_HELP)
     parser.add_argument("checkpoint", help="checkpoint file (e.g. work_dirs/<name>/epoch_12.pth)")
     add_common_arguments(parser)
 
@@ -60,6 +62,7 @@ def use_test_set(cfg: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        args.config = resolve_config(args.config)
         with dotted_types_for_config(args.config, args.allow_dotted_types):
             return _test(args)
     except Exception as e:

@@ -30,11 +30,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastopt.config.options import DictAction
+from fastopt.config.shipped import resolve_config
 from fastopt.registry.type_policy import dotted_types_for_config
 
 HELP = "train a model from a config file (MMEngine tools/train.py conventions)"
 
 PLOT_NAME = "curves.png"
+CONFIG_HELP = (
+    "config file (.py, .json or .yaml), or the name of a config shipped with fastopt "
+    "(e.g. cnn_sgd_cosine; `fastopt list-configs` lists them)"
+)
 
 
 class CommandError(Exception):
@@ -569,7 +574,7 @@ def warn_unknown_keys(cfg: Mapping[str, Any]) -> None:
 
 # --------------------------------------------------------------------------- the command
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="config file (.py, .json or .yaml)")
+    parser.add_argument("config", help=CONFIG_HELP)
     parser.add_argument(
         "--resume",
         nargs="?",
@@ -654,6 +659,7 @@ def prepare(args: argparse.Namespace) -> tuple[Any, str | None, str, str | None]
 
 def run(args: argparse.Namespace) -> int:
     try:
+        args.config = resolve_config(args.config)
         with dotted_types_for_config(args.config, args.allow_dotted_types):
             return _train(args)
     except Exception as e:
