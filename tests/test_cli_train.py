@@ -108,6 +108,11 @@ def test_test_command_evaluates_a_checkpoint(run_dir, tmp_path):
     line = next(li for li in proc.stdout.splitlines() if li.strip().startswith("accuracy/top1"))
     assert 20.0 < float(line.split(":")[1].split(",")[0]) <= 100.0
     assert "on the test set" in proc.stdout
+    # which data it was, so that a number unlike training's last validation is explained
+    assert (
+        "  data: SyntheticShapes split 'test', 200 samples (training's validation used split "
+        "'val')" in proc.stdout
+    )
     after = _snapshot(work)
     # only a new log dir was added; the run's files (config dump included) are untouched
     assert {k: v for k, v in after.items() if k in before} == before
@@ -138,7 +143,8 @@ def test_resume_continues_the_run_and_the_plot_joins_both(run_dir, tmp_path):
     import matplotlib.image
 
     image = matplotlib.image.imread(out)
-    assert image.shape[0] > 500 and image.shape[1] > 800
+    # the default example logs no grad_norm (no clip_grad): three panels, none left empty
+    assert image.shape[:2] == (440, 1500)
 
 
 def test_plot_defaults_to_the_newest_log_dir_and_draws_grad_norm(tmp_path):
@@ -155,6 +161,10 @@ def test_plot_defaults_to_the_newest_log_dir_and_draws_grad_norm(tmp_path):
         (vis / "scalars.json").write_text(text)
     assert main(["plot", str(work)]) == 0
     assert (work / "20240101_000100" / "curves.png").is_file()
+    import matplotlib.image
+
+    image = matplotlib.image.imread(work / "20240101_000100" / "curves.png")
+    assert image.shape[:2] == (720, 1100)  # 2x2: loss, lr, grad_norm, validation
     curves = plot.read_curves(work)
     assert curves.skipped_lines == 2
     # the second run started at iteration 20: the first one's points after it are replaced
