@@ -122,6 +122,27 @@ def test_cnn_sgd_cosine(tmp_path, capsys):
     assert _dumped_config(work, name).optim_wrapper.optimizer.type == "FusedSGD"
 
 
+def test_a_cnn_example_shortened_to_one_epoch_trains(tmp_path, capsys):
+    """`--cfg-options train_cfg.max_epochs=1`, the first thing people try: the cosine that
+    begins after the one epoch of warm-up is left out, with a warning in epochs."""
+    work, _ = _train(
+        tmp_path,
+        "cnn_lars",
+        "train_cfg.max_epochs=1",
+        "train_dataloader.dataset.num_samples=640",
+        *SHORT_DATA,
+        "val_dataloader.dataset.num_samples=200",
+    )
+    assert [r["step"] for r in _val(_scalars(work))] == [1]
+    out = capsys.readouterr().out
+    assert (
+        "param_scheduler.1 (CosineAnnealingLR) begins at epoch 1, and training ends at epoch 1 "
+        "(train_cfg.max_epochs=1): left out" in out
+    )
+    assert "schedule:   1 epoch x 10 iterations; LinearLR iters 0-10" in out
+    assert "finished 1 epoch (10 iterations)" in out
+
+
 def test_cnn_adamw_amp(tmp_path):
     work, name = _train(tmp_path, "cnn_adamw_amp.py", "train_cfg.max_epochs=3", *SHORT_DATA)
     records = _scalars(work)

@@ -710,13 +710,15 @@ def _train(args: argparse.Namespace) -> int:
 
 def summarize(runner: Any, elapsed: float) -> None:
     """Print the final metrics and where the logs, checkpoints and plot are; draw the plot."""
+    from fastopt.runner.header import plural
+
     from . import plot
 
     hub = runner.message_hub
     if runner.train_loop.__class__.__name__ == "IterBasedTrainLoop":
-        length = f"{runner.iter} iterations"
+        length = plural(runner.iter, "iteration")
     else:
-        length = f"{runner.epoch} epochs ({runner.iter} iterations)"
+        length = f"{plural(runner.epoch, 'epoch')} ({plural(runner.iter, 'iteration')})"
     lines = [f"fastopt train: finished {length} in {elapsed:.1f} s"]
     metrics = getattr(runner, "last_metrics", {}).get("val")
     if metrics:

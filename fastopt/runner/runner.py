@@ -839,7 +839,7 @@ class Runner:
             raise RuntimeError("build the optim_wrapper before the parameter schedulers")
         kwargs: dict[str, Any] = {}
         if self.train_loop_built:
-            check_schedules_fit(self, scheduler)
+            scheduler = check_schedules_fit(self, scheduler)
             kwargs = dict(
                 epoch_length=len(self.train_dataloader),
                 max_epochs=self.max_epochs,
