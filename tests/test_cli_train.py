@@ -147,6 +147,31 @@ def test_resume_continues_the_run_and_the_plot_joins_both(run_dir, tmp_path):
     assert image.shape[:2] == (440, 1500)
 
 
+def test_resume_of_a_finished_run_says_it_is_complete(run_dir, tmp_path, monkeypatch, capsys):
+    """`--resume` on a run that trained to the config's length trains nothing, says so, and
+    names the checkpoint of this work dir: a copy (or a moved work dir) has its own, though
+    its last_checkpoint record names the original's."""
+    work = _copy_run(run_dir, tmp_path)
+    original = run_dir / "work_dirs" / "cnn_sgd_cosine" / "epoch_2.pth"
+    assert str(original) in (work / "last_checkpoint").read_text()  # the record of the original
+    before = _snapshot(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    args = ["train", str(CONFIG), "--resume", "--cfg-options", "train_cfg.max_epochs=2", *QUICK]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "resumed epoch: 2, iter: 64" in out
+    assert out.splitlines()[-1].startswith(
+        "fastopt train: the run in work_dirs/cnn_sgd_cosine is complete: "
+        "work_dirs/cnn_sgd_cosine/epoch_2.pth was saved after 2 epochs, and "
+        "train_cfg.max_epochs is 2. Nothing to train."
+    ), out
+    assert "train_cfg.max_epochs=N" in out and "scalars.json" not in out
+    assert "fastopt train: finished" not in out
+    after = _snapshot(tmp_path)
+    kept = [k for k in before if k.endswith((".pth", "last_checkpoint"))]
+    assert kept and all(after[k] == before[k] for k in kept)  # no checkpoint written
+
+
 def test_plot_defaults_to_the_newest_log_dir_and_draws_grad_norm(tmp_path):
     work = tmp_path / "work"
     for name, first in (("20240101_000000", 0), ("20240101_000100", 20)):

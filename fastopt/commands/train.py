@@ -673,6 +673,11 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg, checkpoint_path, mode, sha256 = prepare(args)
     checkpoint = read_checkpoint(checkpoint_path, sha256, mode) if checkpoint_path else None
+    complete = None
+    if checkpoint is not None and mode == "resume":
+        assert checkpoint_path is not None
+        # still resumed: the hooks finish what a kill after the last save left undone
+        complete = completed_run(checkpoint_path, checkpoint, cfg)
     work_dir = os.path.abspath(cfg["work_dir"])
     rank = hold.writer_rank(cfg)
     runner: Any = None
@@ -700,12 +705,36 @@ def _train(args: argparse.Namespace) -> int:
                 del checkpoint
             runner.train()
             elapsed = time.perf_counter() - start
-            if runner.rank == 0:
+            if runner.rank == 0 and complete is not None:
+                print(complete, flush=True)
+            elif runner.rank == 0:
                 summarize(runner, elapsed)
         finally:
             runner.close()
     finish_distributed()
     return 0
+
+
+def completed_run(path: str, checkpoint: Mapping[str, Any], cfg: Any) -> str | None:
+    """What to say instead of the summary when ``--resume`` finds a run that already trained
+    to the config's length (None when there is training left)."""
+    from fastopt.runner.header import plural
+
+    meta = checkpoint.get("meta") or {}
+    train_cfg = cfg.get("train_cfg") or {}
+    iter_based = train_cfg.get("type") == "IterBasedTrainLoop" or train_cfg.get("by_epoch") is False
+    key = "max_iters" if iter_based else "max_epochs"
+    done = meta.get("iter" if iter_based else "epoch")
+    target = train_cfg.get(key)
+    if not isinstance(done, int) or not isinstance(target, int) or done < target:
+        return None
+    unit = "iteration" if iter_based else "epoch"
+    return (
+        f"fastopt train: the run in {shown_path(cfg['work_dir'])} is complete: "
+        f"{shown_path(path)} was saved after {plural(done, unit)}, and train_cfg.{key} is "
+        f"{target}. Nothing to train. To train it further, resume with --cfg-options "
+        f"train_cfg.{key}=N (N > {done}; the schedules keep the length they were built with)."
+    )
 
 
 def summarize(runner: Any, elapsed: float) -> None:
@@ -736,7 +765,8 @@ def summarize(runner: Any, elapsed: float) -> None:
     log_file = os.path.join(runner.log_dir, f"{runner.timestamp}.log")
     scalars = os.path.join(runner.log_dir, "vis_data", "scalars.json")
     lines.append(f"  log:         {shown_path(log_file)}")
-    lines.append(f"  scalars:     {shown_path(scalars)}")
+    if os.path.isfile(scalars):  # a run that logged nothing has none
+        lines.append(f"  scalars:     {shown_path(scalars)}")
     from fastopt.runner.checkpoint import read_last_checkpoint
 
     record = read_last_checkpoint(runner.work_dir)
