@@ -215,7 +215,10 @@ def test_cnn_sgd_mmcv1x_legacy_keys(tmp_path, capsys):
     assert "optimizer_config" not in cfg and "lr_config" not in cfg
     # each translated key is reported once, on one line
     notes = [li for li in capsys.readouterr().err.splitlines() if "MMCV 1.x key" in li]
-    assert len(notes) == 10 and all(li.startswith("fastopt: note: config file") for li in notes)
+    assert len(notes) == 12 and all(li.startswith("fastopt: note: config file") for li in notes)
+    assert any("`data` was translated to `train_dataloader" in li for li in notes)
+    assert cfg.train_dataloader.batch_size == 64 and cfg.val_dataloader.batch_size == 200
+    assert cfg.randomness == dict(seed=0)  # MMCV 1.x `seed`: two runs give the same numbers
     assert any("`lr_config` was translated to `param_scheduler`" in li for li in notes)
 
 
