@@ -1,11 +1,12 @@
-# The default example's CNN with FusedAdamW, paramwise settings, gradient clipping and
-# mixed precision (bfloat16 autocast; on CPU too).
+# FusedAdamW with paramwise_cfg, clip_grad and bfloat16 AMP on the default CNN.
+#
+# bfloat16 autocast works on the CPU too.
 #
 # paramwise_cfg: no weight decay on BatchNorm, biases and depthwise convs; the head trains
 # at half the learning rate. clip_grad: clip the global gradient norm at 2 (the pre-clip
 # norm is logged as grad_norm). All of it runs in one fused reduction + update pass.
 #
-#   fastopt train configs/cnn_adamw_amp.py
+#   fastopt train cnn_adamw_amp
 _base_ = [
     "_base_/models/small_cnn.py",
     "_base_/datasets/synthetic_shapes.py",

@@ -1,9 +1,11 @@
+# LAMB (type='Lamb', mmpretrain style) on the default CNN, no decay on biases/norms.
+#
 # LAMB on the default example's CNN, configured the way mmpretrain's ResNet strikes-back
 # recipes configure it: `type='Lamb'` (fastopt's FusedLAMB; timm's rule with global grad-norm
 # clipping at max_grad_norm=1.0) and no weight decay on biases and norm layers, on the default
 # example's warm-up + cosine schedule.
 #
-#   fastopt train configs/cnn_lamb.py
+#   fastopt train cnn_lamb
 _base_ = [
     "_base_/models/small_cnn.py",
     "_base_/datasets/synthetic_shapes.py",

@@ -1,8 +1,10 @@
+# LARS (type='LARS', mmselfsup style) on the default CNN, BN and biases lars_exclude.
+#
 # LARS (layer-wise adaptive rate scaling) on the default example's CNN, configured the way
 # mmselfsup configures SimCLR: `type='LARS'` (fastopt's FusedLARS) and BatchNorm and bias
 # parameters excluded from the adaptation (`lars_exclude`) and from weight decay.
 #
-#   fastopt train configs/cnn_lars.py
+#   fastopt train cnn_lars
 _base_ = [
     "_base_/models/small_cnn.py",
     "_base_/datasets/synthetic_shapes.py",

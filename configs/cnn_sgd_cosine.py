@@ -1,7 +1,9 @@
-# The default example: a small CNN (conv + BN + depthwise conv) on SyntheticShapes, trained
-# with FusedSGD (Nesterov momentum), a linear warm-up and cosine annealing.
+# The default example: a small CNN, FusedSGD (Nesterov), linear warm-up + cosine.
 #
-#   fastopt train configs/cnn_sgd_cosine.py
+# A small CNN (conv + BN + depthwise conv) on SyntheticShapes, trained with FusedSGD (Nesterov
+# momentum), one epoch of linear warm-up and cosine annealing to the end of training.
+#
+#   fastopt train cnn_sgd_cosine
 _base_ = [
     "_base_/models/small_cnn.py",
     "_base_/datasets/synthetic_shapes.py",

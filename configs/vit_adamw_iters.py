@@ -1,11 +1,11 @@
-# Iteration-based training of a small vision transformer with FusedAdamW.
+# A tiny ViT with FusedAdamW, IterBasedTrainLoop and dynamic_intervals.
 #
 # IterBasedTrainLoop over an InfiniteSampler; validation every 300 iterations, then every 100
 # from iteration 700 on (`dynamic_intervals`, MMDetection's pattern); warm-up and cosine
 # stepped per iteration; checkpoints every 300 iterations. No weight decay on the position
 # embedding, the class token, LayerNorms and biases (mmpretrain's ViT settings).
 #
-#   fastopt train configs/vit_adamw_iters.py
+#   fastopt train vit_adamw_iters
 _base_ = [
     "_base_/models/tiny_vit.py",
     "_base_/datasets/synthetic_shapes.py",

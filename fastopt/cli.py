@@ -19,11 +19,19 @@ COMMANDS: dict[str, str] = {
     "info": "fastopt.commands.info",
     "bench": "fastopt.commands.bench",
     "plot-schedule": "fastopt.commands.plot_schedule",
+    "list-configs": "fastopt.commands.list_configs",
 }
 
 
+DESCRIPTION = (
+    "Fused multi-tensor optimizers for PyTorch, and a trainer that runs MMEngine-style "
+    "configs. Start with `fastopt list-configs` and `fastopt train cnn_sgd_cosine`."
+)
+EPILOG = "`fastopt COMMAND --help` shows the options of a command."
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastopt", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="fastopt", description=DESCRIPTION, epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)

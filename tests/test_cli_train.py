@@ -108,6 +108,11 @@ def test_test_command_evaluates_a_checkpoint(run_dir, tmp_path):
     line = next(li for li in proc.stdout.splitlines() if li.strip().startswith("accuracy/top1"))
     assert 20.0 < float(line.split(":")[1].split(",")[0]) <= 100.0
     assert "on the test set" in proc.stdout
+    # which data it was, so that a number unlike training's last validation is explained
+    assert (
+        "  data: SyntheticShapes split 'test', 200 samples (training's validation used split "
+        "'val')" in proc.stdout
+    )
     after = _snapshot(work)
     # only a new log dir was added; the run's files (config dump included) are untouched
     assert {k: v for k, v in after.items() if k in before} == before
@@ -138,7 +143,33 @@ def test_resume_continues_the_run_and_the_plot_joins_both(run_dir, tmp_path):
     import matplotlib.image
 
     image = matplotlib.image.imread(out)
-    assert image.shape[0] > 500 and image.shape[1] > 800
+    # the default example logs no grad_norm (no clip_grad): three panels, none left empty
+    assert image.shape[:2] == (440, 1500)
+
+
+def test_resume_of_a_finished_run_says_it_is_complete(run_dir, tmp_path, monkeypatch, capsys):
+    """`--resume` on a run that trained to the config's length trains nothing, says so, and
+    names the checkpoint of this work dir: a copy (or a moved work dir) has its own, though
+    its last_checkpoint record names the original's."""
+    work = _copy_run(run_dir, tmp_path)
+    original = run_dir / "work_dirs" / "cnn_sgd_cosine" / "epoch_2.pth"
+    assert str(original) in (work / "last_checkpoint").read_text()  # the record of the original
+    before = _snapshot(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    args = ["train", str(CONFIG), "--resume", "--cfg-options", "train_cfg.max_epochs=2", *QUICK]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "resumed epoch: 2, iter: 64" in out
+    assert out.splitlines()[-1].startswith(
+        "fastopt train: the run in work_dirs/cnn_sgd_cosine is complete: "
+        "work_dirs/cnn_sgd_cosine/epoch_2.pth was saved after 2 epochs, and "
+        "train_cfg.max_epochs is 2. Nothing to train."
+    ), out
+    assert "train_cfg.max_epochs=N" in out and "scalars.json" not in out
+    assert "fastopt train: finished" not in out
+    after = _snapshot(tmp_path)
+    kept = [k for k in before if k.endswith((".pth", "last_checkpoint"))]
+    assert kept and all(after[k] == before[k] for k in kept)  # no checkpoint written
 
 
 def test_plot_defaults_to_the_newest_log_dir_and_draws_grad_norm(tmp_path):
@@ -155,6 +186,10 @@ def test_plot_defaults_to_the_newest_log_dir_and_draws_grad_norm(tmp_path):
         (vis / "scalars.json").write_text(text)
     assert main(["plot", str(work)]) == 0
     assert (work / "20240101_000100" / "curves.png").is_file()
+    import matplotlib.image
+
+    image = matplotlib.image.imread(work / "20240101_000100" / "curves.png")
+    assert image.shape[:2] == (720, 1100)  # 2x2: loss, lr, grad_norm, validation
     curves = plot.read_curves(work)
     assert curves.skipped_lines == 2
     # the second run started at iteration 20: the first one's points after it are replaced
@@ -203,17 +238,22 @@ BAD_INPUT = {
         ["train", CONFIG, "--resume", "--cfg-options", "optim_wrapper.optimizer.type=FusedSDG"],
         [
             "FusedSDG is not in the fastopt::optimizer registry",
-            f"config file {CONFIG}, key optim_wrapper.optimizer.type",
+            # the key came from --cfg-options, not from the file
+            "(in --cfg-options optim_wrapper.optimizer.type)",
             "Did you mean FusedSGD",
         ],
     ),
     "unknown key": (
         ["train", CONFIG, "--resume", "--cfg-options", "optim_wrapper.optimizer.momentun=0.9"],
-        ["unexpected keyword 'momentun'", "key optim_wrapper.optimizer"],
+        ["unexpected keyword 'momentun'", "(in --cfg-options optim_wrapper.optimizer.momentun)"],
     ),
     "unknown dataset key": (
         ["train", CONFIG, "--resume", "--cfg-options", "train_dataloader.dataset.splt=val"],
-        ["SyntheticShapes", "unexpected keyword 'splt'", "key train_dataloader.dataset"],
+        [
+            "SyntheticShapes",
+            "unexpected keyword 'splt'",
+            "--cfg-options train_dataloader.dataset.splt",
+        ],
     ),
     "wrong value type": (
         ["train", CONFIG, "--resume", "--cfg-options", "train_cfg.max_epochs=three"],
@@ -258,6 +298,46 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(
     new = {Path(k).parts[:3] for k in after if k not in before}
     # at most a new log dir of the failed attempt (its log); never a checkpoint or config
     assert all(len(p) == 3 and p[:2] == work.relative_to(tmp_path).parts for p in new), new
+
+
+def test_a_bad_key_prints_its_error_and_little_else(tmp_path, monkeypatch, capsys):
+    """The config is built before the run header: a misspelt keyword ends the command with its
+    error, named after --cfg-options, without the environment, config and hook-order dump
+    (which goes to the log file of a run that starts)."""
+    monkeypatch.chdir(tmp_path)
+    args = ["train", str(CONFIG), "--cfg-options", "optim_wrapper.optimizer.lrr=0.1"]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    out, err = captured.out.splitlines(), captured.err.splitlines()
+    assert out == [] and len(err) == 1, captured
+    assert err[0].startswith("fastopt train: error: FusedSGD (from the fastopt::optimizer")
+    assert err[0].endswith("(in --cfg-options optim_wrapper.optimizer.lrr)")
+    assert str(CONFIG) not in err[0]  # the file holds no such key
+    assert not (tmp_path / "work_dirs").exists()
+
+
+def test_the_terminal_header_is_short_and_the_log_has_the_dump(run_dir):
+    stdout = (run_dir / "stdout.txt").read_text()
+    before_training = stdout[: stdout.index("Epoch(train)")].splitlines()
+    assert len(before_training) <= 9, before_training
+    header = stdout[stdout.index("Training") :].splitlines()[1:7]
+    assert [line.split(":")[0].strip() for line in header] == [
+        "config",
+        "work dir",
+        "model",
+        "optimizer",
+        "schedule",
+        "device",
+    ]
+    assert "SmallCNN, 22" in header[2] and "FusedSGD(lr=0.2" in header[3]
+    assert "2 epochs x 32 iterations" in header[4] and "threads" in header[5]
+    assert "Config:" not in stdout and "Hooks will be executed" not in stdout
+    (log,) = (run_dir / "work_dirs" / "cnn_sgd_cosine").glob("*/*.log")
+    text = log.read_text()
+    assert "Config:" in text and "Hooks will be executed" in text and "Training\n" in text
+    # one process: no process group, whatever env_cfg.dist_cfg says
+    assert "dist_cfg: not used (one process, launcher none)" in text
+    assert "'nccl'" not in text.split("Config:")[0]
 
 
 def test_an_existing_run_is_not_overwritten_without_resume(run_dir, tmp_path, monkeypatch, capsys):
@@ -376,3 +456,12 @@ def test_resume_without_a_last_checkpoint_record_names_the_files(
     assert "has no usable last_checkpoint record" in line and "epoch_2.pth" in line
     assert "--resume PATH" in line
     assert _snapshot(tmp_path) == before
+
+
+def test_the_top_level_help_is_written_for_users():
+    from fastopt.cli import COMMANDS, build_parser
+
+    text = " ".join(build_parser().format_help().split())  # argparse wraps the lines
+    assert "fastopt list-configs" in text and "fastopt train cnn_sgd_cosine" in text
+    assert "fastopt.commands" not in text and "subcommand per module" not in text
+    assert all(name in text for name in COMMANDS)

@@ -185,26 +185,6 @@ def _epochs(n: int) -> dict:
     ("scheduler", "train_cfg", "message"),
     [
         (
-            [dict(type="LinearLR", end=1), dict(type="CosineAnnealingLR", begin=6)],
-            _epochs(4),
-            "param_scheduler.1 (CosineAnnealingLR) begins at epoch 6, but training ends at "
-            "epoch 4 (train_cfg.max_epochs=4), which is also the scheduler's default end: "
-            "raise train_cfg.max_epochs above 6 or lower param_scheduler.1.begin",
-        ),
-        (
-            dict(type="CosineAnnealingLR", by_epoch=False, begin=8),
-            _epochs(2),
-            "param_scheduler (CosineAnnealingLR) begins at iteration 8, but training ends at "
-            "iteration 8 (train_cfg.max_epochs=2 x 4 iterations per epoch)",
-        ),
-        (
-            [dict(type="ConstantLR", by_epoch=False, begin=10)],
-            dict(type="IterBasedTrainLoop", max_iters=10),
-            "param_scheduler.0 (ConstantLR) begins at iteration 10, but training ends at "
-            "iteration 10 (train_cfg.max_iters=10), which is also the scheduler's default end: "
-            "raise train_cfg.max_iters above 10",
-        ),
-        (
             [dict(type="LinearLR", begin=0, end=1, convert_to_iter_based=True)],
             _epochs(0),
             "train_cfg.max_epochs=0 leaves nothing to train, so param_scheduler.0 (LinearLR) "
@@ -216,12 +196,59 @@ def _epochs(n: int) -> dict:
             "param_scheduler.0 (LinearLR): end=2 must be larger than begin=3",
         ),
     ],
-    ids=["begin-after-max-epochs", "iterations-of-epochs", "iter-loop", "zero-epochs", "end"],
+    ids=["zero-epochs", "end"],
 )
 def test_schedules_that_cannot_fit_name_the_keys(tmp_path, scheduler, train_cfg, message):
     with pytest.raises(ConfigValueError) as exc:
         _train(tmp_path, scheduler, train_cfg=train_cfg)
     assert str(exc.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "train_cfg", "built", "message"),
+    [
+        (
+            [dict(type="LinearLR", end=1), dict(type="CosineAnnealingLR", begin=6)],
+            _epochs(4),
+            ["LinearLR"],
+            "param_scheduler.1 (CosineAnnealingLR) begins at epoch 6, and training ends at "
+            "epoch 4 (train_cfg.max_epochs=4): left out; raise train_cfg.max_epochs above 6 "
+            "to train with it",
+        ),
+        (
+            dict(type="CosineAnnealingLR", by_epoch=False, begin=8),
+            _epochs(2),
+            [],
+            "param_scheduler (CosineAnnealingLR) begins at iteration 8, and training ends at "
+            "iteration 8 (train_cfg.max_epochs=2 x 4 iterations per epoch): left out",
+        ),
+        (
+            [dict(type="ConstantLR", by_epoch=False, begin=10)],
+            dict(type="IterBasedTrainLoop", max_iters=10),
+            [],
+            "param_scheduler.0 (ConstantLR) begins at iteration 10, and training ends at "
+            "iteration 10 (train_cfg.max_iters=10): left out; raise train_cfg.max_iters above 10",
+        ),
+        (
+            [dict(type="LinearLR", end=5), dict(type="CosineAnnealingLR", begin=5)],
+            _epochs(1),
+            ["LinearLR"],
+            "param_scheduler.0 (LinearLR) ends at epoch 5, after training ends at epoch 1 "
+            "(train_cfg.max_epochs=1): it is cut short there",
+        ),
+    ],
+    ids=["begin-after-max-epochs", "iterations-of-epochs", "iter-loop", "cut-short"],
+)
+def test_a_shortened_run_trains_without_the_schedules_it_ends_before(
+    tmp_path, scheduler, train_cfg, built, message
+):
+    """Shortening a run (train_cfg.max_epochs=1) leaves out a scheduler whose default end
+    would now be at or before its begin: it would never take effect. A warning names it."""
+    runner = _train(tmp_path, scheduler, train_cfg=train_cfg)
+    assert [type(s).__name__ for s in runner.param_schedulers] == built
+    assert runner.iter == runner.max_iters > 0
+    runner.flush_logs()
+    assert message in Path(runner.log_dir, f"{runner.timestamp}.log").read_text()
 
 
 def test_an_empty_train_dataloader_is_named(tmp_path):
@@ -238,7 +265,7 @@ def test_a_schedule_after_the_end_of_training_is_a_warning(tmp_path):
     runner.flush_logs()
     log = Path(runner.log_dir, f"{runner.timestamp}.log").read_text()
     assert (
-        "param_scheduler.0 (StepLR) begins at epoch 5, after training ends at epoch 2 "
+        "param_scheduler.0 (StepLR) begins at epoch 5, and training ends at epoch 2 "
         "(train_cfg.max_epochs=2): it never takes effect"
     ) in log
 

@@ -441,6 +441,28 @@ def test_none_values_and_constructor(tmp_path):
             "test_cfg",
             "also sets model.test_cfg",
         ),
+        # MMCV 1.x data=: never silently ignored
+        (
+            "data = dict(samples_per_gpu=8, imgs_per_gpu=8, train=dict(type='D'))\n",
+            "data",
+            "cannot translate 'imgs_per_gpu'",
+        ),
+        (
+            "data = dict(samples_per_gpu=8, train=dict(type='D'))\n"
+            "train_dataloader = dict(batch_size=4, dataset=dict(type='D'))\n",
+            "data.train",
+            "translates to train_dataloader, but the config also sets train_dataloader",
+        ),
+        (
+            "data = dict(samples_per_gpu=8, train=dict(type='D'), val=dict(type='D'))\n",
+            "data.val",
+            "translates to val_dataloader, which needs val_evaluator",
+        ),
+        (
+            "data = dict(train=dict(type='D'))\n",
+            "data",
+            "data.samples_per_gpu is needed for data.train",
+        ),
     ],
 )
 def test_untranslatable_keys_raise_clear_errors(tmp_path, text, key, fragment):
@@ -452,3 +474,38 @@ def test_untranslatable_keys_raise_clear_errors(tmp_path, text, key, fragment):
     msg = str(exc.value)
     assert msg.startswith(f"config file {path}, key {key}: "), msg
     assert fragment in msg
+
+
+def test_mmcv1x_data_becomes_the_dataloaders(tmp_path):
+    path = write(
+        tmp_path,
+        "data = dict(\n"
+        "    samples_per_gpu=16, workers_per_gpu=2, persistent_workers=True,\n"
+        "    train=dict(type='D', split='train'),\n"
+        "    val=dict(type='D', split='val', samples_per_gpu=4),\n"  # mmdet 2.x: in the dataset
+        "    test=dict(type='D', split='test'),\n"
+        "    test_dataloader=dict(samples_per_gpu=1, shuffle=False),\n"  # mmcls 0.x: per split
+        ")\n"
+        "val_evaluator = dict(type='Accuracy')\n"
+        "test_evaluator = val_evaluator\n"
+        "seed = 3\n",
+    )
+    cfg, messages = load(path)
+    common = dict(num_workers=2, persistent_workers=True)
+    assert cfg.train_dataloader == dict(
+        batch_size=16,
+        **common,
+        sampler=dict(type="DefaultSampler", shuffle=True),
+        dataset=dict(type="D", split="train"),
+    )
+    assert cfg.val_dataloader == dict(
+        batch_size=4,
+        **common,
+        sampler=dict(type="DefaultSampler", shuffle=False),
+        dataset=dict(type="D", split="val"),
+    )
+    assert cfg.test_dataloader.batch_size == 1 and cfg.test_dataloader.num_workers == 2
+    assert cfg.val_cfg == {} and cfg.test_cfg == {} and "data" not in cfg
+    assert cfg.randomness == dict(seed=3) and "seed" not in cfg
+    assert any("`data` was translated to `train_dataloader, val_dataloader" in m for m in messages)
+    assert any("`seed` was translated to `randomness.seed`" in m for m in messages)

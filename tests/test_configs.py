@@ -12,10 +12,11 @@ import json
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 
 from fastopt.cli import main
-from fastopt.config import Config
+from fastopt.config import Config, shipped
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # 24x24 instead of 32x32 images (the models do not care), 500 validation images
@@ -29,7 +30,8 @@ SHORT_DATA = [
 
 def _train(tmp_path: Path, config: str, *options: str) -> tuple[Path, str]:
     work = tmp_path / "work"
-    args = ["train", str(CONFIGS / config), "--work-dir", str(work)]
+    path = config if shipped.shipped_path(config) and "." not in config else CONFIGS / config
+    args = ["train", str(path), "--work-dir", str(work)]
     if options:
         args += ["--cfg-options", *options]
     assert main(args) == 0
@@ -53,8 +55,68 @@ def test_every_example_config_is_tested():
     assert {p.name for p in CONFIGS.glob("*.py")} == set(FULL_LENGTH)
 
 
+# ------------------------------------------------------------------ configs shipped by name
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*.py")}
+
+
+def test_the_shipped_configs_are_the_repository_configs_and_install_with_the_wheel():
+    # a source checkout uses its configs/ folder, an installed fastopt its copy of it
+    root = shipped.configs_root()
+    assert root is not None and _files(root) == _files(CONFIGS)
+    assert shipped.config_names() == sorted(p[:-3] for p in FULL_LENGTH)
+    pyproject = tomllib.loads((CONFIGS.parent / "pyproject.toml").read_text())
+    packages = pyproject["tool"]["scikit-build"]["wheel"]["packages"]
+    assert packages["fastopt/configs"] == "configs"  # where configs_root() looks when installed
+
+
+def test_list_configs_shows_each_with_its_one_line_description(capsys):
+    assert main(["list-configs"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    for name in shipped.config_names():
+        (line,) = [li for li in out if li.split()[:1] == [name]]
+        text = line[len(name) :].strip()
+        # the description is the file's first line: one sentence that fits a terminal line
+        assert text and text.endswith(".") and len(line) <= 100, line
+        assert text == (CONFIGS / f"{name}.py").read_text().splitlines()[0][2:]  # the same file
+
+
+def test_a_config_anywhere_inherits_a_shipped_one(tmp_path):
+    (tmp_path / "mine.py").write_text(
+        "_base_ = ['fastopt::cnn_sgd_cosine.py']\ntrain_cfg = dict(max_epochs=3)\n"
+    )
+    cfg = Config.fromfile(tmp_path / "mine.py")
+    assert cfg.train_cfg == dict(type="EpochBasedTrainLoop", max_epochs=3, val_interval=1)
+    assert cfg.optim_wrapper.optimizer.type == "FusedSGD"
+    assert "_scope_" not in cfg.model  # fastopt's own registries need no scope
+    (tmp_path / "vit.py").write_text(
+        "_base_ = ['fastopt::_base_/models/tiny_vit.py', 'fastopt::_base_/default_runtime.py']\n"
+    )
+    cfg = Config.fromfile(tmp_path / "vit.py")
+    assert cfg.model.type == "TinyViT" and cfg.randomness == dict(seed=0)
+    (tmp_path / "bad.py").write_text("_base_ = ['fastopt::_base_/models/nope.py']\n")
+    with pytest.raises(FileNotFoundError, match="is not a config shipped with fastopt"):
+        Config.fromfile(tmp_path / "bad.py")
+
+
+def test_a_shipped_config_runs_by_name_from_any_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    lars = str(shipped.configs_root() / "cnn_lars.py")
+    assert shipped.resolve_config("cnn_lars") == lars
+    assert shipped.resolve_config("fastopt::cnn_lars.py") == lars
+    (tmp_path / "cnn_lars").mkdir()  # a path that exists wins over the name
+    assert shipped.resolve_config("cnn_lars") == "cnn_lars"
+    assert main(["train", "cnn_sgd_cosin"]) == 1
+    err = capsys.readouterr().err
+    assert "no config shipped with fastopt has that name" in err
+    assert "did you mean cnn_sgd_cosine" in err and "fastopt list-configs" in err
+    assert not (tmp_path / "work_dirs").exists()
+
+
 def test_cnn_sgd_cosine(tmp_path, capsys):
-    work, name = _train(tmp_path, "cnn_sgd_cosine.py", "train_cfg.max_epochs=3", *SHORT_DATA)
+    # by name, as `fastopt train cnn_sgd_cosine` from any directory
+    work, name = _train(tmp_path, "cnn_sgd_cosine", "train_cfg.max_epochs=3", *SHORT_DATA)
+    name += ".py"
     records = _scalars(work)
     val = _val(records)
     assert [r["step"] for r in val] == [1, 2, 3]  # validation after every epoch
@@ -65,6 +127,27 @@ def test_cnn_sgd_cosine(tmp_path, capsys):
     assert f"final val:   accuracy/top1: {val[-1]['accuracy/top1']:.2f}" in out
     assert sorted(p.name for p in work.glob("epoch_*.pth")) == ["epoch_2.pth", "epoch_3.pth"]
     assert _dumped_config(work, name).optim_wrapper.optimizer.type == "FusedSGD"
+
+
+def test_a_cnn_example_shortened_to_one_epoch_trains(tmp_path, capsys):
+    """`--cfg-options train_cfg.max_epochs=1`, the first thing people try: the cosine that
+    begins after the one epoch of warm-up is left out, with a warning in epochs."""
+    work, _ = _train(
+        tmp_path,
+        "cnn_lars",
+        "train_cfg.max_epochs=1",
+        "train_dataloader.dataset.num_samples=640",
+        *SHORT_DATA,
+        "val_dataloader.dataset.num_samples=200",
+    )
+    assert [r["step"] for r in _val(_scalars(work))] == [1]
+    out = capsys.readouterr().out
+    assert (
+        "param_scheduler.1 (CosineAnnealingLR) begins at epoch 1, and training ends at epoch 1 "
+        "(train_cfg.max_epochs=1): left out" in out
+    )
+    assert "schedule:   1 epoch x 10 iterations; LinearLR iters 0-10" in out
+    assert "finished 1 epoch (10 iterations)" in out
 
 
 def test_cnn_adamw_amp(tmp_path):
@@ -139,7 +222,10 @@ def test_cnn_sgd_mmcv1x_legacy_keys(tmp_path, capsys):
     assert "optimizer_config" not in cfg and "lr_config" not in cfg
     # each translated key is reported once, on one line
     notes = [li for li in capsys.readouterr().err.splitlines() if "MMCV 1.x key" in li]
-    assert len(notes) == 10 and all(li.startswith("fastopt: note: config file") for li in notes)
+    assert len(notes) == 12 and all(li.startswith("fastopt: note: config file") for li in notes)
+    assert any("`data` was translated to `train_dataloader" in li for li in notes)
+    assert cfg.train_dataloader.batch_size == 64 and cfg.val_dataloader.batch_size == 200
+    assert cfg.randomness == dict(seed=0)  # MMCV 1.x `seed`: two runs give the same numbers
     assert any("`lr_config` was translated to `param_scheduler`" in li for li in notes)
 
 

@@ -186,3 +186,31 @@ def test_module_is_cheap_to_import_and_registered():
     from fastopt.cli import COMMANDS
 
     assert COMMANDS["plot-schedule"] == "fastopt.commands.plot_schedule"
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_a_shortened_run_leaves_out_what_it_ends_before(capsys, tmp_path):
+    """`--epochs 1` on the default example: its cosine begins after the one epoch of warm-up,
+    so the plot (as `fastopt train --cfg-options train_cfg.max_epochs=1`) has the warm-up only."""
+    out = tmp_path / "short.png"
+    assert invoke("cnn_sgd_cosine", "--epochs", "1", "--out", out) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        "note: param_scheduler.1 (CosineAnnealingLR) begins at epoch 1, and training ends at "
+        "epoch 1 (--epochs=1): left out; raise --epochs above 1 to train with it"
+    )
+    # the config's own loader: 4000 images in batches of 64 are 63 iterations per epoch
+    assert lines[1].startswith(f"wrote {out}: 63 iterations, lr first 0.002, peak 0.2, last 0.2")
+
+
+def test_an_mmcv1x_config_gets_tidy_notes_and_its_loader_length(capsys, tmp_path):
+    out = tmp_path / "legacy.png"
+    assert invoke(CONFIGS / "cnn_sgd_mmcv1x.py", "--out", out) == 0
+    captured = capsys.readouterr()
+    notes = captured.err.splitlines()
+    # one line per translated key, as `fastopt train` prints them; no Python warning format
+    assert notes and all(n.startswith("fastopt: note: config file ") for n in notes), notes
+    assert any("`lr_config` was translated to `param_scheduler`" in n for n in notes)
+    assert f"wrote {out}: 756 iterations" in captured.out  # 12 epochs x 63

@@ -1,7 +1,8 @@
 """``fastopt plot``: draw a run's training curves from its ``vis_data/scalars.json``, as a PNG.
 
-Four panels over the training iterations: the losses, the learning rate(s), the gradient
-norm (logged when ``clip_grad`` is set) and the validation metrics. ``WORK_DIR`` is a work
+Panels over the training iterations: the losses, the learning rate(s), the gradient norm
+(when the run logged one: the optimizer wrapper logs it with ``clip_grad``) and the
+validation metrics. ``WORK_DIR`` is a work
 dir (``<work_dir>/<timestamp>/vis_data/scalars.json`` for each run in it), one run's log dir,
 or a ``scalars.json`` file. The runs of a work dir are joined in time order, and where a
 later run starts at an iteration an earlier one had already reached (a resume, or a fresh
@@ -195,27 +196,26 @@ def _series_keys(train: dict[str, list]) -> tuple[list[str], list[str], list[str
 
 
 def draw(curves: Curves, out: str | os.PathLike, title: str) -> None:
-    """Write the 2x2 PNG: losses, lr, grad norm, validation metrics."""
+    """Write the PNG: losses, lr, grad norm (2x2; without a logged grad norm 1x3), metrics."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     losses, lrs, norms = _series_keys(curves.train)
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.2), sharex=True)
     panels = [
-        (axes[0, 0], "loss", losses, curves.train, "no loss logged"),
-        (axes[0, 1], "learning rate", lrs, curves.train, "no lr logged"),
-        (
-            axes[1, 0],
-            "gradient norm (before clipping)",
-            norms,
-            curves.train,
-            "no grad_norm logged\n(it is logged when optim_wrapper sets clip_grad)",
-        ),
-        (axes[1, 1], "validation", list(curves.val), curves.val, "no validation ran"),
+        ("loss", losses, curves.train, "no loss logged"),
+        ("learning rate", lrs, curves.train, "no lr logged"),
+        ("gradient norm (before clipping)", norms, curves.train, ""),
+        ("validation", list(curves.val), curves.val, "no validation ran"),
     ]
-    for ax, label, keys, source, empty in panels:
+    if not norms:  # logged only with clip_grad: no empty panel for a run without it
+        del panels[2]
+    rows, cols = (2, 2) if len(panels) == 4 else (1, 3)
+    size = (11, 7.2) if rows == 2 else (15, 4.4)
+    fig, grid = plt.subplots(rows, cols, figsize=size, sharex=True, squeeze=False)
+    axes = list(grid.flat)
+    for ax, (label, keys, source, empty) in zip(axes, panels):
         ax.set_title(label, fontsize=10)
         ax.grid(True, alpha=0.3)
         if not keys:
@@ -234,7 +234,7 @@ def draw(curves: Curves, out: str | os.PathLike, title: str) -> None:
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))
         if len(keys) > 1 or label == "validation":
             ax.legend(fontsize=8)
-    for ax in axes[1]:
+    for ax in grid[-1]:
         ax.set_xlabel("iteration")
     summary = [f"{curves.last_iter} iterations"]
     for key, series in curves.val.items():

@@ -5,14 +5,15 @@ Nothing is trained. A one-parameter optimizer is built from the config's
 ``param_scheduler`` entries are built the way the runner builds them, and they are stepped
 the way the runner steps them: iteration-based ones after every iteration, epoch-based ones
 after every epoch. The value plotted at iteration ``i`` is the one iteration ``i`` trains
-with. The dataloader length is unknown without the data, so ``--epoch-length`` stands in
-for it (it matters for ``convert_to_iter_based`` entries and legacy ``lr_config``).
+with. The epoch length (it matters for ``convert_to_iter_based`` entries and legacy
+``lr_config``) is that of the config's ``train_dataloader``, built without training;
+``--epoch-length`` overrides it. A run shortened with ``--epochs``/``--iters`` drops the
+schedulers it ends before, as ``fastopt train`` does (:mod:`fastopt.runner.run_length`).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,9 @@ DEFAULT_EPOCH_LENGTH = 100
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="config file (.py, .json or .yaml)")
+    from .train import CONFIG_HELP
+
+    parser.add_argument("config", help=CONFIG_HELP)
     parser.add_argument(
         "--out",
         "-o",
@@ -32,9 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--epoch-length",
         type=int,
-        default=DEFAULT_EPOCH_LENGTH,
         metavar="N",
-        help=f"iterations per epoch, i.e. len(train_dataloader) (default: {DEFAULT_EPOCH_LENGTH})",
+        help="iterations per epoch (default: len(train_dataloader) of the config; "
+        f"{DEFAULT_EPOCH_LENGTH} when it cannot be built)",
     )
     length = parser.add_mutually_exclusive_group()
     length.add_argument(
@@ -146,14 +149,26 @@ def simulate(
 
     if epoch_length <= 0:
         raise ValueError(f"--epoch-length must be positive, got {epoch_length}")
+    from fastopt.runner.run_length import RunLength, fit_schedules
+
     trace = ScheduleTrace(epoch_length=epoch_length)
     trace.by_epoch, trace.max_epochs, trace.max_iters = training_length(
         cfg, epochs, iters, epoch_length
     )
     optimizer = build_optimizer(cfg, lr, trace.notes)
     trace.optimizer = type(optimizer).__name__
+    run = RunLength(
+        iter_based=not trace.by_epoch,
+        max_epochs=trace.max_epochs,
+        max_iters=trace.max_iters,
+        epoch_length=epoch_length,
+        epochs_key="--epochs" if epochs is not None else "train_cfg.max_epochs",
+        iters_key="--iters" if iters is not None else "train_cfg.max_iters",
+    )
+    scheduler_cfgs, unfit = fit_schedules(_scheduler_cfgs(cfg, trace.notes), run)
+    trace.notes += unfit
     schedulers = build_param_schedulers(
-        _scheduler_cfgs(cfg, trace.notes),
+        scheduler_cfgs,
         optimizer,
         epoch_length=epoch_length,
         max_epochs=trace.max_epochs,
@@ -220,19 +235,45 @@ def draw(trace: ScheduleTrace, out: Path, title: str) -> None:
     plt.close(fig)
 
 
-def run(args: argparse.Namespace) -> int:
-    from fastopt.config import Config
+def loader_length(cfg: Any, notes: list[str]) -> int:
+    """``len(train_dataloader)`` of the config (its dataset is built, nothing trains), or
+    :data:`DEFAULT_EPOCH_LENGTH` with a note when it cannot be built."""
+    from fastopt.dataset import build_dataloader
 
-    path = Path(args.config)
-    out = Path(args.out) if args.out else Path(f"{path.stem}_schedule.png")
+    loader_cfg = cfg.get("train_dataloader")
+    if loader_cfg is None:
+        notes.append(f"no train_dataloader: {DEFAULT_EPOCH_LENGTH} iterations per epoch assumed")
+        return DEFAULT_EPOCH_LENGTH
     try:
-        cfg = Config.fromfile(path)
-        trace = simulate(cfg, args.epoch_length, args.epochs, args.iters, args.lr)
-    except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
-        print(f"fastopt plot-schedule: error: {e}", file=sys.stderr)
-        return 1
+        return len(build_dataloader(loader_cfg))
+    except Exception as e:  # data that is not there (a real data set): say so and go on
+        notes.append(
+            f"train_dataloader cannot be built here ({type(e).__name__}: {e}); "
+            f"{DEFAULT_EPOCH_LENGTH} iterations per epoch assumed (--epoch-length N sets it)"
+        )
+        return DEFAULT_EPOCH_LENGTH
+
+
+def run(args: argparse.Namespace) -> int:
+    from fastopt.config.shipped import resolve_config
+
+    from .train import load_config, report_error
+
+    notes: list[str] = []
+    try:
+        config = resolve_config(args.config)
+        # as train loads it: MMCV 1.x keys translated, one tidy note per key
+        cfg = load_config(config, None)
+        epoch_length = args.epoch_length
+        if epoch_length is None:
+            epoch_length = loader_length(cfg, notes)
+        trace = simulate(cfg, epoch_length, args.epochs, args.iters, args.lr)
+    except Exception as e:
+        return report_error("plot-schedule", e)
+    path = Path(config)
+    out = Path(args.out) if args.out else Path(f"{path.stem}_schedule.png")
     draw(trace, out, path.name)
-    for note in trace.notes:
+    for note in notes + trace.notes:
         print(f"note: {note}")
     lrs = trace.lr
     print(

@@ -14,9 +14,11 @@ import sys
 import time
 from typing import Any
 
+from fastopt.config.shipped import resolve_config
 from fastopt.registry.type_policy import dotted_types_for_config
 
 from .train import (
+    CONFIG_HELP,
     CommandError,
     add_common_arguments,
     build_runner,
@@ -39,7 +41,7 @@ _VAL_KEYS = ("val_dataloader", "val_cfg", "val_evaluator")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="config file (.py, .json or .yaml)")
+    parser.add_argument("config", help=CONFIG_HELP)
     parser.add_argument("checkpoint", help="checkpoint file (e.g. work_dirs/<name>/epoch_12.pth)")
     add_common_arguments(parser)
 
@@ -58,8 +60,32 @@ def use_test_set(cfg: Any) -> str:
     )
 
 
+def describe_dataset(dataset: Any) -> str:
+    """``SyntheticShapes split 'test', 1000 samples``: the class, its split if it has one, and
+    its length."""
+    split = getattr(dataset, "split", None)
+    parts = [type(dataset).__name__ + (f" split {split!r}" if split is not None else "")]
+    try:
+        parts.append(f"{len(dataset)} samples")
+    except TypeError:  # an iterable dataset has no length
+        pass
+    return ", ".join(parts)
+
+
+def evaluated_data(dataset: Any, cfg: Any, split: str) -> str:
+    """What was evaluated, and (when it differs) the split training validated on: the two
+    accuracies are then of different data."""
+    text = describe_dataset(dataset)
+    val = ((cfg.get("val_dataloader") or {}).get("dataset") or {}) if split == "test" else {}
+    val_split = val.get("split") if isinstance(val, dict) else None
+    if val_split is not None and val_split != getattr(dataset, "split", None):
+        text += f" (training's validation used split {val_split!r})"
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     try:
+        args.config = resolve_config(args.config)
         with dotted_types_for_config(args.config, args.allow_dotted_types):
             return _test(args)
     except Exception as e:
@@ -107,6 +133,7 @@ def _evaluate(args: argparse.Namespace, cfg: Any, checkpoint: Any, split: str) -
             where = "test set" if split == "test" else "validation set (the config has no test set)"
             print(
                 f"fastopt test: {shown_path(args.checkpoint)} on the {where} in {elapsed:.1f} s\n"
+                f"  data: {evaluated_data(runner.test_dataloader.dataset, cfg, split)}\n"
                 f"  {shown}\n"
                 f"  log: {shown_path(os.path.join(runner.log_dir, runner.timestamp + '.log'))}",
                 flush=True,

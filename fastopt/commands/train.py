@@ -30,11 +30,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastopt.config.options import DictAction
+from fastopt.config.shipped import resolve_config
 from fastopt.registry.type_policy import dotted_types_for_config
 
 HELP = "train a model from a config file (MMEngine tools/train.py conventions)"
 
 PLOT_NAME = "curves.png"
+CONFIG_HELP = (
+    "config file (.py, .json or .yaml), or the name of a config shipped with fastopt "
+    "(e.g. cnn_sgd_cosine; `fastopt list-configs` lists them)"
+)
 
 
 class CommandError(Exception):
@@ -569,7 +574,7 @@ def warn_unknown_keys(cfg: Mapping[str, Any]) -> None:
 
 # --------------------------------------------------------------------------- the command
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="config file (.py, .json or .yaml)")
+    parser.add_argument("config", help=CONFIG_HELP)
     parser.add_argument(
         "--resume",
         nargs="?",
@@ -654,6 +659,7 @@ def prepare(args: argparse.Namespace) -> tuple[Any, str | None, str, str | None]
 
 def run(args: argparse.Namespace) -> int:
     try:
+        args.config = resolve_config(args.config)
         with dotted_types_for_config(args.config, args.allow_dotted_types):
             return _train(args)
     except Exception as e:
@@ -667,6 +673,11 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg, checkpoint_path, mode, sha256 = prepare(args)
     checkpoint = read_checkpoint(checkpoint_path, sha256, mode) if checkpoint_path else None
+    complete = None
+    if checkpoint is not None and mode == "resume":
+        assert checkpoint_path is not None
+        # still resumed: the hooks finish what a kill after the last save left undone
+        complete = completed_run(checkpoint_path, checkpoint, cfg)
     work_dir = os.path.abspath(cfg["work_dir"])
     rank = hold.writer_rank(cfg)
     runner: Any = None
@@ -694,7 +705,9 @@ def _train(args: argparse.Namespace) -> int:
                 del checkpoint
             runner.train()
             elapsed = time.perf_counter() - start
-            if runner.rank == 0:
+            if runner.rank == 0 and complete is not None:
+                print(complete, flush=True)
+            elif runner.rank == 0:
                 summarize(runner, elapsed)
         finally:
             runner.close()
@@ -702,15 +715,39 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def completed_run(path: str, checkpoint: Mapping[str, Any], cfg: Any) -> str | None:
+    """What to say instead of the summary when ``--resume`` finds a run that already trained
+    to the config's length (None when there is training left)."""
+    from fastopt.runner.header import plural
+
+    meta = checkpoint.get("meta") or {}
+    train_cfg = cfg.get("train_cfg") or {}
+    iter_based = train_cfg.get("type") == "IterBasedTrainLoop" or train_cfg.get("by_epoch") is False
+    key = "max_iters" if iter_based else "max_epochs"
+    done = meta.get("iter" if iter_based else "epoch")
+    target = train_cfg.get(key)
+    if not isinstance(done, int) or not isinstance(target, int) or done < target:
+        return None
+    unit = "iteration" if iter_based else "epoch"
+    return (
+        f"fastopt train: the run in {shown_path(cfg['work_dir'])} is complete: "
+        f"{shown_path(path)} was saved after {plural(done, unit)}, and train_cfg.{key} is "
+        f"{target}. Nothing to train. To train it further, resume with --cfg-options "
+        f"train_cfg.{key}=N (N > {done}; the schedules keep the length they were built with)."
+    )
+
+
 def summarize(runner: Any, elapsed: float) -> None:
     """Print the final metrics and where the logs, checkpoints and plot are; draw the plot."""
+    from fastopt.runner.header import plural
+
     from . import plot
 
     hub = runner.message_hub
     if runner.train_loop.__class__.__name__ == "IterBasedTrainLoop":
-        length = f"{runner.iter} iterations"
+        length = plural(runner.iter, "iteration")
     else:
-        length = f"{runner.epoch} epochs ({runner.iter} iterations)"
+        length = f"{plural(runner.epoch, 'epoch')} ({plural(runner.iter, 'iteration')})"
     lines = [f"fastopt train: finished {length} in {elapsed:.1f} s"]
     metrics = getattr(runner, "last_metrics", {}).get("val")
     if metrics:
@@ -728,7 +765,8 @@ def summarize(runner: Any, elapsed: float) -> None:
     log_file = os.path.join(runner.log_dir, f"{runner.timestamp}.log")
     scalars = os.path.join(runner.log_dir, "vis_data", "scalars.json")
     lines.append(f"  log:         {shown_path(log_file)}")
-    lines.append(f"  scalars:     {shown_path(scalars)}")
+    if os.path.isfile(scalars):  # a run that logged nothing has none
+        lines.append(f"  scalars:     {shown_path(scalars)}")
     from fastopt.runner.checkpoint import read_last_checkpoint
 
     record = read_last_checkpoint(runner.work_dir)

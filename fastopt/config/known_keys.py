@@ -71,6 +71,8 @@ LEGACY_KEYS: Mapping[str, str] = {
     "resume_from": "resume and load_from",
     "dist_params": "env_cfg.dist_cfg",
     "cudnn_benchmark": "env_cfg.cudnn_benchmark",
+    "data": "train_dataloader, val_dataloader and test_dataloader",
+    "seed": "randomness.seed",
 }
 # read by MMEngine's Runner but not by fastopt's: present and set, they get a warning
 MMENGINE_ONLY_KEYS: Mapping[str, str] = {

@@ -19,6 +19,8 @@ MMCV 1.x                               becomes
 ``workflow``                           ``train_cfg.val_interval`` + ``val_cfg``
 ``resume_from``, ``dist_params``,      ``resume``/``load_from``, ``env_cfg``
 ``cudnn_benchmark``, ...
+``data`` (``samples_per_gpu``,          ``train_dataloader``/``val_dataloader``/
+``workers_per_gpu``, ``train``, ...)     ``test_dataloader`` (``batch_size``, ``num_workers``)
 top-level ``train_cfg`` / ``test_cfg``   ``model.train_cfg`` / ``model.test_cfg`` (the
 of a model (``rpn=``, ``mixup=``...)   model's settings: mmdet 2.x passed them to it)
 =====================================  =================================================
@@ -49,8 +51,8 @@ from .errors import LegacyConfigError, LegacyConfigNote, LegacyConfigWarning, wh
 
 # The keys only MMEngine configs have (MMCV 1.x keys translate into most of them): a config
 # with one of them, or with a loop's train_cfg, is an MMEngine config and is not translated.
-# The data keys (train_dataloader, val_evaluator, val_cfg, ...) are not among them: MMCV 1.x
-# `data=dict(...)` has no translation, so configs with MMCV 1.x schedules use them too.
+# The data keys (train_dataloader, val_evaluator, val_cfg, ...) are not among them: configs
+# with MMCV 1.x schedules use them too (and MMCV 1.x `data=` needs val_evaluator).
 MMENGINE_KEYS = (
     "optim_wrapper",
     "param_scheduler",
@@ -80,6 +82,8 @@ LEGACY_KEYS = (
     "cudnn_benchmark",
     "mp_start_method",
     "opencv_num_threads",
+    "data",
+    "seed",
 )
 # A top-level train_cfg / test_cfg with one of these keys configures MMEngine's loop; without
 # them (`rpn=`, `rcnn=`, `mixup=`, ...) it is, in an MMCV 1.x config, the model's own config
@@ -139,6 +143,16 @@ _VIS_BACKENDS = {
 }
 _EVAL_LOOP_KEYS = {"interval", "start", "by_epoch"}
 _EVAL_CHECKPOINT_KEYS = {"save_best", "rule", "greater_keys", "less_keys"}
+# MMCV 1.x `data=dict(...)`: its dataloader settings -> the DataLoader's (None: the sampler's)
+_DATA_LOADER_KEYS = {
+    "samples_per_gpu": "batch_size",
+    "workers_per_gpu": "num_workers",
+    "persistent_workers": "persistent_workers",
+    "pin_memory": "pin_memory",
+    "drop_last": "drop_last",
+    "shuffle": None,
+}
+_DATA_SPLITS = ("train", "val", "test")
 _RUNNERS = {
     "EpochBasedRunner": ("EpochBasedTrainLoop", "max_epochs"),
     "IterBasedRunner": ("IterBasedTrainLoop", "max_iters"),
@@ -715,9 +729,78 @@ class _Translator:
                 env.append((key, f"env_cfg.mp_cfg.{key}"))
         for old, new in env:
             self.report(old, new)
+        if "seed" in cfg:  # what MMCV 1.x tools/train.py set as cfg.seed (from --seed)
+            seed = self.take("seed")
+            self.set_once("randomness", "seed", seed, "seed")
+            self.report("seed", "randomness.seed")
+
+    # ---------------------------------------------------------------- data
+    def data(self) -> None:
+        """``data=dict(samples_per_gpu, workers_per_gpu, train, val, test, ...)`` → the three
+        dataloaders (``batch_size``/``num_workers`` per process, as MMCV's per GPU).
+
+        ``train_dataloader``/``val_dataloader``/``test_dataloader`` inside ``data`` (mmcls
+        0.x) override the shared settings for one split, and a ``samples_per_gpu`` in a
+        val/test dataset (mmdet 2.x) its batch size. A split is shuffled only for training
+        unless ``shuffle`` says otherwise.
+        """
+        if "data" not in self.cfg:
+            return
+        data = self.take("data")
+        if not isinstance(data, dict):
+            raise self.error("data", f"expected a dict, got {data!r}")
+        shared = {k: data.pop(k) for k in _DATA_LOADER_KEYS if k in data}
+        per_split = {s: data.pop(f"{s}_dataloader", None) or {} for s in _DATA_SPLITS}
+        datasets = {s: data.pop(s) for s in _DATA_SPLITS if s in data}
+        self.unknown(
+            "data",
+            data,
+            "data= takes samples_per_gpu, workers_per_gpu, persistent_workers, pin_memory, "
+            "shuffle, drop_last, train/val/test and train/val/test_dataloader",
+        )
+        new = []
+        for split, dataset in datasets.items():
+            key = f"{split}_dataloader"
+            if key in self.cfg:
+                raise self.error(
+                    f"data.{split}",
+                    f"translates to {key}, but the config also sets {key}; remove one of them",
+                )
+            if not isinstance(dataset, dict):
+                raise self.error(f"data.{split}", f"expected a dataset dict, got {dataset!r}")
+            args = dict(shared)
+            if "samples_per_gpu" in dataset:  # mmdet 2.x: the val/test batch in the dataset
+                args["samples_per_gpu"] = dataset.pop("samples_per_gpu")
+            overrides = per_split[split]
+            self.unknown(f"data.{key}", set(overrides) - set(_DATA_LOADER_KEYS), "per split")
+            args.update(overrides)
+            if "samples_per_gpu" not in args:
+                raise self.error("data", f"data.samples_per_gpu is needed for data.{split}")
+            loader: dict[str, Any] = {
+                new_key: args[old_key]
+                for old_key, new_key in _DATA_LOADER_KEYS.items()
+                if old_key in args and new_key is not None
+            }
+            shuffle = args.get("shuffle", split == "train")
+            loader.update(sampler=dict(type="DefaultSampler", shuffle=shuffle), dataset=dataset)
+            self.cfg[key] = loader
+            new.append(key)
+            if split == "train":
+                continue
+            evaluator = f"{split}_evaluator"
+            if evaluator not in self.cfg:
+                raise self.error(
+                    f"data.{split}",
+                    f"translates to {key}, which needs {evaluator} (MMCV 1.x called the "
+                    f"dataset's evaluate(); fastopt a metric): add e.g. {evaluator}="
+                    f"dict(type='Accuracy', topk=(1, 5)), or remove data.{split}",
+                )
+            self.cfg.setdefault(f"{split}_cfg", {})
+        self.report("data", ", ".join(new) or "nothing", "samples_per_gpu → batch_size")
 
     def run(self) -> ConfigDict:
         self.model_cfgs()  # first: train_cfg must be free for the loop keys below
+        self.data()
         self.optim_wrapper()
         self.schedules()
         self.train_loop()

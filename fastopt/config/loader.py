@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from . import shipped
 from .config_dict import ConfigDict
 from .errors import ConfigKeyError, where
 from .merge import merge_a_into_b
@@ -190,6 +191,14 @@ def resolve_base_path(base: str, filename: str) -> str:
     """A base path relative to the including file, or ``'pkg::path'`` in an installed package."""
     if "::" in base:
         package, _, rel = base.partition("::")
+        if package == shipped.PACKAGE:  # installed, or the checkout's configs/ folder
+            found = shipped.shipped_path(base)
+            if found is None:
+                raise FileNotFoundError(
+                    f"base config {base!r} is not a config shipped with fastopt "
+                    f"({where(filename, '_base_')})"
+                )
+            return str(found)
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
             raise FileNotFoundError(
@@ -288,8 +297,10 @@ def file_to_dict(
         base_dict, base_text, base_env = file_to_dict(
             base_path, use_predefined_variables, use_environment_variables, (*_chain, filename)
         )
-        if "::" in base:
-            add_scope(base_dict, base.partition("::")[0])
+        package = base.partition("::")[0] if "::" in base else None
+        if package is not None and package != shipped.PACKAGE:
+            # fastopt's own types need no scope: its registries are the default
+            add_scope(base_dict, package)
         texts.append(base_text)
         env_variables.update(base_env)
         duplicate = base_cfg.keys() & base_dict.keys()

@@ -59,8 +59,13 @@ def parse_value(text: str) -> Any:
         text = text[1:-1]
     elif text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
-    elif "," not in text:
-        return parse_scalar(text)
+    elif text.startswith("dict("):
+        raise ValueError(
+            f"{text}: values are parsed, not evaluated, so dict(...) is not accepted; set "
+            "each key on its own (a.b.type=X a.b.lr=0.1)"
+        )
+    elif "," not in text or _next_top_level_comma(text) == len(text):
+        return parse_scalar(text)  # e.g. f(1,2): its commas are inside brackets
     values = []
     while text:
         end = _next_top_level_comma(text)

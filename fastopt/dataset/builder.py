@@ -72,7 +72,9 @@ def _function(cfg: Any, key: str) -> Callable:
     cfg = dict(cfg)
     if "type" not in cfg:
         raise KeyError(f"{key} needs a 'type', got {cfg}")
-    fn = resolve_type(cfg.pop("type"), FUNCTIONS, cfg, "type")
+    # a pkg:: base gives its dicts a _scope_ (MMEngine): resolve there, never pass it on
+    with FUNCTIONS.switch_scope_and_registry(cfg.pop("_scope_", None)) as registry:
+        fn = resolve_type(cfg.pop("type"), registry, cfg, "type")
     return partial(fn, **cfg) if cfg else fn
 
 

@@ -98,8 +98,9 @@ def _type_name(obj_cls: Any) -> str:
     return getattr(obj_cls, "__name__", None) or repr(obj_cls)
 
 
-def _signature_problem(obj_cls: Any, args: dict[str, Any]) -> str | None:
-    """Why ``obj_cls(**args)`` cannot bind, or None if it binds (the error came from inside)."""
+def _signature_problem(obj_cls: Any, args: dict[str, Any]) -> tuple[str, list[str]] | None:
+    """Why ``obj_cls(**args)`` cannot bind and the unexpected keywords, or None if it binds
+    (the error came from inside)."""
     try:
         sig = inspect.signature(obj_cls)
     except (TypeError, ValueError):
@@ -118,7 +119,7 @@ def _signature_problem(obj_cls: Any, args: dict[str, Any]) -> str | None:
             what = "unexpected keyword " + ", ".join(repr(k) for k in unexpected)
         else:
             what = str(e)
-        return f"{what}; it accepts: {', '.join(accepted)}"
+        return f"{what}; it accepts: {', '.join(accepted)}", [] if has_var_kw else unexpected
     return None
 
 
@@ -140,14 +141,18 @@ def instantiate(obj_cls: Any, args: dict[str, Any], registry: Registry, cfg: Any
     try:
         return factory(**args)
     except TypeError as e:
-        problem = _signature_problem(factory, args)
-        if problem is None:
+        found = _signature_problem(factory, args)
+        if found is None:
             raise  # raised inside the constructor: propagate unchanged
+        problem, unexpected = found
         message = (
             f"{_type_name(obj_cls)} (from the {registry.scope}::{registry.name} registry) "
             f"got {problem}"
         )
-        raise BuildArgumentError(_with_origin(message, cfg)) from e
+        # a keyword that --cfg-options gave is named there, not in the file
+        overridden = getattr(cfg, "_overridden", None)
+        key = next((k for k in unexpected if callable(overridden) and overridden(k)), None)
+        raise BuildArgumentError(_with_origin(message, cfg, key)) from e
 
 
 def _prepare(cfg: Any, default_args: Mapping[str, Any] | None) -> tuple[dict[str, Any], str | None]:

@@ -42,7 +42,9 @@ def config_origin(cfg: Any, key: str | None = None) -> str:
     """Describe where ``cfg`` came from, e.g. ``"config file a.py, key optim_wrapper.optimizer"``.
 
     A ``ConfigDict`` loaded from a file knows its file and key path (``_key_source()``);
-    ``key`` appends a sub-key such as ``"type"``. Returns ``""`` when the origin is unknown.
+    ``key`` appends a sub-key such as ``"type"``. A ``key`` that an override set names
+    ``--cfg-options`` instead of the file (``"--cfg-options optim_wrapper.optimizer.lrr"``).
+    Returns ``""`` when the origin is unknown.
     """
     source = getattr(cfg, "_key_source", None)
     if not callable(source):
@@ -50,6 +52,9 @@ def config_origin(cfg: Any, key: str | None = None) -> str:
     filename, path = source()
     if key:
         path = f"{path}.{key}" if path else key
+        overridden = getattr(cfg, "_overridden", None)
+        if callable(overridden) and overridden(key):
+            return f"--cfg-options {path}"
     parts = []
     if filename:
         parts.append(f"config file {filename}")

@@ -521,7 +521,9 @@ def format_last_checkpoint(path: str, sha256: str | None) -> str:
 
 def read_last_checkpoint(work_dir: str | os.PathLike) -> CheckpointRecord | None:
     """The record in ``work_dir/last_checkpoint``, or None if there is none (or it names a
-    file that does not exist, also inside ``work_dir`` -- the work dir may have moved).
+    file that does not exist, also inside ``work_dir``). A record naming a file outside
+    ``work_dir`` whose name is also a file inside it means the work dir was moved or copied:
+    the file inside is the one.
 
     Reads fastopt's two-line record and MMEngine's (and older fastopt's) bare path.
     """
@@ -539,11 +541,15 @@ def read_last_checkpoint(work_dir: str | os.PathLike) -> CheckpointRecord | None
         key, _, value = line.strip().partition("=")
         if key == "sha256" and re.fullmatch(r"[0-9a-f]{64}", value):
             sha256 = value
+    # a work dir moved or copied: its own file of that name, not the old location's (which a
+    # copy leaves in place, and which a run of the copy must neither resume nor report)
+    moved = os.path.join(work_dir, os.path.basename(path))
+    if os.path.realpath(os.path.dirname(path)) != os.path.realpath(work_dir) and os.path.isfile(
+        moved
+    ):
+        return CheckpointRecord(moved, sha256)
     if os.path.isfile(path):
         return CheckpointRecord(path, sha256)
-    moved = os.path.join(work_dir, os.path.basename(path))
-    if os.path.isfile(moved):
-        return CheckpointRecord(moved, sha256)
     logger.warning("%s names %s, which does not exist", marker, path)
     return None
 

@@ -7,6 +7,11 @@ is currently active, so their warnings land in the same log file. A runner is ac
 its construction until the end of its ``train()``/``val()``/``test()`` (and again during the
 next one); outside runs, library records go where Python's logging sends them (the root
 logger's handlers, else warnings to stderr), never into a finished run's file.
+
+The terminal gets the run's own lines and every warning; details go to the log file only: a
+record logged with ``extra=FILE_ONLY`` (the environment, config and hook-order dump) and the
+library's INFO records (paramwise options, layer-decay tables), which would otherwise bury
+the short run header and any error under a hundred lines.
 """
 
 from __future__ import annotations
@@ -19,6 +24,12 @@ from typing import Any
 _FORMAT = "%(asctime)s - fastopt - %(levelname)s - %(message)s"
 _DATEFMT = "%Y/%m/%d %H:%M:%S"
 _RUN_PREFIX = "fastopt.run."
+_FILE_ONLY_ATTR = "fastopt_file_only"
+FILE_ONLY = {_FILE_ONLY_ATTR: True}  # ``logger.info(msg, extra=FILE_ONLY)``: the log file only
+
+
+def _for_terminal(record: logging.LogRecord) -> bool:
+    return not getattr(record, _FILE_ONLY_ATTR, False)
 
 
 class _CurrentStdout(logging.StreamHandler):
@@ -68,6 +79,8 @@ class _ForwardToActiveRun(logging.Handler):
                 logging.lastResort.handle(record)
             return
         if record.levelno >= target.level:
+            if record.levelno < logging.WARNING:
+                setattr(record, _FILE_ONLY_ATTR, True)  # library details: the log file only
             for handler in target.handlers:
                 if record.levelno >= handler.level:
                     handler.handle(record)
@@ -111,6 +124,7 @@ def build_run_logger(
     console = _CurrentStdout()
     console.setFormatter(formatter)
     console.setLevel(level if rank == 0 else logging.WARNING)
+    console.addFilter(_for_terminal)
     logger.addHandler(console)
     if log_file is not None and rank == 0:
         file_handler = _RunFileHandler(log_file, mode=file_mode, encoding="utf-8")

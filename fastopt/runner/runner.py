@@ -88,7 +88,7 @@ from .checkpoint import (
     weights_to_cpu,
 )
 from .log_processor import LogProcessor
-from .logger import activate, build_run_logger, close_run_logger, deactivate
+from .logger import FILE_ONLY, activate, build_run_logger, close_run_logger, deactivate
 from .randomness import get_rng_state, set_random_seed, set_rng_state
 from .run_length import check_schedules_fit
 
@@ -291,6 +291,7 @@ class Runner:
         self._resume_from = os.fspath(resume) if isinstance(resume, (str, os.PathLike)) else None
         self._has_loaded = False
         self._warned_no_schedulers = False
+        self._train_prepared = False
 
         if isinstance(model, dict) and data_preprocessor is not None:
             model = dict(model)
@@ -301,7 +302,10 @@ class Runner:
 
         self._hooks: list[Hook] = []
         self.register_hooks(default_hooks, custom_hooks)
-        self.logger.info(f"Hooks will be executed in the following order:\n{self.get_hooks_info()}")
+        self.logger.info(
+            f"Hooks will be executed in the following order:\n{self.get_hooks_info()}",
+            extra=FILE_ONLY,
+        )
         self.dump_config()
 
     # ----------------------------------------------------------------------- from_cfg
@@ -617,7 +621,21 @@ class Runner:
             f"visualizer should be a Visualizer, a dict or None, but got {type(visualizer).__name__}"
         )
 
+    def _dist_cfg_used(self, env_cfg: dict) -> str:
+        """``dist_cfg`` as this run uses it: the backend the process group really has, or
+        that one process needs none (the config's ``nccl`` means nothing on a CPU run)."""
+        if not self._distributed:
+            return "not used (one process, launcher none)"
+        used = dict(env_cfg.get("dist_cfg") or {})
+        if dist.is_distributed():
+            used["backend"] = torch.distributed.get_backend()
+        return f"{used}"
+
     def _log_env(self, env_cfg: dict) -> None:
+        env = [
+            f"    {k}: {self._dist_cfg_used(env_cfg) if k == 'dist_cfg' else v}"
+            for k, v in env_cfg.items()
+        ]
         lines = [
             "System environment:",
             f"    sys.platform: {sys.platform}",
@@ -626,7 +644,7 @@ class Runner:
             f"    fastopt: {fastopt.__version__}",
             f"    CUDA available: {torch.cuda.is_available()}",
             "Runtime environment:",
-            *(f"    {k}: {v}" for k, v in env_cfg.items()),
+            *env,
             f"    seed: {self._seed}",
             f"    deterministic: {self._deterministic}",
             f"    Distributed launcher: {self._launcher}",
@@ -634,9 +652,10 @@ class Runner:
             f"    World size: {self._world_size}",
         ]
         dash = "-" * 60
-        self.logger.info("\n" + dash + "\n" + "\n".join(lines) + "\n" + dash + "\n")
+        text = "\n" + dash + "\n" + "\n".join(lines) + "\n" + dash + "\n"
+        self.logger.info(text, extra=FILE_ONLY)
         if self.cfg:
-            self.logger.info(f"Config:\n{self.cfg_text}")
+            self.logger.info(f"Config:\n{self.cfg_text}", extra=FILE_ONLY)
 
     @property
     def cfg_text(self) -> str:
@@ -820,7 +839,7 @@ class Runner:
             raise RuntimeError("build the optim_wrapper before the parameter schedulers")
         kwargs: dict[str, Any] = {}
         if self.train_loop_built:
-            check_schedules_fit(self, scheduler)
+            scheduler = check_schedules_fit(self, scheduler)
             kwargs = dict(
                 epoch_length=len(self.train_dataloader),
                 max_epochs=self.max_epochs,
@@ -1004,15 +1023,14 @@ class Runner:
         return "\n".join(blocks)
 
     # ------------------------------------------------------------------------- phases
-    @_logged_phase
-    def train(self) -> nn.Module:
-        """Train (building the loop, optimizer and schedulers, then loading/resuming)."""
-        if self._train_loop is None:
-            raise RuntimeError(
-                "`self._train_loop` should not be None when calling train method. Please "
-                "provide `train_dataloader`, `train_cfg`, `optimizer` and `param_scheduler` "
-                "arguments when initializing runner."
-            )
+    def prepare_train(self) -> None:
+        """Build the training loop, optimizer, schedulers and validation loop (once).
+
+        Everything a config can get wrong is built here, before the run header is printed,
+        so that a bad key ends the command with its error and little else.
+        """
+        if self._train_prepared:
+            return
         self._train_loop = self.build_train_loop(self._train_loop)
         # the optimizer first: schedulers write into its groups; schedulers before any
         # checkpoint is loaded, so their constructor's step does not undo the resume (#1542)
@@ -1022,6 +1040,26 @@ class Runner:
             self.param_schedulers = self.build_param_scheduler(self.param_schedulers)
         if self._val_loop is not None:
             self._val_loop = self.build_val_loop(self._val_loop)
+        self._train_prepared = True
+
+    def run_header(self) -> str:
+        """A few lines for the terminal: config, work dir, model, optimizer, schedule, device
+        (the full environment and config are in the log file)."""
+        from .header import run_header
+
+        return run_header(self)
+
+    @_logged_phase
+    def train(self) -> nn.Module:
+        """Train (building the loop, optimizer and schedulers, then loading/resuming)."""
+        if self._train_loop is None:
+            raise RuntimeError(
+                "`self._train_loop` should not be None when calling train method. Please "
+                "provide `train_dataloader`, `train_cfg`, `optimizer` and `param_scheduler` "
+                "arguments when initializing runner."
+            )
+        self.prepare_train()
+        self.logger.info(self.run_header())
         self.call_hook("before_run")
         self._init_model_weights()
         self.load_or_resume()
