@@ -43,11 +43,13 @@ struct Lion {
   template <int V>
   FASTOPT_HD static void update(const Args& a, float& p, float g, float* s) {
     p = p * a.decay;
-    const float c = s[0] * a.beta1 + a.one_minus_beta1 * g;
+    // lion-pytorch's m.mul(beta1).add(g, alpha=1 - beta1): torch's add rounds alpha * g + x
+    // once (add_scaled), which decides the sign where the two terms cancel
+    const float c = add_scaled(s[0] * a.beta1, a.one_minus_beta1, g);
     // torch.sign: 0 for 0, NaN stays NaN
     const float u = c > 0.f ? 1.f : (c < 0.f ? -1.f : c * 0.f);
     p = p + a.neg_lr * u;
-    s[0] = s[0] * a.beta2 + a.one_minus_beta2 * g;
+    s[0] = add_scaled(s[0] * a.beta2, a.one_minus_beta2, g);
   }
 };
 
