@@ -95,9 +95,13 @@ FASTOPT_HD uint16_t float_to_bfloat16_stochastic(float f, uint32_t random16) {
   return uint16_t(f != f ? 0x7FC0u : (float_bits(f) + random16) >> 16);
 }
 
-template <class P>
+// The param's value as the update reads it, in mode M.
+template <ParamMode M, class P>
 FASTOPT_HD float load_param(const ParamStore& ps, const P* p, int64_t i) {
-  return ps.mode == ParamMode::master ? static_cast<const float*>(ps.aux)[i] : load(p + i);
+  if constexpr (M == ParamMode::master)
+    return static_cast<const float*>(ps.aux)[i];
+  else
+    return load(p + i);
 }
 
 // Kahan-compensated store: the compensation c carries what earlier roundings of the param lost;
@@ -109,21 +113,31 @@ FASTOPT_HD void store_compensated(P* p, P* comp, int64_t i, float p0, float pv) 
   store(comp + i, c - (load(p + i) - p0));  // p - p0: exact for the nearby 16-bit values
 }
 
-// Writes the update's result pv of element i (p0: the value it was computed from).
-template <class P>
+// Writes the update's result pv of element i in mode M (p0: the value it was computed from).
+template <ParamMode M, class P>
 FASTOPT_HD void store_param(const ParamStore& ps, P* p, int64_t i, float p0, float pv) {
-  switch (ps.mode) {
-    case ParamMode::nearest: store(p + i, pv); break;
-    case ParamMode::master:
-      static_cast<float*>(ps.aux)[i] = pv;
-      store(p + i, pv);
-      break;
-    case ParamMode::kahan: store_compensated(p, static_cast<P*>(ps.aux), i, p0, pv); break;
+  if constexpr (M == ParamMode::master) {
+    static_cast<float*>(ps.aux)[i] = pv;
+    store(p + i, pv);
+  } else if constexpr (M == ParamMode::kahan) {
+    store_compensated(p, static_cast<P*>(ps.aux), i, p0, pv);
+  } else if constexpr (M == ParamMode::stochastic && std::is_same_v<P, bfloat16_t>) {
+    p[i].bits = float_to_bfloat16_stochastic(pv, rounding_bits(ps, ps.base + i));
+  } else {
+    store(p + i, pv);  // nearest (the plan allows stochastic rounding of bfloat16 params only)
+  }
+}
+
+// f(std::integral_constant<ParamMode, M>) for the mode M of ps: one code path per mode, with
+// no per-element branch and only that mode's live values.
+template <class F>
+FASTOPT_HD void with_param_mode(ParamMode mode, F&& f) {
+  switch (mode) {
+    case ParamMode::nearest: f(std::integral_constant<ParamMode, ParamMode::nearest>{}); break;
+    case ParamMode::master: f(std::integral_constant<ParamMode, ParamMode::master>{}); break;
+    case ParamMode::kahan: f(std::integral_constant<ParamMode, ParamMode::kahan>{}); break;
     case ParamMode::stochastic:
-      if constexpr (std::is_same_v<P, bfloat16_t>)
-        p[i].bits = float_to_bfloat16_stochastic(pv, rounding_bits(ps, ps.base + i));
-      else
-        store(p + i, pv);  // the plan allows it for bfloat16 params only
+      f(std::integral_constant<ParamMode, ParamMode::stochastic>{});
       break;
   }
 }

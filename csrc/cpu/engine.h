@@ -211,7 +211,8 @@ void update_span_stored(const typename Op::Args& args, const ParamStore& ps, P* 
             break;
           }
         }
-        for (int i = 0; i < kBlock; ++i) store_param(ps, p + b, i, p0[i], pf[i]);
+        for (int i = 0; i < kBlock; ++i)
+          store_param<ParamMode::stochastic>(ps, p + b, i, p0[i], pf[i]);
     }
     if (kUsed & 1) stage_out(s0 + b, f0, kBlock);
     if (kUsed & 2) stage_out(s1 + b, f1, kBlock);
@@ -222,10 +223,12 @@ void update_span_stored(const typename Op::Args& args, const ParamStore& ps, P* 
   tail.base = ps.base + b;
   if (ps.aux != nullptr)
     tail.aux = master != nullptr ? static_cast<void*>(master + b) : static_cast<void*>(comp + b);
-  for (int64_t i = 0; b + i < n; ++i)
-    update_element_stored<Op, V>(a, tail, p + b, g + b, s0 ? s0 + b : nullptr,
-                                 s1 ? s1 + b : nullptr, s2 ? s2 + b : nullptr,
-                                 s3 ? s3 + b : nullptr, i, inv_scale, clip_coef);
+  with_param_mode(ps.mode, [&](auto mode) {
+    for (int64_t i = 0; b + i < n; ++i)
+      update_element_stored<Op, V, decltype(mode)::value>(
+          a, tail, p + b, g + b, s0 ? s0 + b : nullptr, s1 ? s1 + b : nullptr,
+          s2 ? s2 + b : nullptr, s3 ? s3 + b : nullptr, i, inv_scale, clip_coef);
+  });
 }
 
 // Sums of squares over a span of the op's direction and, for ops that also reduce the param

@@ -365,9 +365,11 @@ __global__ void __launch_bounds__(kBlockThreads)
       const ParamSlot& slot = L.store[c.t];
       const ParamStore ps = param_store(slot.mode, slot.aux, int64_t(sizeof(P)), c.begin, slot.seed,
                                         slot.tensor, slot.step);
-      for (int i = int(threadIdx.x); i < c.n; i += int(blockDim.x))
-        update_element_stored<Op, decltype(v)::value>(a, ps, p, g, s0, s1, s2, s3, i, inv_scale,
-                                                      clip_coef);
+      with_param_mode(ps.mode, [&](auto mode) {
+        for (int i = int(threadIdx.x); i < c.n; i += int(blockDim.x))
+          update_element_stored<Op, decltype(v)::value, decltype(mode)::value>(
+              a, ps, p, g, s0, s1, s2, s3, i, inv_scale, clip_coef);
+      });
     } else {
       update_chunk<Op, decltype(v)::value>(a, p, g, s0, s1, s2, s3, c.n, inv_scale, clip_coef);
     }
