@@ -167,7 +167,7 @@ def train(
         "step_ms_median": 1e3 * statistics.median(step_s[skip:]),
         "iter_ms_median": 1e3 * statistics.median(iter_s[skip:]),
         "bytes_per_param": bytes_per_param(model, opt),
-        "state_keys": sorted(k for k, v in opt.state[next(model.parameters())].items()),
+        "state_keys": sorted(opt.state[next(model.parameters())]),
     }
 
 
