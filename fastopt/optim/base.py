@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import numbers
@@ -112,13 +113,10 @@ class FusedOptimizer(torch.optim.Optimizer):
     ) -> None:
         unknown = sorted(set(precision) - set(Precision.keys()))
         if unknown:
-            accepted = [
-                name for name in inspect.signature(type(self)).parameters if name != "precision"
-            ]
             raise TypeError(
                 f"{type(self).__name__} got unexpected keyword "
                 f"{', '.join(repr(k) for k in unknown)}; it accepts: "
-                f"{', '.join(accepted + list(Precision.keys()))}"
+                f"{', '.join(inspect.signature(type(self)).parameters)}"
             )
         self.precision = Precision(**precision)
         if self.precision.stochastic and defaults.get("capturable"):
@@ -132,6 +130,20 @@ class FusedOptimizer(torch.optim.Optimizer):
     @property
     def state_dtype(self) -> StateDtype:
         return self.precision.state_dtype
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass taking ``**precision`` shows the precision keywords in its signature (help,
+        IDEs and the registry's "unexpected keyword" errors read it)."""
+        super().__init_subclass__(**kwargs)
+        sig = inspect.signature(cls.__init__)
+        params = list(sig.parameters.values())[1:]  # without self
+        if any(p.kind is p.VAR_KEYWORD and p.name == "precision" for p in params):
+            params = [p for p in params if p.kind is not p.VAR_KEYWORD]
+            params += [
+                inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
+                for f in dataclasses.fields(Precision)
+            ]
+        cls.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         params = param_group["params"]
