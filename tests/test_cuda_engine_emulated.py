@@ -8,12 +8,11 @@ come from a different reduction tree, so LARS, LAMB and clipped steps match to t
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import pytest
 import torch
-from optim_reference import TORCH_FOR_LOOP
+from optim_reference import TORCH_FOR_LOOP, engine
 
 import fastopt
 import fastopt._ext
@@ -33,17 +32,6 @@ GROUP_OVERRIDES = {o.name: list(o.group_overrides) for o in CATALOG}
 TYPE_CASES = ["sgd_momentum", "adam_l2_amsgrad", "adamw"] + [
     next(iter(o.cases)) for o in CATALOG if o.name not in ("FusedSGD", "FusedAdam", "FusedAdamW")
 ]
-
-
-@contextlib.contextmanager
-def engine(module):
-    """Build fused optimizers' plans with `module` (_C: CPU engine, _C_simt: emulated CUDA)."""
-    saved = fastopt._ext._C
-    fastopt._ext._C = module
-    try:
-        yield
-    finally:
-        fastopt._ext._C = saved
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ mode's rule, and the engines (CPU, emulated CUDA) against each other bit for bit
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import os
@@ -17,6 +16,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from optim_reference import engine
 
 import fastopt
 import fastopt._ext
@@ -50,16 +50,6 @@ def _run(opt, params, steps, first=0):
             p.grad = g
         opt.step()
     return [p.detach().clone() for p in params]
-
-
-@contextlib.contextmanager
-def engine(module):
-    saved = fastopt._ext._C
-    fastopt._ext._C = module
-    try:
-        yield
-    finally:
-        fastopt._ext._C = saved
 
 
 # --- the generator ------------------------------------------------------------------------------

@@ -78,6 +78,30 @@ void stage_out(T* dst, const B* buf, int n) {
   if constexpr (kConverted<T>) from_float(buf, dst, n);
 }
 
+// One block of kBlock elements from element b: the update loop on the param values pf
+// (updated in place), with the grads and the states the variant uses staged in and out.
+template <class Op, int V, class PF, class G, class S>
+__attribute__((always_inline)) inline void update_block(const typename Op::Args& a,
+                                                        PF* __restrict pf, const G* __restrict g,
+                                                        S* s0, S* s1, S* s2, S* s3, int64_t b,
+                                                        float inv_scale, float clip_coef) {
+  constexpr int kUsed = Op::states_used(V);
+  float gbuf[kBlock], sbuf[kMaxStates][kBlock];
+  auto* __restrict gf = stage_in(g + b, gbuf, kBlock);
+  // unused states stay null (update_element does not touch them)
+  auto state = [&](S* sk, int k) { return kUsed & (1 << k) ? sk + b : nullptr; };
+  auto* __restrict f0 = stage_in(state(s0, 0), sbuf[0], kUsed & 1 ? kBlock : 0);
+  auto* __restrict f1 = stage_in(state(s1, 1), sbuf[1], kUsed & 2 ? kBlock : 0);
+  auto* __restrict f2 = stage_in(state(s2, 2), sbuf[2], kUsed & 4 ? kBlock : 0);
+  auto* __restrict f3 = stage_in(state(s3, 3), sbuf[3], kUsed & 8 ? kBlock : 0);
+  for (int i = 0; i < kBlock; ++i)
+    update_element<Op, V>(a, pf, gf, f0, f1, f2, f3, i, inv_scale, clip_coef);
+  if (kUsed & 1) stage_out(s0 + b, f0, kBlock);
+  if (kUsed & 2) stage_out(s1 + b, f1, kBlock);
+  if (kUsed & 4) stage_out(s2 + b, f2, kBlock);
+  if (kUsed & 8) stage_out(s3 + b, f3, kBlock);
+}
+
 // V: the functor's compile-time variant; the states it uses are loaded and stored, others not.
 // No per-element branch remains, so the loop vectorizes. 16-bit elements go through float
 // blocks (convert.h), so the conversions use the ISA's instructions and the update loop is
@@ -92,25 +116,12 @@ void update_span(const typename Op::Args& args, P* __restrict p, const G* __rest
       update_element<Op, V>(a, p, g, s0, s1, s2, s3, i, inv_scale, clip_coef);
   } else {
     // one vector per block, of fixed length: the buffers fold into registers
-    constexpr int kUsed = Op::states_used(V);
     int64_t b = 0;
     for (; b + kBlock <= n; b += kBlock) {
-      float pbuf[kBlock], gbuf[kBlock], sbuf[kMaxStates][kBlock];
+      float pbuf[kBlock];
       auto* __restrict pf = stage_in(p + b, pbuf, kBlock);
-      auto* __restrict gf = stage_in(g + b, gbuf, kBlock);
-      // unused states stay null (update_element does not touch them)
-      auto state = [&](S* sk, int k) { return kUsed & (1 << k) ? sk + b : nullptr; };
-      auto* __restrict f0 = stage_in(state(s0, 0), sbuf[0], kUsed & 1 ? kBlock : 0);
-      auto* __restrict f1 = stage_in(state(s1, 1), sbuf[1], kUsed & 2 ? kBlock : 0);
-      auto* __restrict f2 = stage_in(state(s2, 2), sbuf[2], kUsed & 4 ? kBlock : 0);
-      auto* __restrict f3 = stage_in(state(s3, 3), sbuf[3], kUsed & 8 ? kBlock : 0);
-      for (int i = 0; i < kBlock; ++i)
-        update_element<Op, V>(a, pf, gf, f0, f1, f2, f3, i, inv_scale, clip_coef);
+      update_block<Op, V>(a, pf, g, s0, s1, s2, s3, b, inv_scale, clip_coef);
       stage_out(p + b, pf, kBlock);
-      if (kUsed & 1) stage_out(s0 + b, f0, kBlock);
-      if (kUsed & 2) stage_out(s1 + b, f1, kBlock);
-      if (kUsed & 4) stage_out(s2 + b, f2, kBlock);
-      if (kUsed & 8) stage_out(s3 + b, f3, kBlock);
     }
     for (; b < n; ++b)  // the scalar conversions: the same bits
       update_element<Op, V>(a, p, g, s0, s1, s2, s3, b, inv_scale, clip_coef);
@@ -163,28 +174,20 @@ void update_span_stored(const typename Op::Args& args, const ParamStore& ps, P* 
                         const G* __restrict g, S* __restrict s0, S* __restrict s1, S* __restrict s2,
                         S* __restrict s3, int64_t n, float inv_scale, float clip_coef) {
   const typename Op::Args a = args;
-  constexpr int kUsed = Op::states_used(V);
   float* const master = ps.mode == ParamMode::master ? static_cast<float*>(ps.aux) : nullptr;
   P* const comp = ps.mode == ParamMode::kahan ? static_cast<P*>(ps.aux) : nullptr;
   uint16_t bits[kSpanBits];  // stochastic: the rounding bits of elements span..span+kSpanBits
   int64_t span = -kSpanBits;
   int64_t b = 0;
   for (; b + kBlock <= n; b += kBlock) {
-    float pbuf[kBlock], p0[kBlock], gbuf[kBlock], sbuf[kMaxStates][kBlock];
+    float pbuf[kBlock], p0[kBlock];
     float* __restrict pf = pbuf;
     if (master != nullptr)
       pf = master + b;  // updated in place
     else
       to_float(p + b, pbuf, kBlock);
     for (int i = 0; i < kBlock; ++i) p0[i] = pf[i];  // what the kahan store adds to
-    auto* __restrict gf = stage_in(g + b, gbuf, kBlock);
-    auto state = [&](S* sk, int k) { return kUsed & (1 << k) ? sk + b : nullptr; };
-    auto* __restrict f0 = stage_in(state(s0, 0), sbuf[0], kUsed & 1 ? kBlock : 0);
-    auto* __restrict f1 = stage_in(state(s1, 1), sbuf[1], kUsed & 2 ? kBlock : 0);
-    auto* __restrict f2 = stage_in(state(s2, 2), sbuf[2], kUsed & 4 ? kBlock : 0);
-    auto* __restrict f3 = stage_in(state(s3, 3), sbuf[3], kUsed & 8 ? kBlock : 0);
-    for (int i = 0; i < kBlock; ++i)
-      update_element<Op, V>(a, pf, gf, f0, f1, f2, f3, i, inv_scale, clip_coef);
+    update_block<Op, V>(a, pf, g, s0, s1, s2, s3, b, inv_scale, clip_coef);
     switch (ps.mode) {
       case ParamMode::master: from_float(pf, p + b, kBlock); break;
       case ParamMode::kahan:
@@ -214,10 +217,6 @@ void update_span_stored(const typename Op::Args& args, const ParamStore& ps, P* 
         for (int i = 0; i < kBlock; ++i)
           store_param<ParamMode::stochastic>(ps, p + b, i, p0[i], pf[i]);
     }
-    if (kUsed & 1) stage_out(s0 + b, f0, kBlock);
-    if (kUsed & 2) stage_out(s1 + b, f1, kBlock);
-    if (kUsed & 4) stage_out(s2 + b, f2, kBlock);
-    if (kUsed & 8) stage_out(s3 + b, f3, kBlock);
   }
   ParamStore tail = ps;
   tail.base = ps.base + b;
