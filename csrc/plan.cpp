@@ -347,8 +347,10 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
       if (py::str(spec.aux.attr("dtype")).cast<std::string>() != want)
         throw std::invalid_argument("Plan: the precision buffer must be a " + want + " tensor");
     }
-    if (spec.tensor_id < 0 || spec.tensor_id > 0xffffffffLL)
-      throw std::invalid_argument("Plan: tensor_id must fit 32 bits");
+    // it indexes the per-tensor sums of sharded reductions (tensor_sums_size())
+    if (spec.tensor_id < 0 || spec.tensor_id >= int64_t(n_params))
+      throw std::invalid_argument("Plan: tensor_id must be the index of one of the " +
+                                  std::to_string(n_params) + " params");
     e.tensor_id = uint32_t(spec.tensor_id);
     if (spec.group < 0 || size_t(spec.group) >= groups_.size())
       throw std::invalid_argument("Plan: an entry's group " + std::to_string(spec.group) +

@@ -103,6 +103,8 @@ class Plan {
   int64_t num_entries() const { return int64_t(entries_.size()); }
   int64_t num_chunks() const { return engine_->num_chunks(); }
   int64_t total_elems() const { return total_elems_; }
+  // The doubles of GradPipeline::tensor_out / tensor_in: kNumReductions per param, by tensor_id.
+  int64_t tensor_sums_size() const { return int64_t(py::len(params_)) * kNumReductions; }
   std::vector<std::string> hyper_names() const;
   std::vector<double> hyper_table() const { return hyper_; }
   std::vector<int64_t> active_entries() const;

@@ -74,6 +74,9 @@ class Plan:
     # DTensor params: the group whose all-reduce completes a norm over shards, or why none
     reduction_group: Any = None
     no_reduction_group: str | None = None
+    # the op's per-tensor norms are of sharded DTensors: their sums are all-reduced over
+    # reduction_group between the engine's phases (GradPipeline::tensor_out / tensor_in)
+    tensor_sums: bool = False
 
     def stream(self) -> int:
         """The cudaStream_t to launch on: torch's current stream of the params' device."""
@@ -261,13 +264,6 @@ def _validate(opt: FusedOptimizer, C: Any) -> tuple[list[_Item], torch.device | 
             grad = param.grad
             if dtensor.is_dtensor(param):
                 dtensor.check_param(where, param)
-                if catalog.op(opt._kind).reductions and any(
-                    not pl.is_replicate() for pl in param.placements
-                ):
-                    raise NotImplementedError(
-                        f"{where}: {type(opt).__name__} needs each tensor's norm, which a "
-                        "sharded DTensor does not have locally; not supported under FSDP2 yet"
-                    )
                 if grad is not None:
                     dtensor.check_like(where, "its grad", grad, param)
                     grad = grad._local_tensor
@@ -352,6 +348,13 @@ def _validate(opt: FusedOptimizer, C: Any) -> tuple[list[_Item], torch.device | 
                     spec.names,
                     states if grad is not None or has_states else None,
                 )
+            )
+    if catalog.op(opt._kind).reductions and dtensor.any_sharded(it.param for it in items):
+        _, why_not = dtensor.reduction_group([it.param for it in items])
+        if why_not:
+            raise NotImplementedError(
+                f"{type(opt).__name__} needs each tensor's norm, which sharded DTensors get "
+                f"from one all-reduce of their shards' sums; {why_not} do not allow it yet"
             )
     clash = _overlapping(spans)
     if clash:
@@ -535,4 +538,5 @@ def build_plan(opt: FusedOptimizer) -> Plan:
         workspace=workspace,
         reduction_group=group,
         no_reduction_group=why_not,
+        tensor_sums=bool(op.reductions) and dtensor.any_sharded(params),
     )
