@@ -252,15 +252,16 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
       .def(py::init<std::string, py::list, py::object, py::list, std::vector<int64_t>,
                     std::vector<int32_t>, std::vector<py::object>,
                     const std::vector<fastopt::EntrySpec>&, py::list, std::vector<int32_t>, int64_t,
-                    py::object, bool>(),
+                    py::object, bool, py::object>(),
            py::arg("kind"), py::arg("owner_groups"), py::arg("owner_state"), py::arg("params"),
            py::arg("entry_of_param"), py::arg("layouts"), py::arg("dense_strides"),
            py::arg("entries"), py::arg("held"), py::arg("sharded") = std::vector<int32_t>{},
            py::arg("chunk_elems") = 0, py::arg("device") = py::none(),
-           py::arg("check_sizes") = true,
+           py::arg("check_sizes") = true, py::arg("sources") = py::none(),
            "entries: an Entry per tensor; held: other tensors the entries point into; sharded: per "
            "param, 1 for a DTensor (read through its local shard); check_sizes=False "
-           "(tests of index arithmetic with fabricated sizes only) skips the per-step size checks")
+           "(tests of index arithmetic with fabricated sizes only) skips the per-step size checks; "
+           "sources: per param the tensor read in its grad's place (averaged models), else None")
       .def_static("check_hypers", &Plan::check_hypers, py::arg("kind"), py::arg("groups"),
                   py::arg("device") = py::none(),
                   "Reads the groups' hyperparameters as a plan would; raises ValueError naming "

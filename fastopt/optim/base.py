@@ -14,7 +14,7 @@ import torch
 
 from fastopt.ops import catalog
 from fastopt.ops.catalog import MODE_STATE_KEYS
-from fastopt.ops.plan import Plan, StateSpec, build_plan
+from fastopt.ops.plan import Plan, StateSpec, refreshed_plan
 from fastopt.optim.precision import Precision, StateDtype
 
 __all__ = ["FusedOptimizer", "Precision", "StateDtype"]
@@ -181,19 +181,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         return p.dtype if self.state_dtype == "param" else torch.float32
 
     def _current_plan(self) -> Plan:
-        plan = self._plan
-        if plan is None or not plan.is_current(self):
-            plan = self._plan = build_plan(self)
-        status, reason, fixups = plan.engine.refresh()
-        if status:
-            plan = self._plan = build_plan(self)
-            status, reason, fixups = plan.engine.refresh()
-            if status:
-                raise RuntimeError(f"{type(self).__name__}: cannot build the step table: {reason}")
-        if fixups:
-            with torch.no_grad():
-                if not plan.supply_grads(fixups):
-                    build_plan(self)  # raises the error naming the param at fault
+        plan = self._plan = refreshed_plan(self, self._plan)
         return plan
 
     def step(  # type: ignore[override]
