@@ -212,6 +212,43 @@ def test_fsdp2_two_processes_equal_one_and_resume_at_any_world_size(tmp_path, si
         assert torch.equal(resumed[key], value), key  # exact on the CPU
 
 
+FSDP2_SHARDED = FSDP2.replace(")", ', state_dict_type="sharded")')
+
+
+def _sharded_weights(work: Path) -> dict[str, torch.Tensor]:
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    dcp_to_torch_save(work / "epoch_2.dcp", work / "converted.pth")
+    return torch.load(work / "converted.pth", weights_only=True)["model"]
+
+
+def test_fsdp2_sharded_checkpoints_resume_at_any_world_size(tmp_path, single_process):
+    """state_dict_type='sharded': each rank writes its shards into epoch_N.dcp/ (DCP), the
+    checkpoint file holds the rest; resumed with 2 processes it ends bitwise equal to the
+    uninterrupted run, with 1 process (no FSDP2) equal to the 1-process run."""
+    work = _train(tmp_path, "fsdp2-sharded", ADAMW, nproc=2, extra=FSDP2_SHARDED)
+    ckpt = torch.load(work / "epoch_1.pth", weights_only=True)
+    assert ckpt["meta"]["sharded_state"] == "epoch_1.dcp"
+    assert "state_dict" not in ckpt and "state" not in ckpt["optimizer"]
+    assert (work / "epoch_1.dcp" / ".metadata").is_file()
+    final = _sharded_weights(work)
+    _assert_same_weights(final, _weights(single_process))
+    two = _train(
+        tmp_path,
+        "fsdp2-sharded-resumed",
+        ADAMW,
+        nproc=2,
+        extra=FSDP2_SHARDED,
+        resume=work / "epoch_1.pth",
+    )
+    resumed = _sharded_weights(two)
+    assert set(resumed) == set(final)
+    for key, value in final.items():
+        assert torch.equal(resumed[key], value), key  # exact on the CPU
+    one = _resume_single(tmp_path, work / "epoch_1.pth")
+    _assert_same_weights(_weights(one), _weights(single_process))
+
+
 def test_vit_fsdp2_example_under_torchrun(tmp_path):
     """configs/vit_adamw_fsdp2.py as the README runs it, shortened with --cfg-options."""
     config = Path(__file__).resolve().parents[1] / "configs" / "vit_adamw_fsdp2.py"

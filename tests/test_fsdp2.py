@@ -255,3 +255,70 @@ def test_shard_modules_pick_outermost_matches_by_name_or_class():
     model = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(2, 2)), torch.nn.Linear(2, 2))
     assert [n for n, _ in _targets(model, ["*"])] == ["0", "1"]  # not 0.0 inside 0
     assert [n for n, _ in _targets(model, ["Linear"])] == ["0.0", "1"]
+
+
+def _write_sharded_state(directory):
+    """A sharded state directory as a 1-process run writes it (no process group)."""
+    import torch.distributed.checkpoint as dcp
+
+    model = _model()
+    opt = fastopt.FusedAdamW(model.parameters(), lr=0.1)
+    _loss(model, *_batch(0)).backward()
+    opt.step()
+    from fastopt.model.fsdp import _states
+
+    dcp.save(_states(model, opt), checkpoint_id=str(directory), no_dist=True)
+    return model, opt
+
+
+def test_sharded_state_directory_reads_whole_and_checks_shapes(tmp_path):
+    from fastopt.model.fsdp import (
+        load_sharded_model_state,
+        load_sharded_optimizer_state,
+        read_sharded_model_state,
+        sharded_model_placeholders,
+    )
+
+    model, opt = _write_sharded_state(tmp_path / "epoch_1.dcp")
+    # published weights: the whole state dict, read in one process
+    weights = read_sharded_model_state(str(tmp_path / "epoch_1.dcp"))
+    assert weights.keys() == model.state_dict().keys()
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    # shapes from the metadata alone (the train command's fit check)
+    shapes = sharded_model_placeholders(str(tmp_path / "epoch_1.dcp"))
+    assert {k: v.shape for k, v in shapes.items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
+    assert all(v.device.type == "meta" for v in shapes.values())
+    # loaded into a fresh model and optimizer: the same states
+    fresh = _model()
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.zero_()
+    fresh_opt = fastopt.FusedAdamW(fresh.parameters(), lr=0.1)
+    result = load_sharded_model_state(str(tmp_path / "epoch_1.dcp"), fresh, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    load_sharded_optimizer_state(str(tmp_path / "epoch_1.dcp"), fresh, fresh_opt)
+    for a, b in zip(fresh.parameters(), model.parameters()):
+        assert torch.equal(a, b)
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(fresh_opt.state[a][key], opt.state[b][key]), key
+    with pytest.raises(FileNotFoundError, match="sharded state .*missing"):
+        load_sharded_model_state(str(tmp_path / "nothing.dcp"), fresh, strict=True)
+
+
+def test_removing_a_checkpoint_removes_its_sharded_state(tmp_path):
+    from fastopt.hooks.checkpoint_hook import CheckpointHook
+
+    _write_sharded_state(tmp_path / "epoch_1.dcp")
+    (tmp_path / "epoch_1.pth").write_bytes(b"checkpoint")
+    assert CheckpointHook._remove_unless_current(str(tmp_path / "epoch_1.pth"), [])
+    assert not (tmp_path / "epoch_1.pth").exists()
+    assert not (tmp_path / "epoch_1.dcp").exists()
+
+
+def test_state_dict_type_is_checked():
+    from fastopt.registry import MODEL_WRAPPERS
+
+    with pytest.raises(ValueError, match="state_dict_type must be one of \\('full', 'sharded'\\)"):
+        MODEL_WRAPPERS.build(dict(type="FullyShard", state_dict_type="local", module=_model()))

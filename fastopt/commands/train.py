@@ -419,7 +419,14 @@ def check_checkpoint_fits(
 
     import torch
 
-    state = checkpoint.get("state_dict", checkpoint)
+    from fastopt.model.fsdp import SHARDED_STATE, sharded_model_placeholders
+
+    meta = checkpoint.get("meta")
+    shards = meta.get(SHARDED_STATE) if isinstance(meta, Mapping) else None
+    if shards is not None:  # FSDP2's sharded state: the shapes its metadata records
+        state = sharded_model_placeholders(os.path.join(os.path.dirname(path), shards))
+    else:
+        state = checkpoint.get("state_dict", checkpoint)
     if not isinstance(state, Mapping) or not any(
         isinstance(v, torch.Tensor) for v in state.values()
     ):

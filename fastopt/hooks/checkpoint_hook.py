@@ -21,11 +21,13 @@ import glob
 import math
 import os
 import re
+import shutil
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable
 
 from fastopt.evaluator.metric import is_finite_number
+from fastopt.model.fsdp import SHARDED_STATE, read_sharded_model_state, sharded_state_dir
 from fastopt.registry import HOOKS
 
 from .hook import DATA_BATCH, Hook
@@ -495,6 +497,10 @@ class CheckpointHook(Hook):
             return False
         if is_main_process() and os.path.isfile(path):
             os.remove(path)
+            # its FSDP2 sharded state directory goes with it (after: an orphan is harmless)
+            shards = sharded_state_dir(path)
+            if os.path.isdir(shards):
+                shutil.rmtree(shards)
             return True
         return False
 
@@ -505,6 +511,10 @@ class CheckpointHook(Hook):
             return
         checkpoint = load_checkpoint_file(ckpt_path)  # verified: never publish a corrupt file
         assert self.published_keys is not None
+        shards = checkpoint.get("meta", {}).get(SHARDED_STATE)
+        if shards is not None and "state_dict" in self.published_keys:  # FSDP2, sharded
+            shards = os.path.join(os.path.dirname(ckpt_path), shards)
+            checkpoint["state_dict"] = read_sharded_model_state(shards)
         removed = [k for k in list(checkpoint) if k not in self.published_keys]
         for key in removed:
             checkpoint.pop(key)

@@ -51,10 +51,16 @@ from fastopt.model import (
 )
 from fastopt.model.fsdp import (
     OPTIMIZER_STATE_BY_NAME,
+    SHARDED_STATE,
     full_model_state_dict,
     full_optimizer_state_dict,
     is_fully_sharded,
     load_full_optimizer_state_dict,
+    load_sharded_model_state,
+    load_sharded_optimizer_state,
+    save_sharded_state,
+    saves_sharded_state,
+    sharded_state_dir,
 )
 from fastopt.ops.dtensor import is_dtensor
 from fastopt.registry import (
@@ -141,6 +147,13 @@ def _to_cpu(obj: Any) -> Any:
     if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
         return tuple(_to_cpu(v) for v in obj)
     return obj
+
+
+def _sharded_state_of(filename: str, checkpoint: Mapping[str, Any]) -> str | None:
+    """The sharded state directory a checkpoint file names (next to the file), if any."""
+    meta = checkpoint.get("meta")
+    name = meta.get(SHARDED_STATE) if isinstance(meta, Mapping) else None
+    return None if name is None else os.path.join(os.path.dirname(filename), name)
 
 
 @RUNNERS.register_module()
@@ -1136,6 +1149,15 @@ class Runner:
         """Load the weights of ``filename`` into the model (``after_load_checkpoint`` first)."""
         checkpoint = load_checkpoint_file(filename, map_location=map_location)
         self.call_hook("after_load_checkpoint", checkpoint=checkpoint)
+        shards = _sharded_state_of(filename, checkpoint)
+        if shards is not None:  # FSDP2's sharded state: every rank reads its shards
+            result = load_sharded_model_state(shards, unwrap_model(self.model), strict)
+            missing = [*result.missing_keys, *result.unexpected_keys]
+            if missing:
+                self.logger.warning(f"{shards}: missing or unexpected keys {missing}")
+            self._has_loaded = True
+            self.logger.info(f"Load checkpoint from {filename} (sharded state {shards})")
+            return checkpoint
         state_dict = checkpoint.get("state_dict", checkpoint)
         if not isinstance(state_dict, Mapping):
             raise RuntimeError(f"checkpoint {filename!r} has no state_dict")
@@ -1194,10 +1216,16 @@ class Runner:
         if "optimizer" in checkpoint and resume_optimizer and self.optim_wrapper is not None:
             self.optim_wrapper = self.build_optim_wrapper(self.optim_wrapper)
             state = checkpoint["optimizer"]
-            if meta.get(OPTIMIZER_STATE_BY_NAME):  # saved by an FSDP2 run, at any world size
-                optimizer = self.optim_wrapper.optimizer
+            shards = _sharded_state_of(filename, checkpoint)
+            optimizer = self.optim_wrapper.optimizer
+            # saved by an FSDP2 run, at any world size: read in this run's layout, then loaded
+            # again with the wrapper's own state (a loss scaler)
+            if shards is not None:
+                load_sharded_optimizer_state(shards, unwrap_model(self.model), optimizer)
+                state = {**state, **optimizer.state_dict()}
+            elif meta.get(OPTIMIZER_STATE_BY_NAME):
                 load_full_optimizer_state_dict(unwrap_model(self.model), optimizer, state)
-                state = {**state, **optimizer.state_dict()}  # this run's layout, loaded again
+                state = {**state, **optimizer.state_dict()}
             self.optim_wrapper.load_state_dict(state)
 
         if resume_param_scheduler and self.param_schedulers is None:
@@ -1294,26 +1322,33 @@ class Runner:
                 meta["dataset_meta"] = metainfo
 
         model = unwrap_model(self.model)
-        sharded = is_fully_sharded(model)  # FSDP2: full state dicts, gathered to rank 0
-        checkpoint: dict[str, Any] = {
-            "meta": meta,
-            "state_dict": full_model_state_dict(model)
-            if sharded
-            else weights_to_cpu(model.state_dict()),
-            "message_hub": self.message_hub.state_dict(),
-        }
+        # FSDP2: full state dicts gathered to rank 0, or every rank's shards in a directory
+        sharded = is_fully_sharded(model)
+        if save_optimizer and not isinstance(self.optim_wrapper, OptimWrapper):
+            raise TypeError(
+                "self.optim_wrapper should be an `OptimWrapper` or `OptimWrapperDict` "
+                f"instance, but got {self.optim_wrapper}"
+            )
+        if sharded and save_optimizer and isinstance(self.optim_wrapper, OptimWrapperDict):
+            raise NotImplementedError(
+                "checkpoints of an FSDP2 model with several optimizers (OptimWrapperDict)"
+            )
+        checkpoint: dict[str, Any] = {"meta": meta}
+        if saves_sharded_state(model):
+            shards = sharded_state_dir(filename)
+            optimizer = self.optim_wrapper.optimizer if save_optimizer else None
+            save_sharded_state(os.path.join(out_dir, shards), model, optimizer)
+            meta[SHARDED_STATE] = shards
+        else:
+            checkpoint["state_dict"] = (
+                full_model_state_dict(model) if sharded else weights_to_cpu(model.state_dict())
+            )
+        checkpoint["message_hub"] = self.message_hub.state_dict()
         if save_optimizer:
-            if not isinstance(self.optim_wrapper, OptimWrapper):
-                raise TypeError(
-                    "self.optim_wrapper should be an `OptimWrapper` or `OptimWrapperDict` "
-                    f"instance, but got {self.optim_wrapper}"
-                )
             state = self.optim_wrapper.state_dict()
-            if sharded:
-                if isinstance(self.optim_wrapper, OptimWrapperDict):
-                    raise NotImplementedError(
-                        "checkpoints of an FSDP2 model with several optimizers (OptimWrapperDict)"
-                    )
+            if SHARDED_STATE in meta:
+                state.pop("state", None)  # in the sharded state directory
+            elif sharded:
                 # by parameter name, unsharded: it loads at any world size, with or without FSDP2
                 state.update(full_optimizer_state_dict(model, self.optim_wrapper.optimizer))
                 meta[OPTIMIZER_STATE_BY_NAME] = True
