@@ -155,25 +155,38 @@ def _worker(rank, port, out_dir):
         assert found_inf.item() == 1.0, (rank, found_inf)
         assert all(torch.equal(a, b) for a, b in zip(before, _full(model)))
 
-        # per-tensor norms over sharded next to plain params (each rank would count a plain
-        # param's sum once more): refused clearly, nothing changed
-        for name in ("FusedLARS", "FusedLAMB"):
-            model = _sharded_model()
-            _loss(model, *_batch(0)).backward()
-            before = _full(model)
-            extra = torch.nn.Parameter(torch.ones(3))
-            extra.grad = torch.ones(3)
-            opt = getattr(fastopt, name)([*model.parameters(), extra], lr=0.1)
-            try:
-                opt.step()
-                raise AssertionError(f"{name} over sharded and plain params ran")
-            except NotImplementedError as e:
-                assert f"{name} needs each tensor's norm" in str(e), e
-                assert "plain params next to DTensor params" in str(e), e
-            assert all(torch.equal(a, b) for a, b in zip(before, _full(model)))
-            assert torch.equal(extra, torch.ones(3))
-            assert not opt.state
-            assert opt.param_groups[0].get("step", 0) == 0  # LAMB's group step not counted
+        # sharded params on two meshes next to a plain param (whole on every process): each
+        # mesh's partials all-reduced over its group, the plain one counted once; equal to one
+        # process stepping the whole tensors
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh_a = init_device_mesh("cpu", (WORLD,), mesh_dim_names=("a",))
+        mesh_b = init_device_mesh("cpu", (WORLD,), mesh_dim_names=("b",))
+        for name, kw in (("FusedLARS", dict(lr=0.1, momentum=0.9)), ("FusedAdamW", {})):
+            model = _model()
+            fully_shard(model[0], mesh=mesh_a)
+            fully_shard(model[2], mesh=mesh_b)
+            fully_shard(model[3], mesh=mesh_b)
+            extra = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 3))
+            whole = _model()
+            whole_extra = torch.nn.Parameter(extra.detach().clone())
+            opt = getattr(fastopt, name)([*model.parameters(), extra], **kw)
+            ref = getattr(fastopt, name)([*whole.parameters(), whole_extra], **kw)
+            for step in range(3):
+                x, y = _batch(step)
+                opt.zero_grad()
+                _loss(model, x, y).backward()
+                extra.grad = torch.full((3,), 0.7 + step)
+                # the reference steps the whole tensors with the same grads
+                for p, q in zip(model.parameters(), whole.parameters()):
+                    q.grad = p.grad.full_tensor().clone()
+                whole_extra.grad = extra.grad.clone()
+                opt.fused_step(max_norm=0.5)
+                ref.fused_step(max_norm=0.5)
+            for p, q in zip(model.parameters(), whole.parameters()):
+                torch.testing.assert_close(p.full_tensor(), q.detach(), rtol=1e-6, atol=1e-7)
+            torch.testing.assert_close(extra.detach(), whole_extra.detach(), rtol=1e-6, atol=1e-7)
         if rank == 0:
             torch.save(results, os.path.join(out_dir, "results.pt"))
     finally:

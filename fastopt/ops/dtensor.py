@@ -5,13 +5,14 @@ so a step hands the engine ``p._local_tensor`` and its grad's local shard. State
 with the param's mesh and placements, as torch's optimizers make them (``zeros_like`` of a
 DTensor), so ``torch.distributed.checkpoint`` and ``get_optimizer_state_dict`` see torch's
 layout. Reductions (the global grad norm, the inf/nan verdict, and the per-tensor norms of LARS
-and LAMB) combine the shards' partial results with one all-reduce over the mesh between the
+and LAMB) combine the shards' partial results with one all-reduce per mesh between the
 engine's passes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -74,19 +75,51 @@ def like(p: torch.Tensor, shard: torch.Tensor) -> torch.Tensor:
     )
 
 
-def reduction_group(params: list[torch.Tensor]) -> tuple[Any, str | None]:
-    """The process group over which one all-reduce of shard partials gives every tensor's total
-    exactly once, or (None, why not) when there is none (replicas would be counted again)."""
-    meshes = {p.device_mesh for p in params if is_dtensor(p)}
-    if not meshes:
+@dataclass(frozen=True)
+class MeshReduction:
+    """The params sharded over one device mesh: their partial norms add up over its group."""
+
+    group: Any  # the mesh's process group
+    tensor_ids: tuple[int, ...]  # the params' indices in their optimizer
+    entries: tuple[int, ...]  # the entries of those with one in the plan
+
+
+@dataclass(frozen=True)
+class Reductions:
+    """How the norms of an optimizer's tensors combine over processes: a sharded tensor's
+    shards' partial results add up over its mesh (one all-reduce per mesh); a tensor whole on
+    every process (a plain or replicated one) counts as it is, once."""
+
+    meshes: tuple[MeshReduction, ...]
+    whole_tensors: bool  # some tensor is plain or replicated
+
+    @property
+    def single_group(self) -> Any:
+        """The group when every tensor is sharded over one mesh (one all-reduce of the folded
+        total of all of them), else None."""
+        return self.meshes[0].group if len(self.meshes) == 1 and not self.whole_tensors else None
+
+
+def reductions(
+    params: list[torch.Tensor], entry_of: list[int]
+) -> tuple[Reductions | None, str | None]:
+    """The Reductions of params whose entries (``entry_of``, -1: none) are given; (None, None)
+    when no param is sharded, (None, why) when their norms cannot be combined."""
+    by_mesh: dict[Any, list[int]] = {}
+    whole = False
+    for i, p in enumerate(params):
+        if not is_dtensor(p) or all(pl.is_replicate() for pl in p.placements):
+            whole = True
+            continue
+        if p.device_mesh.ndim != 1:
+            return None, f"a {p.device_mesh.ndim}-D device mesh (HSDP)"
+        by_mesh.setdefault(p.device_mesh, []).append(i)
+    if not by_mesh:
         return None, None
-    if len(meshes) > 1:
-        return None, "params on several device meshes"
-    if any(not is_dtensor(p) for p in params):
-        return None, "plain params next to DTensor params (they would be counted once per rank)"
-    (mesh,) = meshes
-    if mesh.ndim != 1:
-        return None, f"a {mesh.ndim}-D device mesh (HSDP)"
-    if any(not isinstance(p.placements[0], Shard) for p in params):
-        return None, "Replicate placements next to sharded params"
-    return mesh.get_group(), None
+    meshes = tuple(
+        MeshReduction(
+            mesh.get_group(), tuple(ids), tuple(entry_of[i] for i in ids if entry_of[i] >= 0)
+        )
+        for mesh, ids in by_mesh.items()
+    )
+    return Reductions(meshes, whole), None

@@ -72,11 +72,11 @@ class Plan:
     temporaries: list[torch.Tensor] = field(default_factory=list)
     device: torch.device | None = None
     workspace: torch.Tensor | None = None  # device engines: scratch memory, one per plan
-    # DTensor params: the group whose all-reduce completes a norm over shards, or why none
-    reduction_group: Any = None
-    no_reduction_group: str | None = None
-    # the op's per-tensor norms are of sharded DTensors: their sums are all-reduced over
-    # reduction_group between the engine's phases (GradPipeline::tensor_out / tensor_in)
+    # DTensor params: how their norms combine over the shards' meshes, or why they cannot
+    reductions: dtensor.Reductions | None = None
+    no_reductions: str | None = None
+    # the op's per-tensor norms are of sharded DTensors: their sums are all-reduced per mesh
+    # between the engine's phases (GradPipeline::tensor_out / tensor_in)
     tensor_sums: bool = False
     # per entry, the tensor read in its grad slot instead of its .grad (averaged models)
     entry_sources: list[torch.Tensor] | None = None
@@ -360,7 +360,7 @@ def _validate(
                 )
             )
     if catalog.op(opt._kind).reductions and dtensor.any_sharded(it.param for it in items):
-        _, why_not = dtensor.reduction_group([it.param for it in items])
+        _, why_not = dtensor.reductions([it.param for it in items], [-1] * len(items))
         if why_not:
             raise NotImplementedError(
                 f"{type(opt).__name__} needs each tensor's norm, which sharded DTensors get "
@@ -548,7 +548,7 @@ def build_plan(opt: FusedOptimizer, sources: Sequence[torch.Tensor] | None = Non
         device=device,
         sources=sources,
     )
-    group, why_not = dtensor.reduction_group(params)
+    reductions, why_not = dtensor.reductions(params, entry_of)
     workspace = None
     if engine.workspace_bytes:
         workspace = torch.zeros(engine.workspace_bytes, dtype=torch.uint8, device=device)
@@ -562,8 +562,8 @@ def build_plan(opt: FusedOptimizer, sources: Sequence[torch.Tensor] | None = Non
         staged,
         device=device,
         workspace=workspace,
-        reduction_group=group,
-        no_reduction_group=why_not,
+        reductions=reductions,
+        no_reductions=why_not,
         tensor_sums=bool(op.reductions) and dtensor.any_sharded(params),
         entry_sources=entry_sources if sources is not None else None,
     )

@@ -284,17 +284,15 @@ class FusedOptimizer(torch.optim.Optimizer):
         )
         reduces = bool(max_norm) or bool(rescale) or norm_out is not None or found_inf is not None
         plan = self._begin_step()
-        if reduces and process_group is None and plan.no_reduction_group:
+        if reduces and process_group is None and plan.no_reductions:
             raise NotImplementedError(
                 f"{type(self).__name__}: a grad norm or inf/nan check over DTensor params "
-                f"needs one all-reduce over their shards, which {plan.no_reduction_group} do "
-                "not allow yet"
+                f"needs all-reduces over their shards, which {plan.no_reductions} do not "
+                "allow yet"
             )
-        if reduces and process_group is None:
-            process_group = plan.reduction_group  # FSDP2: the shards' mesh
-        total_group = process_group if reduces else None
-        if total_group is not None or plan.tensor_sums:
-            self._run_phases(plan, pipeline, total_group, max_reduce=norm_kind == "inf")
+        over_processes = process_group is not None or plan.reductions is not None
+        if (reduces and over_processes) or plan.tensor_sums:
+            self._run_phases(plan, pipeline, reduces, process_group, max_reduce=norm_kind == "inf")
         else:
             self._run(plan, **pipeline)
 
@@ -302,14 +300,18 @@ class FusedOptimizer(torch.optim.Optimizer):
         self,
         plan: Plan,
         pipeline: dict[str, Any],
-        total_group: Any = None,
+        reduce_total: bool = False,
+        group: Any = None,
         max_reduce: bool = False,
     ) -> None:
         """A step over params sharded across processes, in the engine's phases: with
-        ``total_group``, the reduction pass and an all-reduce of its folded total over that group;
-        with ``plan.tensor_sums``, the op's per-tensor sums and their all-reduce over the shards'
-        mesh; then the update pass, which reads what was all-reduced."""
+        ``reduce_total``, the total norm over every process (over ``group``, whose processes
+        each hold a shard of the params: ZeRO; else over the meshes of the DTensor params);
+        with ``plan.tensor_sums``, the op's per-tensor sums, all-reduced per mesh; then the
+        update pass, which reads what was all-reduced."""
         import torch.distributed as dist
+
+        op = dist.ReduceOp.MAX if max_reduce else dist.ReduceOp.SUM
 
         def buffer(group: Any, size: tuple[int, ...]) -> torch.Tensor:
             device = plan.device
@@ -324,22 +326,75 @@ class FusedOptimizer(torch.optim.Optimizer):
 
         # one refresh for all phases: the grads supplied for the first stay valid for the others
         reduced: dict[str, int] = {}  # data pointers of the buffers below, alive until the end
-        if total_group is not None:
-            total = buffer(total_group, ())
-            self._run(plan, finish=False, **pipeline, total_out=total.data_ptr())
-            # folded totals combine by sum (norms 1, 2, p) or max (inf-norm); nan/inf propagate
-            dist.all_reduce(
-                total,
-                op=dist.ReduceOp.MAX if max_reduce else dist.ReduceOp.SUM,
-                group=total_group,
-            )
+        meshes = plan.reductions
+        if reduce_total:
+            single = group if group is not None else meshes.single_group
+            if single is not None:  # one all-reduce of the engine's folded total
+                total = buffer(single, ())
+                self._run(plan, finish=False, **pipeline, total_out=total.data_ptr())
+                # folded totals combine by sum (norms 1, 2, p) or max (inf); nan/inf propagate
+                dist.all_reduce(total, op=op, group=single)
+            else:
+                total = self._total_over_meshes(plan, pipeline, op, buffer)
             reduced["total_in"] = total.data_ptr()
-        if plan.tensor_sums:  # sums of squares: every tensor's shards on each process once
-            sums = buffer(plan.reduction_group, (plan.engine.tensor_sums_size,))
+        if plan.tensor_sums:  # sums of squares of each sharded tensor's shards, per mesh
+            sums = buffer(meshes.meshes[0].group, (plan.engine.tensor_sums_size,))
             self._run(plan, finish=False, **pipeline, **reduced, tensor_out=sums.data_ptr())
-            dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=plan.reduction_group)
+            if meshes.single_group is not None:
+                dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=meshes.single_group)
+            else:  # the rows of each mesh's tensors over its group; whole tensors stay
+                rows = sums.view(len(self._all_params()), -1)
+                for mesh in meshes.meshes:
+                    index = torch.tensor(mesh.tensor_ids, device=rows.device)
+                    part = rows.index_select(0, index)
+                    dist.all_reduce(part, op=dist.ReduceOp.SUM, group=mesh.group)
+                    rows.index_copy_(0, index, part)
             reduced["tensor_in"] = sums.data_ptr()
         self._run(plan, **pipeline, **reduced)
+
+    def _all_params(self) -> list[torch.Tensor]:
+        return [p for group in self.param_groups for p in group["params"]]
+
+    @staticmethod
+    def _total_over_meshes(
+        plan: Plan, pipeline: dict[str, Any], op: Any, buffer: Callable[..., torch.Tensor]
+    ) -> torch.Tensor:
+        """The folded total norm of tensors on several meshes, or sharded next to whole ones:
+        each mesh's tensors' partials all-reduced over its group, whole tensors counted once.
+        Reads per-tensor measures on the host (on a GPU: one synchronisation per step)."""
+        import torch.distributed as dist
+
+        scale = pipeline["loss_scale"]
+        inv_scale = 1.0 if scale is None else float((1.0 / scale.double()).float())
+        measures = torch.tensor(
+            plan.engine.tensor_norms(
+                1,
+                pipeline["norm_type"],
+                pipeline["norm_p"],
+                inv_scale,
+                torch.get_num_threads(),
+                plan.stream(),
+            ),
+            dtype=torch.float64,
+        )
+
+        def fold(values: torch.Tensor) -> torch.Tensor:  # as the engine combines them
+            if values.numel() == 0:
+                return torch.zeros((), dtype=torch.float64)
+            return values.max() if op == dist.ReduceOp.MAX else values.sum()
+
+        meshes = plan.reductions.meshes
+        sharded = {e for mesh in meshes for e in mesh.entries}
+        whole = [e for e in range(measures.numel()) if e not in sharded]
+        parts = [fold(measures[whole])]
+        for mesh in meshes:
+            part = buffer(mesh.group, ())
+            part.fill_(fold(measures[list(mesh.entries)]))
+            dist.all_reduce(part, op=op, group=mesh.group)
+            parts.append(part.cpu())
+        total = buffer(meshes[0].group, ())
+        total.fill_(fold(torch.stack(parts)))
+        return total
 
     def _run(self, plan: Plan | None = None, finish: bool = True, **pipeline: Any) -> None:
         """One engine call on the current plan (refreshed here unless one is given); finish()
