@@ -18,15 +18,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent / "data" / "runner"))
 import runner_toys as toys  # noqa: E402
 
-from fastopt.hooks import CheckpointHook  # noqa: E402
-from fastopt.runner import Runner  # noqa: E402
-from fastopt.runner.checkpoint import (  # noqa: E402
+from fastopt.fileio.checkpoint import (  # noqa: E402
     atomic_write,
     find_latest_checkpoint,
     load_checkpoint_file,
     save_checkpoint,
     to_weights_only,
 )
+from fastopt.hooks import CheckpointHook  # noqa: E402
+from fastopt.runner import Runner  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,8 +21,8 @@ import runner_toys as toys  # noqa: E402
 from fastopt.config import Config  # noqa: E402
 from fastopt.hooks import CheckpointHook, Hook, LoggerHook  # noqa: E402
 from fastopt.logging import MessageHub, print_log  # noqa: E402
+from fastopt.logging.progress import ProgressDisplay, is_interactive  # noqa: E402
 from fastopt.runner import Runner  # noqa: E402
-from fastopt.runner.progress import ProgressDisplay, is_interactive  # noqa: E402
 from fastopt.wrapper import OptimWrapper, OptimWrapperDict  # noqa: E402
 
 

@@ -225,7 +225,7 @@ def read_checkpoint(path: str, expected_sha256: str | None = None, purpose: str 
     """
     import torch
 
-    from fastopt.runner.checkpoint import (
+    from fastopt.fileio.checkpoint import (
         CorruptCheckpointError,
         newest_intact_checkpoint,
         verify_checkpoint,
@@ -504,7 +504,7 @@ def make_runner_class(base: type, dump_config: bool) -> type:
             self.dump_config()
 
         def resume(self, filename: str, *args: Any, **kwargs: Any) -> None:
-            from fastopt.runner.checkpoint import CorruptCheckpointError
+            from fastopt.fileio.checkpoint import CorruptCheckpointError
 
             try:
                 super().resume(filename, *args, **kwargs)
@@ -632,7 +632,7 @@ def prepare(args: argparse.Namespace) -> tuple[Any, str | None, str, str | None]
 
     resume, load_from = bool(cfg.get("resume")), cfg.get("load_from")
     if resume and load_from is None:
-        from fastopt.runner.checkpoint import read_last_checkpoint
+        from fastopt.fileio.checkpoint import read_last_checkpoint
 
         record = read_last_checkpoint(work_dir)
         path = None if record is None else record.path
@@ -767,7 +767,7 @@ def summarize(runner: Any, elapsed: float) -> None:
     lines.append(f"  log:         {shown_path(log_file)}")
     if os.path.isfile(scalars):  # a run that logged nothing has none
         lines.append(f"  scalars:     {shown_path(scalars)}")
-    from fastopt.runner.checkpoint import read_last_checkpoint
+    from fastopt.fileio.checkpoint import read_last_checkpoint
 
     record = read_last_checkpoint(runner.work_dir)
     if record is not None:

@@ -2,7 +2,7 @@
 
 A few lines that say what runs where: config, work dir and log file, model size, optimizer,
 schedule, device and threads. The full environment, config and hook order go to the log file
-only (see :mod:`fastopt.runner.logger`); the header is printed once everything that a config
+only (see :mod:`fastopt.logging.run_logger`); the header is printed once everything that a config
 can get wrong has been built, so a failing run shows its error instead.
 """
 
