@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import runner_toys as toys
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent / "data" / "runner"))
-import runner_toys as toys  # noqa: E402
+from runner_toys import build
 
 from fastopt.fileio.checkpoint import (  # noqa: E402
     atomic_write,
@@ -31,16 +30,7 @@ from fastopt.runner import Runner  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def build(tmp_path: Path, **overrides) -> Runner:
-    return Runner(**toys.make_cfg(tmp_path, **overrides))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ckpt_names(directory: Path) -> list[str]:

@@ -22,11 +22,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import runner_toys as toys
 import torch
 from conftest import fastopt_subprocess_env
-
-sys.path.insert(0, str(Path(__file__).parent / "data" / "runner"))
-import runner_toys as toys  # noqa: E402
+from runner_toys import build
 
 from fastopt.cli import main  # noqa: E402
 from fastopt.fileio.checkpoint import (  # noqa: E402
@@ -43,16 +42,7 @@ from fastopt.runner import Runner  # noqa: E402
 DATA = Path(__file__).parent / "data" / "runner"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def build(tmp_path: Path, **overrides) -> Runner:
-    return Runner(**toys.make_cfg(tmp_path, **overrides))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def flip_tensor_byte(path: Path) -> None:

@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import inspect
 import re
-import sys
 from pathlib import Path
 
 import pytest
-import torch
-
-sys.path.insert(0, str(Path(__file__).parent / "data" / "runner"))
-import runner_toys as toys  # noqa: E402
+import runner_toys as toys
 
 from fastopt.cli import main  # noqa: E402
 from fastopt.config import Config, ConfigKeyError  # noqa: E402
@@ -31,12 +27,7 @@ from fastopt.runner import builders as runner_builders  # noqa: E402
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cnn_sgd_cosine.py"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _stderr_lines(capsys) -> list[str]:

@@ -404,6 +404,7 @@ def load_model_state(
 
     With ``strict=True`` any mismatch raises; otherwise it is logged as a warning.
     """
+    # imported here: file I/O sits below fastopt.model, which only an FSDP2 model needs
     from fastopt.model.fsdp import is_fully_sharded, load_full_model_state_dict
 
     if is_fully_sharded(model):  # FSDP2: every rank cuts the full tensors to its shards

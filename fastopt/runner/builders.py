@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from fastopt.constructor import build_optim_wrapper as build_with_constructor
 from fastopt.evaluator import BaseMetric, Evaluator
 from fastopt.logging import MessageHub
 from fastopt.loops import BaseLoop, EpochBasedTrainLoop, IterBasedTrainLoop
@@ -149,8 +150,6 @@ def build_optim_wrapper(
             "optim_wrapper should be an OptimWrapper or a dict, but got "
             f"{type(optim_wrapper).__name__}"
         )
-    from fastopt.constructor import build_optim_wrapper as build_with_constructor
-
     # a ConfigDict's copy knows its config file and key, for error messages
     cfg = optim_wrapper.copy() if isinstance(optim_wrapper, dict) else dict(optim_wrapper)
     optimizer = cfg.get("optimizer")

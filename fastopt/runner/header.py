@@ -16,6 +16,7 @@ import torch
 
 from fastopt.model import unwrap_model
 from fastopt.scheduler.base import INF
+from fastopt.wrapper import OptimWrapperDict
 
 if TYPE_CHECKING:
     from fastopt.runner import Runner
@@ -53,8 +54,6 @@ def _model_line(model: torch.nn.Module) -> str:
 
 
 def _optimizer_line(wrapper: Any) -> str:
-    from fastopt.wrapper import OptimWrapperDict
-
     if isinstance(wrapper, OptimWrapperDict):
         return "; ".join(f"{name}: {_optimizer_line(w)}" for name, w in wrapper.items())
     optimizer = wrapper.optimizer

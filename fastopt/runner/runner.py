@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from fastopt import dist
-from fastopt.config import Config
+from fastopt.config import Config, translate_legacy_config
 from fastopt.config.known_keys import RUNNER_ARGUMENTS
 from fastopt.dataset import build_dataloader as _build_dataloader
 from fastopt.evaluator import Evaluator
@@ -61,7 +61,7 @@ from fastopt.scheduler import _ParamScheduler
 from fastopt.visualization import Visualizer
 from fastopt.wrapper import OptimWrapper
 
-from . import builders, checkpointing, environment
+from . import builders, checkpointing, environment, header
 from .hook_list import DEFAULT_HOOKS, HookList
 from .log_processor import LogProcessor
 from .randomness import set_random_seed
@@ -273,8 +273,6 @@ class Runner:
         Each key of :data:`fastopt.config.known_keys.RUNNER_ARGUMENTS` the config has is
         passed as the constructor argument of that name (absent ones keep their defaults).
         """
-        from fastopt.config import translate_legacy_config
-
         if not isinstance(cfg, Mapping):
             raise TypeError(f"cfg should be a Config or a dict, but got {type(cfg).__name__}")
         config = copy.deepcopy(cfg) if isinstance(cfg, Config) else Config(dict(cfg))
@@ -456,9 +454,7 @@ class Runner:
     def run_header(self) -> str:
         """A few lines for the terminal: config, work dir, model, optimizer, schedule, device
         (the full environment and config are in the log file)."""
-        from .header import run_header
-
-        return run_header(self)
+        return header.run_header(self)
 
     @_logged_phase
     def train(self) -> nn.Module:
