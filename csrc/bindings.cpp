@@ -132,7 +132,8 @@ std::vector<py::dict> launch_records(const std::vector<fastopt::LaunchRecord>& r
 
 fastopt::GradPipeline pipeline(int64_t loss_scale, double max_norm, double rescale_max_norm,
                                int norm_type, double norm_p, int64_t norm_out, int64_t found_inf,
-                               int64_t total_out = 0, int64_t total_in = 0) {
+                               int64_t total_out = 0, int64_t total_in = 0, int64_t tensor_out = 0,
+                               int64_t tensor_in = 0) {
   if (norm_type < 0 || norm_type > int(fastopt::NormType::p))
     throw std::invalid_argument("bad norm type " + std::to_string(norm_type));
   fastopt::GradPipeline pipe;
@@ -145,6 +146,8 @@ fastopt::GradPipeline pipeline(int64_t loss_scale, double max_norm, double resca
   pipe.found_inf = reinterpret_cast<float*>(found_inf);
   pipe.total_out = reinterpret_cast<double*>(total_out);
   pipe.total_in = reinterpret_cast<const double*>(total_in);
+  pipe.tensor_out = reinterpret_cast<double*>(tensor_out);
+  pipe.tensor_in = reinterpret_cast<const double*>(tensor_in);
   return pipe;
 }
 
@@ -249,15 +252,16 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
       .def(py::init<std::string, py::list, py::object, py::list, std::vector<int64_t>,
                     std::vector<int32_t>, std::vector<py::object>,
                     const std::vector<fastopt::EntrySpec>&, py::list, std::vector<int32_t>, int64_t,
-                    py::object, bool>(),
+                    py::object, bool, py::object>(),
            py::arg("kind"), py::arg("owner_groups"), py::arg("owner_state"), py::arg("params"),
            py::arg("entry_of_param"), py::arg("layouts"), py::arg("dense_strides"),
            py::arg("entries"), py::arg("held"), py::arg("sharded") = std::vector<int32_t>{},
            py::arg("chunk_elems") = 0, py::arg("device") = py::none(),
-           py::arg("check_sizes") = true,
+           py::arg("check_sizes") = true, py::arg("sources") = py::none(),
            "entries: an Entry per tensor; held: other tensors the entries point into; sharded: per "
            "param, 1 for a DTensor (read through its local shard); check_sizes=False "
-           "(tests of index arithmetic with fabricated sizes only) skips the per-step size checks")
+           "(tests of index arithmetic with fabricated sizes only) skips the per-step size checks; "
+           "sources: per param the tensor read in its grad's place (averaged models), else None")
       .def_static("check_hypers", &Plan::check_hypers, py::arg("kind"), py::arg("groups"),
                   py::arg("device") = py::none(),
                   "Reads the groups' hyperparameters as a plan would; raises ValueError naming "
@@ -268,19 +272,22 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
           "run",
           [](Plan& plan, int num_threads, int64_t loss_scale, double max_norm,
              double rescale_max_norm, int norm_type, double norm_p, int64_t norm_out,
-             int64_t found_inf, int64_t stream, int64_t total_out, int64_t total_in) {
+             int64_t found_inf, int64_t stream, int64_t total_out, int64_t total_in,
+             int64_t tensor_out, int64_t tensor_in) {
             plan.run(num_threads,
                      pipeline(loss_scale, max_norm, rescale_max_norm, norm_type, norm_p, norm_out,
-                              found_inf, total_out, total_in),
+                              found_inf, total_out, total_in, tensor_out, tensor_in),
                      reinterpret_cast<void*>(stream));
           },
           py::arg("num_threads"), py::arg("loss_scale") = 0, py::arg("max_norm") = 0.0,
           py::arg("rescale_max_norm") = 0.0, py::arg("norm_type") = 0, py::arg("norm_p") = 2.0,
           py::arg("norm_out") = 0, py::arg("found_inf") = 0, py::arg("stream") = 0,
-          py::arg("total_out") = 0, py::arg("total_in") = 0,
+          py::arg("total_out") = 0, py::arg("total_in") = 0, py::arg("tensor_out") = 0,
+          py::arg("tensor_in") = 0,
           "One step; the pipeline arguments are data pointers of float32 scalars (0: unused), "
           "stream a cudaStream_t (device engines). total_out / total_in (float64): the two "
-          "phases of a norm reduced over processes")
+          "phases of a norm reduced over processes; tensor_out / tensor_in (float64, "
+          "tensor_sums_size of them): the two phases of the op's per-tensor reductions")
       .def(
           "launches",
           [](Plan& plan, int64_t loss_scale, double max_norm, double rescale_max_norm,
@@ -314,6 +321,7 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
       .def_property_readonly("num_entries", &Plan::num_entries)
       .def_property_readonly("num_chunks", &Plan::num_chunks)
       .def_property_readonly("total_elems", &Plan::total_elems)
+      .def_property_readonly("tensor_sums_size", &Plan::tensor_sums_size)
       .def_property_readonly("hyper_names", &Plan::hyper_names)
       .def_property_readonly("hyper_table", &Plan::hyper_table);
 }

@@ -259,7 +259,7 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
            std::vector<int64_t> entry_of_param, std::vector<int32_t> layouts,
            std::vector<py::object> dense_strides, const std::vector<EntrySpec>& entries,
            py::list held, std::vector<int32_t> sharded, int64_t chunk_elems, py::object device,
-           bool check_sizes)
+           bool check_sizes, py::object sources)
     : Plan(std::move(kind), owner_groups, device) {
   check_sizes_ = check_sizes;
   sharded_ = std::move(sharded);
@@ -281,6 +281,14 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
   if (engine_for(device_type) == "cuda" && device_index < 0)
     throw std::invalid_argument("Plan: a cuda device needs an index");
   const size_t n_params = size_t(py::len(params_));
+  sources_ = py::none();
+  if (!sources.is_none()) {
+    if (!PyList_Check(sources.ptr()) || size_t(PyList_GET_SIZE(sources.ptr())) != n_params)
+      throw std::invalid_argument("Plan: sources must be a list with one tensor per param");
+    // a copy of its own: an edit of the caller's list cannot change what the plan reads
+    sources_ = py::reinterpret_steal<py::object>(
+        PyList_GetSlice(sources.ptr(), 0, PyList_GET_SIZE(sources.ptr())));
+  }
   if (sharded_.empty()) sharded_.assign(n_params, 0);
   if (entry_of_param_.size() != n_params || layouts_.size() != n_params ||
       dense_strides_.size() != n_params || sharded_.size() != n_params)
@@ -347,8 +355,10 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
       if (py::str(spec.aux.attr("dtype")).cast<std::string>() != want)
         throw std::invalid_argument("Plan: the precision buffer must be a " + want + " tensor");
     }
-    if (spec.tensor_id < 0 || spec.tensor_id > 0xffffffffLL)
-      throw std::invalid_argument("Plan: tensor_id must fit 32 bits");
+    // it indexes the per-tensor sums of sharded reductions (tensor_sums_size())
+    if (spec.tensor_id < 0 || spec.tensor_id >= int64_t(n_params))
+      throw std::invalid_argument("Plan: tensor_id must be the index of one of the " +
+                                  std::to_string(n_params) + " params");
     e.tensor_id = uint32_t(spec.tensor_id);
     if (spec.group < 0 || size_t(spec.group) >= groups_.size())
       throw std::invalid_argument("Plan: an entry's group " + std::to_string(spec.group) +
@@ -365,7 +375,10 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
   grad_type_.assign(entries_.size(), tensor_type_);
   for (size_t i = 0; i < n_params; ++i) {
     if (entry_of_param_[i] < 0) continue;
-    py::object grad = params_[i].attr("grad");
+    py::object grad =
+        sources_.is_none()
+            ? py::object(params_[i].attr("grad"))
+            : py::reinterpret_borrow<py::object>(PyList_GET_ITEM(sources_.ptr(), Py_ssize_t(i)));
     if (!grad.is_none()) grad_type_[size_t(entry_of_param_[i])] = py::type::of(grad);
   }
 
@@ -527,7 +540,13 @@ py::tuple Plan::refresh() {
   for (Py_ssize_t i = 0; i < n_params; ++i) {
     PyObject* p = PyList_GET_ITEM(params, i);
     const int64_t entry = entry_of_param_[i];
-    PyObject* grad = read.grad(p);
+    PyObject* grad = nullptr;
+    if (sources_.is_none()) {
+      grad = read.grad(p);
+    } else {  // a new reference, as read.grad's
+      grad = PyList_GET_ITEM(sources_.ptr(), i);
+      Py_INCREF(grad);
+    }
     if (grad == nullptr) return rebuild("reading .grad failed");
     py::object grad_ref = py::reinterpret_steal<py::object>(grad);
     if (entry < 0) {

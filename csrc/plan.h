@@ -70,11 +70,14 @@ struct EntrySpec {
 class Plan {
  public:
   // device: the params' torch.device (None: cpu); it selects the engine (see make_engine).
-  // chunk_elems 0: the engine's default chunk size.
+  // chunk_elems 0: the engine's default chunk size. sources: None (each param's .grad is read
+  // in the grad slot), or a list with one tensor per param read there instead, every step
+  // (averaged models: the source model's tensors; held, and re-checked like grads).
   Plan(std::string kind, py::list owner_groups, py::object owner_state, py::list params,
        std::vector<int64_t> entry_of_param, std::vector<int32_t> layouts,
        std::vector<py::object> dense_strides, const std::vector<EntrySpec>& entries, py::list held,
-       std::vector<int32_t> sharded, int64_t chunk_elems, py::object device, bool check_sizes);
+       std::vector<int32_t> sharded, int64_t chunk_elems, py::object device, bool check_sizes,
+       py::object sources);
 
   // Re-reads grads and hyperparameters. Returns (status, reason, fixups): fixups are entries
   // whose grad Python must supply with set_grad (staged params, or grads of another layout).
@@ -103,6 +106,8 @@ class Plan {
   int64_t num_entries() const { return int64_t(entries_.size()); }
   int64_t num_chunks() const { return engine_->num_chunks(); }
   int64_t total_elems() const { return total_elems_; }
+  // The doubles of GradPipeline::tensor_out / tensor_in: kNumReductions per param, by tensor_id.
+  int64_t tensor_sums_size() const { return int64_t(py::len(params_)) * kNumReductions; }
   std::vector<std::string> hyper_names() const;
   std::vector<double> hyper_table() const { return hyper_; }
   std::vector<int64_t> active_entries() const;
@@ -128,6 +133,7 @@ class Plan {
   std::vector<py::object> group_lists_;  // each group's 'params' list
   std::vector<Py_ssize_t> group_sizes_;
   py::list params_;
+  py::object sources_;                  // None, or per param the tensor read in place of its .grad
   std::vector<int64_t> param_data_;     // data_ptr() at build time
   std::vector<py::object> grad_dtype_;  // per entry: the dtype its grads must have
   std::vector<py::object> grad_type_;   // per entry: the Python type its grads were validated as

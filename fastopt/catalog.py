@@ -260,3 +260,8 @@ def registry_names() -> dict[str, str]:
     names = {o.name: o.name for o in CATALOG}
     names.update({alias: o.name for o in CATALOG for alias in o.aliases})
     return names
+
+
+#: engine ops that are not optimizers: op -> what runs it (the averaged models, one engine pass
+#: over all their tensors; fastopt.ops.averaging)
+NON_OPTIMIZER_OPS: dict[str, str] = {"ema": "fastopt.ops.averaging:AveragingTable"}

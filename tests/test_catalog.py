@@ -19,9 +19,14 @@ ENTRIES = {o.name: o for o in catalog.CATALOG}
 
 
 def test_engine_ops_and_catalog_agree() -> None:
-    assert {o.op for o in catalog.CATALOG} == set(engine.ops())
+    optimizer_ops = {o.op for o in catalog.CATALOG}
+    assert optimizer_ops | set(catalog.NON_OPTIMIZER_OPS) == set(engine.ops())
+    assert not optimizer_ops & set(catalog.NON_OPTIMIZER_OPS)
     for o in catalog.CATALOG:
         assert o.cls()._kind == o.op, o.name
+    for op, path in catalog.NON_OPTIMIZER_OPS.items():
+        assert catalog.Target(path).load()._kind == op
+        assert not engine.op(op).has_step and not engine.op(op).reductions
 
 
 def test_names_are_unique() -> None:

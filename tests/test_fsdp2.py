@@ -31,7 +31,27 @@ CASES = {
         0.5,
     ),
     "adam-amsgrad": (fastopt.FusedAdam, torch.optim.Adam, dict(lr=0.05, amsgrad=True), None),
+    # per-tensor norms of sharded tensors: one all-reduce of the shards' sums; the reference is
+    # the rule written per param (its torch.norm of a DTensor gathers every tensor's norm)
+    "lars": (
+        fastopt.FusedLARS,
+        "ReferenceLARS",
+        dict(lr=0.1, momentum=0.9, weight_decay=1e-3),
+        None,
+    ),
+    "lars-clip": (fastopt.FusedLARS, "ReferenceLARS", dict(lr=0.1, weight_decay=1e-3), 0.5),
+    "lamb-clip": (fastopt.FusedLAMB, "ReferenceLamb", dict(lr=0.01, weight_decay=0.01), 0.5),
 }
+# FSDP2's bf16 mixed precision (param_dtype bfloat16, fp32 reduce): fp32 params and grads
+BF16_CASES = ("adamw-clip", "lars-clip", "lamb-clip")
+
+
+def _reference(torch_cls):
+    if isinstance(torch_cls, str):
+        from fastopt.benchmark import references
+
+        return getattr(references, torch_cls)
+    return torch_cls
 
 
 def _model():
@@ -68,14 +88,16 @@ def _train(model, opt, clip, rank=None):
         opt.zero_grad()
 
 
-def _sharded_model():
-    from torch.distributed.fsdp import fully_shard
+def _sharded_model(bf16=False):
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    kw = dict(mp_policy=mp) if bf16 else {}
     model = _model()
     for layer in model:
         if isinstance(layer, torch.nn.Linear):
-            fully_shard(layer)
-    fully_shard(model)
+            fully_shard(layer, **kw)
+    fully_shard(model, **kw)
     return model
 
 
@@ -91,8 +113,10 @@ def _worker(rank, port, out_dir):
         from torch.distributed.tensor import DTensor
 
         results = {}
-        for name, (fused_cls, torch_cls, kw, clip) in CASES.items():
-            model = _sharded_model()
+        runs = [(name, False) for name in CASES] + [(name, True) for name in BF16_CASES]
+        for name, bf16 in runs:
+            fused_cls, torch_cls, kw, clip = CASES[name]
+            model = _sharded_model(bf16)
             opt = fused_cls(model.parameters(), **kw)
             _train(model, opt, clip, rank)
             # states are DTensors laid out as their params, as torch.optim makes them
@@ -102,10 +126,10 @@ def _worker(rank, port, out_dir):
                         assert isinstance(value, DTensor) and value.placements == p.placements
             osd = get_optimizer_state_dict(model, opt)
             assert len(osd["state"]) == 6, osd["state"].keys()
-            ref_model = _sharded_model()
-            ref = torch_cls(ref_model.parameters(), **kw)
+            ref_model = _sharded_model(bf16)
+            ref = _reference(torch_cls)(ref_model.parameters(), **kw)
             _train(ref_model, ref, clip, rank)
-            results[name] = (_full(model), _full(ref_model))
+            results[name + ("-bf16" if bf16 else "")] = (_full(model), _full(ref_model))
 
         # the reported case: FusedAdamW(model.parameters()).step() after one backward
         model = _sharded_model()
@@ -131,18 +155,23 @@ def _worker(rank, port, out_dir):
         assert found_inf.item() == 1.0, (rank, found_inf)
         assert all(torch.equal(a, b) for a, b in zip(before, _full(model)))
 
-        # LARS and LAMB need whole-tensor norms: refused clearly, nothing changed
+        # per-tensor norms over sharded next to plain params (each rank would count a plain
+        # param's sum once more): refused clearly, nothing changed
         for name in ("FusedLARS", "FusedLAMB"):
             model = _sharded_model()
             _loss(model, *_batch(0)).backward()
             before = _full(model)
-            opt = getattr(fastopt, name)(model.parameters(), lr=0.1)
+            extra = torch.nn.Parameter(torch.ones(3))
+            extra.grad = torch.ones(3)
+            opt = getattr(fastopt, name)([*model.parameters(), extra], lr=0.1)
             try:
                 opt.step()
-                raise AssertionError(f"{name} over sharded DTensors ran")
+                raise AssertionError(f"{name} over sharded and plain params ran")
             except NotImplementedError as e:
-                assert f"{name} needs each tensor's norm" in str(e)
+                assert f"{name} needs each tensor's norm" in str(e), e
+                assert "plain params next to DTensor params" in str(e), e
             assert all(torch.equal(a, b) for a, b in zip(before, _full(model)))
+            assert torch.equal(extra, torch.ones(3))
             assert not opt.state
             assert opt.param_groups[0].get("step", 0) == 0  # LAMB's group step not counted
         if rank == 0:
@@ -177,6 +206,20 @@ def test_fsdp2_equals_one_process_and_torch(fsdp2_results, case):
     for a, b, c in zip(sharded, model.parameters(), torch_sharded):
         torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.dist
+@pytest.mark.parametrize("case", BF16_CASES)
+def test_fsdp2_bf16_mixed_precision_equals_the_reference(fsdp2_results, case):
+    """Under bf16 mixed precision the grads come from bf16 compute: the fused step equals the
+    reference optimizer on the same sharded model to float32 rounding, and stays within bf16
+    rounding of the fp32 one-process run."""
+    sharded, reference = fsdp2_results[case + "-bf16"]
+    fp32, _ = fsdp2_results[case]
+    assert not all(torch.equal(a, c) for a, c in zip(sharded, fp32))  # bf16 compute did run
+    for a, b, c in zip(sharded, reference, fp32):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a, c, rtol=0.0, atol=0.05)
 
 
 @pytest.mark.dist

@@ -1,6 +1,7 @@
-// The op list: the one place that names the optimizers the engines run. The CPU engine, the
-// CUDA engine (one generated source per op, see CMakeLists.txt, which reads this list), the
-// host emulation, the plan and the catalog that fastopt._C exports are all expanded from it.
+// The op list: the one place that names the ops the engines run (the optimizers, and the
+// averaging of averaged models, ema.h). The CPU engine, the CUDA engine (one generated source
+// per op, see CMakeLists.txt, which reads this list), the host emulation, the plan and the
+// catalog that fastopt._C exports are all expanded from it.
 //
 // An op is a struct of host+device code (see sgd.h for the smallest one) that must provide:
 //   kName, kStates, kStateKeys[kStates] (torch's state names in engine order), kHasStep (the
@@ -23,6 +24,7 @@
 #include "adagrad.h"
 #include "adam.h"
 #include "adan.h"
+#include "ema.h"
 #include "lamb.h"
 #include "lars.h"
 #include "lion.h"
@@ -40,7 +42,8 @@
   X(Rmsprop, rmsprop)  \
   X(Lion, lion)        \
   X(Adan, adan)        \
-  X(Lamb, lamb)
+  X(Lamb, lamb)        \
+  X(Ema, ema)
 
 namespace fastopt {
 

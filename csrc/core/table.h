@@ -93,6 +93,13 @@ struct GradPipeline {
   // total_in supplies every process's total in place of the local reduction. float64 scalars.
   double* total_out = nullptr;
   const double* total_in = nullptr;
+  // Two more phases for the op's per-tensor reductions (Op::kReductions) of tensors sharded over
+  // processes (FSDP2): tensor_out receives this process's sums of squares, kNumReductions per
+  // tensor at tensor_id * kNumReductions (Plan::tensor_sums_size() doubles), and nothing is
+  // updated; after an all-reduce, tensor_in supplies every process's sums in place of the local
+  // reduction. Both run with total_in when the total norm is reduced too.
+  double* tensor_out = nullptr;
+  const double* tensor_in = nullptr;
 };
 
 }  // namespace fastopt

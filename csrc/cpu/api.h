@@ -19,6 +19,8 @@ struct StepCall {
   int64_t hyper_stride;
   StepScalars scalars;
   int num_threads;
+  double* tensor_out = nullptr;       // GradPipeline::tensor_out: only the op's reductions
+  const double* tensor_in = nullptr;  // GradPipeline::tensor_in: every process's sums
 };
 
 struct CpuKernels {

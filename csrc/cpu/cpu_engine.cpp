@@ -138,7 +138,10 @@ class CpuEngine final : public Engine {
       }
       scalars.clip_coef = clip_coefficient(norm, pipe.max_norm, pipe.rescale_max_norm);
     }
-    step_(call(in, scalars));
+    StepCall c = call(in, scalars);
+    c.tensor_out = pipe.tensor_out;
+    c.tensor_in = pipe.tensor_in;
+    step_(c);
   }
 
   std::vector<double> tensor_norms(const StepInputs& in, int which, NormMeasure m,

@@ -380,12 +380,13 @@ void with_chunk(const TensorEntry& e, const Chunk& ch, int variant, F&& f) {
 template <class Op>
 void step(const StepCall& c) {
   using Args = typename Op::Args;
+  if (Op::kReductions == 0 && c.tensor_out != nullptr) return;  // no reductions to report
   std::vector<Args> args(c.n_entries);
   for (int64_t t = 0; t < c.n_entries; ++t) {
     TensorEntry& e = c.entries[t];
     if (!e.active) continue;
-    double step = 0.0;
-    if (Op::kHasStep) step = double(*e.step += 1.f);
+    double step = 0.0;  // counted by the call that updates (not the tensor_out phase)
+    if (Op::kHasStep) step = double(c.tensor_out != nullptr ? *e.step + 1.f : (*e.step += 1.f));
     args[t] = Op::prepare(c.hyper + int64_t(e.group) * c.hyper_stride, step, e.fresh);
   }
   const float inv_scale = c.scalars.inv_scale, clip_coef = c.scalars.clip_coef;
@@ -393,45 +394,61 @@ void step(const StepCall& c) {
     const NormMeasure l2{NormType::l2, 2.0};
     std::vector<double> sums(c.n_entries), partial(c.n_chunks);
     std::vector<TensorNorms> norms(c.n_entries);
-    auto into = [&](double TensorNorms::* field) {
+    auto sums_at = [&](int64_t t, int k) -> double {
+      return c.tensor_in[int64_t(c.entries[t].tensor_id) * kNumReductions + k];
+    };
+    // Reduction k's sums of squares: reported (tensor_out) and/or turned into norms
+    auto into = [&](double TensorNorms::* field, int k) {
       per_tensor(c, partial.data(), l2, sums.data());
-      for (int64_t t = 0; t < c.n_entries; ++t) norms[t].*field = sqrt(sums[t]);
+      for (int64_t t = 0; t < c.n_entries; ++t) {
+        if (c.tensor_out != nullptr && c.entries[t].active)
+          c.tensor_out[int64_t(c.entries[t].tensor_id) * kNumReductions + k] = sums[t];
+        norms[t].*field = sqrt(sums[t]);
+      }
     };
     constexpr bool kDirection = (Op::kReductions & kDirectionNorm) != 0;
     // an op with a direction norm gets its param norm from the same pass (one read of p)
     constexpr bool kParamInDirection = kDirection && (Op::kReductions & kParamNorm) != 0;
-    if (!kParamInDirection && (Op::kReductions & kParamNorm)) {
-      chunk_partials(c, 0, 1.f, l2, partial.data());
-      into(&TensorNorms::param);
-    }
-    if (Op::kReductions & kGradNorm) {
-      chunk_partials(c, 1, inv_scale * clip_coef, l2, partial.data());
-      into(&TensorNorms::grad);
-    }
-    if constexpr (kDirection) {
-      std::vector<double> param_partial(kParamInDirection ? c.n_chunks : 0);
-      for_chunks(c, [&](const Chunk& ch) {
-        const TensorEntry& e = c.entries[ch.entry];
-        const int64_t idx = &ch - c.chunks;
-        partial[idx] = 0.0;
-        if (kParamInDirection) param_partial[idx] = 0.0;
-        if (!e.active) return;
-        const Args& a = args[ch.entry];
-        with_chunk<Op, true>(e, ch, a.variant,
-                             [&](auto v, auto* p, auto* g, auto* s0, auto* s1, auto* s2, auto* s3) {
-                               const DirectionSums sums =
-                                   direction_span<Op, decltype(v)::value, kParamInDirection>(
-                                       a, p, g, s0, s1, s2, s3, ch.size, inv_scale, clip_coef);
-                               partial[idx] = sums.direction;
-                               if (kParamInDirection) param_partial[idx] = sums.param;
-                             });
-      });
-      into(&TensorNorms::direction);
-      if constexpr (kParamInDirection) {
-        partial.swap(param_partial);
-        into(&TensorNorms::param);
+    if (c.tensor_in != nullptr) {  // every process's sums
+      for (int64_t t = 0; t < c.n_entries; ++t)
+        if (c.entries[t].active)
+          norms[t] = TensorNorms{sqrt(sums_at(t, 0)), sqrt(sums_at(t, 1)), sqrt(sums_at(t, 2))};
+    } else {
+      if (!kParamInDirection && (Op::kReductions & kParamNorm)) {
+        chunk_partials(c, 0, 1.f, l2, partial.data());
+        into(&TensorNorms::param, 0);
+      }
+      if (Op::kReductions & kGradNorm) {
+        chunk_partials(c, 1, inv_scale * clip_coef, l2, partial.data());
+        into(&TensorNorms::grad, 1);
+      }
+      if constexpr (kDirection) {
+        std::vector<double> param_partial(kParamInDirection ? c.n_chunks : 0);
+        for_chunks(c, [&](const Chunk& ch) {
+          const TensorEntry& e = c.entries[ch.entry];
+          const int64_t idx = &ch - c.chunks;
+          partial[idx] = 0.0;
+          if (kParamInDirection) param_partial[idx] = 0.0;
+          if (!e.active) return;
+          const Args& a = args[ch.entry];
+          with_chunk<Op, true>(
+              e, ch, a.variant,
+              [&](auto v, auto* p, auto* g, auto* s0, auto* s1, auto* s2, auto* s3) {
+                const DirectionSums sums =
+                    direction_span<Op, decltype(v)::value, kParamInDirection>(
+                        a, p, g, s0, s1, s2, s3, ch.size, inv_scale, clip_coef);
+                partial[idx] = sums.direction;
+                if (kParamInDirection) param_partial[idx] = sums.param;
+              });
+        });
+        into(&TensorNorms::direction, 2);
+        if constexpr (kParamInDirection) {
+          partial.swap(param_partial);
+          into(&TensorNorms::param, 0);
+        }
       }
     }
+    if (c.tensor_out != nullptr) return;  // the reduction phase only
     for (int64_t t = 0; t < c.n_entries; ++t)
       if (c.entries[t].active) Op::adapt(args[t], norms[t]);
   }

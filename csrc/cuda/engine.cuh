@@ -180,6 +180,7 @@ class CudaEngine final : public Engine {
           c.chunk_base[i] = chunk_base_[e];
           c.chunks[i] = int32_t(chunks_[e]);
           c.out[i] = int32_t(e);
+          c.tensor_id[i] = in.entries[e].tensor_id;
         },
         [&](int count, int64_t) {
           c.n = count;
@@ -311,7 +312,7 @@ class CudaEngine final : public Engine {
     }
   }
 
-  void prepare(const StepInputs& in, Launcher& launcher, const PipelineState* pipe) {
+  void prepare(const StepInputs& in, Launcher& launcher, const PipelineState* pipe, bool commit) {
     Prepare& L = *prepare_;
     row_of_group_.assign(size_t(in.n_groups), -1);
     std::vector<int32_t> used;  // groups with a row in the launch being filled
@@ -339,22 +340,28 @@ class CudaEngine final : public Engine {
           launcher([] { return std::string("prepare<") + Op::kName + ">"; }, info,
                    &prepare_kernel<Op, kPrepareN>,
                    dim3(unsigned((count + kPrepareThreads - 1) / kPrepareThreads)),
-                   dim3(kPrepareThreads), L, args(), fresh(), pipe);
+                   dim3(kPrepareThreads), L, args(), fresh(), pipe, int32_t(commit));
         });
   }
 
   // The op's per-tensor reductions (partials(k) for Reduction 1 << k), then adapt().
-  void reduce_and_adapt(const StepInputs& in, Launcher& launcher, const PipelineState* state) {
+  // With sums_in (every process's sums, GradPipeline::tensor_in) no partials are reduced; with
+  // sums_out the sums are reported there and nothing is adapted.
+  void reduce_and_adapt(const StepInputs& in, Launcher& launcher, const PipelineState* state,
+                        double* sums_out, const double* sums_in) {
     const NormMeasure l2{NormType::l2, 2.0};
-    if (Op::kReductions & kParamNorm)
+    const bool local = sums_in == nullptr;
+    if (local && (Op::kReductions & kParamNorm))
       norms(in, launcher, 0, ScaleSource{1.f, nullptr, nullptr}, l2, partials(0));
-    if (Op::kReductions & kGradNorm)
+    if (local && (Op::kReductions & kGradNorm))
       norms(in, launcher, 1, ScaleSource{1.f, nullptr, state}, l2, partials(1));
     if constexpr ((Op::kReductions & kDirectionNorm) != 0)
-      for_type_lists<true>(in, [&](auto p, auto g, auto s, auto, const std::vector<int64_t>& list) {
-        chunk_launches<typename decltype(p)::type, typename decltype(g)::type,
-                       typename decltype(s)::type, true, false>(in, launcher, list, state);
-      });
+      if (local)
+        for_type_lists<true>(
+            in, [&](auto p, auto g, auto s, auto, const std::vector<int64_t>& list) {
+              chunk_launches<typename decltype(p)::type, typename decltype(g)::type,
+                             typename decltype(s)::type, true, false>(in, launcher, list, state);
+            });
     Combine& c = *combine_;
     pack(
         active_, capacity(kCombineTensors), nullptr,
@@ -362,6 +369,7 @@ class CudaEngine final : public Engine {
           c.chunk_base[i] = chunk_base_[size_t(e)];
           c.chunks[i] = int32_t(chunks_[size_t(e)]);
           c.out[i] = int32_t(e);
+          c.tensor_id[i] = in.entries[e].tensor_id;
         },
         [&](int count, int64_t) {
           c.n = count;
@@ -369,7 +377,8 @@ class CudaEngine final : public Engine {
           info.tensors = count;
           launcher([] { return std::string("adapt<") + Op::kName + ">"; }, info,
                    &adapt_kernel<Op, kCombineTensors>, dim3(unsigned(count)), dim3(kTensorThreads),
-                   c, args(), static_cast<const double*>(partials(0)), total_chunks_, state);
+                   c, args(), static_cast<const double*>(partials(0)), total_chunks_, state,
+                   sums_out, sums_in);
         });
   }
 
@@ -480,9 +489,13 @@ class CudaEngine final : public Engine {
                        pipe.max_norm, pipe.rescale_max_norm, pipe.norm_out, pipe.found_inf,
                        pipeline_state(), pipe.total_in, pipe.total_out},
           launcher);
-    if (pipe.total_out != nullptr) return;  // the reduction phase only
-    prepare(in, launcher, state);
-    if (Op::kReductions != 0) reduce_and_adapt(in, launcher, state);
+    if (pipe.total_out != nullptr) return;           // the reduction phase only
+    const bool report = pipe.tensor_out != nullptr;  // the per-tensor reduction phase only
+    if (Op::kReductions == 0 && report) return;
+    prepare(in, launcher, state, !report);
+    if (Op::kReductions != 0)
+      reduce_and_adapt(in, launcher, state, pipe.tensor_out, pipe.tensor_in);
+    if (report) return;
     for_type_lists<false>(
         in, [&](auto p, auto g, auto s, auto stored, const std::vector<int64_t>& list) {
           chunk_launches<typename decltype(p)::type, typename decltype(g)::type,

@@ -111,6 +111,7 @@ struct CombineLaunch {
   int32_t chunk_base[N];
   int32_t chunks[N];
   int32_t out[N];
+  uint32_t tensor_id[N];  // adapt: where its sums are in GradPipeline::tensor_out / tensor_in
 };
 
 struct PipelineArgs {
@@ -135,7 +136,7 @@ constexpr int kUpdateTensors =
 constexpr int kNormTensors = (kStructBytes - 128) / (4 + 4 + 8 + 8);
 template <int K>
 constexpr int kPrepareTensors = (kStructBytes - 64) / (8 * K + 8 + 8 + 4 * 2);
-constexpr int kCombineTensors = (kStructBytes - 64) / (4 * 3);
+constexpr int kCombineTensors = (kStructBytes - 64) / (4 * 4);
 
 FASTOPT_HD bool aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
@@ -467,7 +468,7 @@ __global__ void __launch_bounds__(kTensorThreads)
 template <class Op, int N>
 __global__ void __launch_bounds__(kPrepareThreads)
     prepare_kernel(FASTOPT_KERNEL_ARG(PrepareLaunch<N, Op::kNumHyper>) L, typename Op::Args* args,
-                   int32_t* fresh, const PipelineState* pipe) {
+                   int32_t* fresh, const PipelineState* pipe, int32_t commit) {
   if (pipe != nullptr && pipe->skip) return;
   const int t = int(blockIdx.x * blockDim.x + threadIdx.x);
   if (t >= L.n) return;
@@ -476,27 +477,34 @@ __global__ void __launch_bounds__(kPrepareThreads)
 #pragma unroll
   for (int k = 0; k < Op::kNumHyper; ++k) h[k] = L.hyper[row][k];
   if (L.lr[row] != nullptr) h[Op::kLr] = double(*L.lr[row]);
-  double step = 0.0;
-  if constexpr (Op::kHasStep) step = double(*L.step[t] += 1.f);
   const int slot = L.slot[t];
+  // commit 0 (the tensor_out phase, which updates nothing): step counts and first-step flags
+  // stay for the call that updates
+  double step = 0.0;
+  if constexpr (Op::kHasStep) step = double(commit ? (*L.step[t] += 1.f) : *L.step[t] + 1.f);
   args[slot] = Op::prepare(h, step, fresh[slot]);
-  fresh[slot] = 0;
+  if (commit) fresh[slot] = 0;
 }
 
 // Per tensor (one block each): its reductions from the chunk partials (partials[k] holds those
-// of Reduction 1 << k), then Op::adapt on its prepared arguments.
+// of Reduction 1 << k) or from every process's sums (sums_in), then Op::adapt on its prepared
+// arguments; or (sums_out, the reduction phase of sharded tensors) only its sums, reported.
 template <class Op, int N>
 __global__ void __launch_bounds__(kTensorThreads)
     adapt_kernel(FASTOPT_KERNEL_ARG(CombineLaunch<N>) L, typename Op::Args* args,
-                 const double* partials, int64_t partials_stride, const PipelineState* pipe) {
+                 const double* partials, int64_t partials_stride, const PipelineState* pipe,
+                 double* sums_out, const double* sums_in) {
   if (pipe != nullptr && pipe->skip) return;
   const int t = int(blockIdx.x);
   const NormMeasure l2{NormType::l2, 2.0};
+  const int64_t at = int64_t(L.tensor_id[t]) * kNumReductions;
   double sums[kNumReductions];
 #pragma unroll
   for (int k = 0; k < kNumReductions; ++k) {
     double acc = 0.0;
-    if (Op::kReductions & (1u << k)) {
+    if (sums_in != nullptr) {
+      acc = sums_in[at + k];
+    } else if (Op::kReductions & (1u << k)) {
       const double* part = partials + k * partials_stride + L.chunk_base[t];
       for (int i = int(threadIdx.x); i < L.chunks[t]; i += int(blockDim.x)) acc += part[i];
       acc = block_reduce(acc, l2);
@@ -504,6 +512,11 @@ __global__ void __launch_bounds__(kTensorThreads)
     sums[k] = acc;
   }
   if (threadIdx.x != 0) return;
+  if (sums_out != nullptr) {
+#pragma unroll
+    for (int k = 0; k < kNumReductions; ++k) sums_out[at + k] = sums[k];
+    return;
+  }
   TensorNorms norms;
   norms.param = sqrt(sums[0]);
   norms.grad = sqrt(sums[1]);

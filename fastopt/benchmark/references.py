@@ -20,6 +20,11 @@ from functools import cache
 from typing import Any
 
 
+def _item(x: Any) -> float:
+    """A 0-dim result as a float; a DTensor's (FSDP2 params) is partial until gathered."""
+    return float(x.full_tensor() if hasattr(x, "full_tensor") else x)
+
+
 @cache
 def reference_lars_class() -> type:
     import torch
@@ -67,8 +72,8 @@ def reference_lars_class() -> type:
                     if exclude:
                         local_lr = 1.0
                     else:
-                        w = torch.norm(p).item()
-                        g = torch.norm(d_p).item()
+                        w = _item(torch.norm(p))
+                        g = _item(torch.norm(d_p))
                         local_lr = eta * w / (g + wd * w + self.eps) if w != 0 and g != 0 else 1.0
                     d_p = d_p.add(p, alpha=wd).mul(local_lr * lr)
                     if momentum != 0:

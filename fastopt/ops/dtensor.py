@@ -4,12 +4,14 @@ An elementwise update of a sharded or replicated tensor is the same update of ea
 so a step hands the engine ``p._local_tensor`` and its grad's local shard. States are DTensors
 with the param's mesh and placements, as torch's optimizers make them (``zeros_like`` of a
 DTensor), so ``torch.distributed.checkpoint`` and ``get_optimizer_state_dict`` see torch's
-layout. Reductions (the global grad norm, the inf/nan verdict) combine the shards' partial
-results with one all-reduce over the mesh between the engine's two passes.
+layout. Reductions (the global grad norm, the inf/nan verdict, and the per-tensor norms of LARS
+and LAMB) combine the shards' partial results with one all-reduce over the mesh between the
+engine's passes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -27,6 +29,11 @@ def is_dtensor(t: Any) -> bool:
 def local(t: torch.Tensor) -> torch.Tensor:
     """The tensor whose memory the engine reads: a DTensor's local shard, else the tensor."""
     return t._local_tensor if is_dtensor(t) else t
+
+
+def any_sharded(params: Iterable[Any]) -> bool:
+    """Some param is a DTensor split over processes (not only replicated)."""
+    return any(is_dtensor(p) and not all(pl.is_replicate() for pl in p.placements) for p in params)
 
 
 def check_param(where: str, p: torch.Tensor) -> None:

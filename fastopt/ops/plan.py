@@ -12,6 +12,7 @@ engine keeps step counts and a workspace on the params' device, so a step never 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +53,7 @@ class _Staged:
     """A param that is not dense: stepped through contiguous copies."""
 
     entry: int
-    param: torch.Tensor  # the group's param (its .grad says whether it was stepped)
+    param: torch.Tensor  # the group's param (its grad says whether it was stepped)
     data: torch.Tensor  # its memory: the param, or a DTensor's local shard
     param_buf: torch.Tensor
     grad_buf: torch.Tensor
@@ -74,6 +75,11 @@ class Plan:
     # DTensor params: the group whose all-reduce completes a norm over shards, or why none
     reduction_group: Any = None
     no_reduction_group: str | None = None
+    # the op's per-tensor norms are of sharded DTensors: their sums are all-reduced over
+    # reduction_group between the engine's phases (GradPipeline::tensor_out / tensor_in)
+    tensor_sums: bool = False
+    # per entry, the tensor read in its grad slot instead of its .grad (averaged models)
+    entry_sources: list[torch.Tensor] | None = None
 
     def stream(self) -> int:
         """The cudaStream_t to launch on: torch's current stream of the params' device."""
@@ -81,6 +87,11 @@ class Plan:
 
     def is_current(self, optimizer: FusedOptimizer) -> bool:
         return self.param_groups is optimizer.param_groups and self.state is optimizer.state
+
+    def _grad(self, entry: int) -> torch.Tensor | None:
+        if self.entry_sources is not None:
+            return self.entry_sources[entry]
+        return self.entry_params[entry].grad
 
     def supply_grads(self, fixups: list[int]) -> bool:
         """Give the engine the grads it could not take as they are (staged or other layout).
@@ -91,13 +102,13 @@ class Plan:
         staged = {s.entry: s for s in self.staged}
         for e in fixups:
             p = dtensor.local(self.entry_params[e])
-            g = self.entry_params[e].grad
+            g = self._grad(e)
             g = None if g is None else dtensor.local(g)
             if g is not None and (g.layout != torch.strided or g.shape != p.shape):
                 return False
         for entry in fixups:
             param = dtensor.local(self.entry_params[entry])
-            grad = self.entry_params[entry].grad
+            grad = self._grad(entry)
             grad = None if grad is None else dtensor.local(grad)
             if grad is None:
                 self.engine.set_grad(entry, 0, False)
@@ -115,7 +126,7 @@ class Plan:
 
     def finish(self) -> None:
         for s in self.staged:
-            if s.param.grad is not None:
+            if self._grad(s.entry) is not None:
                 s.data.copy_(s.param_buf)
         self.temporaries.clear()
 
@@ -236,9 +247,11 @@ class _Item:
     # existing states (local shards of DTensor states) by name
 
 
-def _validate(opt: FusedOptimizer, C: Any) -> tuple[list[_Item], torch.device | None]:
+def _validate(
+    opt: FusedOptimizer, C: Any, sources: Sequence[torch.Tensor] | None = None
+) -> tuple[list[_Item], torch.device | None]:
     """Every check a step makes, before anything changes: a rejected step leaves the optimizer
-    (state, steps, params) exactly as it was."""
+    (state, steps, params) exactly as it was. ``sources``: see :func:`build_plan`."""
     items: list[_Item] = []
     device: torch.device | None = None
     seen: dict[int, str] = {}
@@ -258,16 +271,9 @@ def _validate(opt: FusedOptimizer, C: Any) -> tuple[list[_Item], torch.device | 
                     "step updates each param once"
                 )
             seen[id(param)] = where
-            grad = param.grad
+            grad = param.grad if sources is None else sources[len(items)]
             if dtensor.is_dtensor(param):
                 dtensor.check_param(where, param)
-                if catalog.op(opt._kind).reductions and any(
-                    not pl.is_replicate() for pl in param.placements
-                ):
-                    raise NotImplementedError(
-                        f"{where}: {type(opt).__name__} needs each tensor's norm, which a "
-                        "sharded DTensor does not have locally; not supported under FSDP2 yet"
-                    )
                 if grad is not None:
                     dtensor.check_like(where, "its grad", grad, param)
                     grad = grad._local_tensor
@@ -353,6 +359,13 @@ def _validate(opt: FusedOptimizer, C: Any) -> tuple[list[_Item], torch.device | 
                     states if grad is not None or has_states else None,
                 )
             )
+    if catalog.op(opt._kind).reductions and dtensor.any_sharded(it.param for it in items):
+        _, why_not = dtensor.reduction_group([it.param for it in items])
+        if why_not:
+            raise NotImplementedError(
+                f"{type(opt).__name__} needs each tensor's norm, which sharded DTensors get "
+                f"from one all-reduce of their shards' sums; {why_not} do not allow it yet"
+            )
     clash = _overlapping(spans)
     if clash:
         raise ValueError(
@@ -390,13 +403,24 @@ def _as_state(value: torch.Tensor, like: torch.Tensor, dtype: torch.dtype, layou
     return value if ok else _new_state(like, dtype, layout).copy_(value)
 
 
-def build_plan(opt: FusedOptimizer) -> Plan:
-    """Validate every param of every group, then create missing states and pack the table."""
+def build_plan(opt: FusedOptimizer, sources: Sequence[torch.Tensor] | None = None) -> Plan:
+    """Validate every param of every group, then create missing states and pack the table.
+
+    ``sources``: None (the engine reads each param's ``.grad``), or one tensor per param (in
+    the groups' order) that the engine reads in its grad slot instead, every step: the source
+    model's tensors of an averaged model (``opt`` is then its averaging table). A source is
+    validated as a grad; it must be a plain tensor of the param's shape, device and dtype (or
+    float32).
+    """
     C = require_C()
     op = catalog.op(opt._kind)
     codes = catalog.dtype_codes()
     spec = opt._state_spec_all()
-    items, device = _validate(opt, C)
+    if sources is not None:
+        sources = list(sources)
+        if len(sources) != sum(len(g["params"]) for g in opt.param_groups):
+            raise ValueError("build_plan: sources must have one tensor per param")
+    items, device = _validate(opt, C, sources)
 
     # nothing below raises for a bad input: states are created only once all of it is valid
     params: list[torch.Tensor] = []
@@ -405,6 +429,7 @@ def build_plan(opt: FusedOptimizer) -> Plan:
     strides: list[Any] = []
     entries: list[dict[str, Any]] = []
     entry_params: list[torch.Tensor] = []
+    entry_sources: list[torch.Tensor] = []
     staged: list[_Staged] = []
     step_values: list[float] = []
     step_owners: list[dict] = []
@@ -417,7 +442,8 @@ def build_plan(opt: FusedOptimizer) -> Plan:
         if item.states is None:
             entry_of.append(-1)  # nothing to do until it has a grad (then: rebuild)
             continue
-        grad = None if param.grad is None else dtensor.local(param.grad)
+        grad = param.grad if sources is None else sources[tensor_id]
+        grad = None if grad is None else dtensor.local(grad)
         state_dtype = opt._state_dtype_for(p)
         state = opt.state[param] if item.names or op.has_step or aux_key_of(opt, p) else {}
         group = opt.param_groups[item.gi]
@@ -490,6 +516,8 @@ def build_plan(opt: FusedOptimizer) -> Plan:
             )
         )
         entry_params.append(param)
+        if sources is not None:
+            entry_sources.append(sources[tensor_id])
 
     # torch keeps one 0-dim float32 'step' tensor per param; ours are views of one buffer the
     # engine increments in place, so state_dict() shows torch's layout with no per-step copies.
@@ -518,6 +546,7 @@ def build_plan(opt: FusedOptimizer) -> Plan:
         held,
         sharded=[int(dtensor.is_dtensor(p)) for p in params],
         device=device,
+        sources=sources,
     )
     group, why_not = dtensor.reduction_group(params)
     workspace = None
@@ -535,4 +564,26 @@ def build_plan(opt: FusedOptimizer) -> Plan:
         workspace=workspace,
         reduction_group=group,
         no_reduction_group=why_not,
+        tensor_sums=bool(op.reductions) and dtensor.any_sharded(params),
+        entry_sources=entry_sources if sources is not None else None,
     )
+
+
+def refreshed_plan(
+    owner: Any, plan: Plan | None, sources: Sequence[torch.Tensor] | None = None
+) -> Plan:
+    """``plan`` refreshed for this step: rebuilt when it is not the owner's or the refresh finds
+    a structural change, with the grads it cannot take as they are supplied."""
+    if plan is None or not plan.is_current(owner):
+        plan = build_plan(owner, sources)
+    status, reason, fixups = plan.engine.refresh()
+    if status:
+        plan = build_plan(owner, sources)
+        status, reason, fixups = plan.engine.refresh()
+        if status:
+            raise RuntimeError(f"{type(owner).__name__}: cannot build the step table: {reason}")
+    if fixups:
+        with torch.no_grad():
+            if not plan.supply_grads(fixups):
+                build_plan(owner, sources)  # raises the error naming the param at fault
+    return plan

@@ -14,7 +14,7 @@ import torch
 
 from fastopt.ops import catalog
 from fastopt.ops.catalog import MODE_STATE_KEYS
-from fastopt.ops.plan import Plan, StateSpec, build_plan
+from fastopt.ops.plan import Plan, StateSpec, refreshed_plan
 from fastopt.optim.precision import Precision, StateDtype
 
 __all__ = ["FusedOptimizer", "Precision", "StateDtype"]
@@ -181,19 +181,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         return p.dtype if self.state_dtype == "param" else torch.float32
 
     def _current_plan(self) -> Plan:
-        plan = self._plan
-        if plan is None or not plan.is_current(self):
-            plan = self._plan = build_plan(self)
-        status, reason, fixups = plan.engine.refresh()
-        if status:
-            plan = self._plan = build_plan(self)
-            status, reason, fixups = plan.engine.refresh()
-            if status:
-                raise RuntimeError(f"{type(self).__name__}: cannot build the step table: {reason}")
-        if fixups:
-            with torch.no_grad():
-                if not plan.supply_grads(fixups):
-                    build_plan(self)  # raises the error naming the param at fault
+        plan = self._plan = refreshed_plan(self, self._plan)
         return plan
 
     def step(  # type: ignore[override]
@@ -210,7 +198,11 @@ class FusedOptimizer(torch.optim.Optimizer):
         if pipeline or self._rescale_max_norm():
             self.fused_step(**pipeline)
         else:
-            self._run(self._begin_step())
+            plan = self._begin_step()
+            if plan.tensor_sums:
+                self._run_phases(plan, {})
+            else:
+                self._run(plan)
         return loss
 
     def _begin_step(self) -> Plan:
@@ -300,31 +292,54 @@ class FusedOptimizer(torch.optim.Optimizer):
             )
         if reduces and process_group is None:
             process_group = plan.reduction_group  # FSDP2: the shards' mesh
-        if reduces and process_group is not None:
-            self._run_sharded(process_group, norm_kind == "inf", pipeline, plan)
+        total_group = process_group if reduces else None
+        if total_group is not None or plan.tensor_sums:
+            self._run_phases(plan, pipeline, total_group, max_reduce=norm_kind == "inf")
         else:
             self._run(plan, **pipeline)
 
-    def _run_sharded(
-        self, group: Any, max_reduce: bool, pipeline: dict[str, Any], plan: Plan
+    def _run_phases(
+        self,
+        plan: Plan,
+        pipeline: dict[str, Any],
+        total_group: Any = None,
+        max_reduce: bool = False,
     ) -> None:
-        """Reduction pass, all-reduce of the folded total over ``group``, update pass."""
+        """A step over params sharded across processes, in the engine's phases: with
+        ``total_group``, the reduction pass and an all-reduce of its folded total over that group;
+        with ``plan.tensor_sums``, the op's per-tensor sums and their all-reduce over the shards'
+        mesh; then the update pass, which reads what was all-reduced."""
         import torch.distributed as dist
 
-        device = plan.device
-        if device is None:  # this shard is empty: NCCL still needs the buffer on the GPU
-            nccl = dist.get_backend(group) == "nccl"
-            device = (
-                torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+        def buffer(group: Any, size: tuple[int, ...]) -> torch.Tensor:
+            device = plan.device
+            if device is None:  # this shard is empty: NCCL still needs the buffer on the GPU
+                nccl = dist.get_backend(group) == "nccl"
+                device = (
+                    torch.device("cuda", torch.cuda.current_device())
+                    if nccl
+                    else torch.device("cpu")
+                )
+            return torch.zeros(size, dtype=torch.float64, device=device)
+
+        # one refresh for all phases: the grads supplied for the first stay valid for the others
+        reduced: dict[str, int] = {}  # data pointers of the buffers below, alive until the end
+        if total_group is not None:
+            total = buffer(total_group, ())
+            self._run(plan, finish=False, **pipeline, total_out=total.data_ptr())
+            # folded totals combine by sum (norms 1, 2, p) or max (inf-norm); nan/inf propagate
+            dist.all_reduce(
+                total,
+                op=dist.ReduceOp.MAX if max_reduce else dist.ReduceOp.SUM,
+                group=total_group,
             )
-        total = torch.zeros((), dtype=torch.float64, device=device)
-        # one refresh for both phases: the grads supplied for the first stay valid for the second
-        self._run(plan, finish=False, **pipeline, total_out=total.data_ptr())
-        # folded totals combine by sum (norms 1, 2, p) or max (inf-norm); nan/inf propagate
-        dist.all_reduce(
-            total, op=dist.ReduceOp.MAX if max_reduce else dist.ReduceOp.SUM, group=group
-        )
-        self._run(plan, **pipeline, total_in=total.data_ptr())
+            reduced["total_in"] = total.data_ptr()
+        if plan.tensor_sums:  # sums of squares: every tensor's shards on each process once
+            sums = buffer(plan.reduction_group, (plan.engine.tensor_sums_size,))
+            self._run(plan, finish=False, **pipeline, **reduced, tensor_out=sums.data_ptr())
+            dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=plan.reduction_group)
+            reduced["tensor_in"] = sums.data_ptr()
+        self._run(plan, **pipeline, **reduced)
 
     def _run(self, plan: Plan | None = None, finish: bool = True, **pipeline: Any) -> None:
         """One engine call on the current plan (refreshed here unless one is given); finish()
