@@ -1,5 +1,11 @@
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+# the runner-layer toys (tests/data/runner/runner_toys.py) import as `runner_toys` everywhere
+sys.path.insert(0, str(Path(__file__).parent / "data" / "runner"))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -26,3 +32,13 @@ def fastopt_subprocess_env(*extra_paths: str) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([package_parent, *extra_paths])
     return env
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module of tiny-tensor runs: its pool only adds contention on
+    a shared machine (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -318,3 +318,91 @@ def test_config_dicts_are_not_modified(hub):
     assert isinstance(wrapper, AmpOptimWrapper)
     assert {k: v for k, v in cfg.items() if k != "optimizer"} == snapshot
     assert wrapper.loss_scaler.state_dict()["growth_interval"] == 10
+
+
+# ------------------------------------------------ the private torch API of the fused step
+def _fused_run(loss_scale, batches):
+    """Scales after each step of FusedSGD under AmpOptimWrapper: the fused unscale/inf-check
+    step with the scale updated through the private API."""
+    import fastopt
+
+    model = _model()
+    wrapper = AmpOptimWrapper(
+        optimizer=fastopt.FusedSGD(model.parameters(), lr=0.05, momentum=0.9),
+        loss_scale=loss_scale,
+        dtype="float16",
+    )
+    assert wrapper._use_fused_pipeline({})  # the path under test
+    wrapper.initialize_count_status(model, 0, len(batches))
+    scales, trackers = [], []
+    for x in batches:
+        with wrapper.optim_context(model):
+            loss = _loss(model, x)
+        wrapper.update_params(loss)
+        scales.append(wrapper.loss_scaler.get_scale())
+        trackers.append(wrapper.loss_scaler.state_dict()["_growth_tracker"])
+    return wrapper, scales, trackers
+
+
+def test_fused_amp_step_updates_the_scale_as_grad_scaler_does(hub):
+    """The in-place scale update fed the fused step's inf flag gives GradScaler.update's
+    scale and growth tracker after every step, and the state dict stays GradScaler's."""
+    batches = _batches(20, BAD_STEPS)
+    kwargs = {"init_scale": 2.0**10, "growth_interval": 3, "growth_factor": 4.0}
+    wrapper, scales, trackers = _fused_run(dict(kwargs), batches)
+    _, ref_scales, _ = _torch_reference(batches, kwargs, None, False, 1)
+    assert scales == ref_scales
+    expected, scale, clean = [], 2.0**10, 0
+    tracked = []
+    for i in range(20):
+        if i in BAD_STEPS:
+            scale, clean = scale * 0.5, 0
+        else:
+            clean += 1
+            if clean == 3:
+                scale, clean = scale * 4.0, 0
+        expected.append(scale)
+        tracked.append(clean)
+    assert scales == expected
+    assert trackers == tracked
+    state = wrapper.state_dict()["loss_scaler"]
+    restored = torch.amp.GradScaler("cpu")
+    restored.load_state_dict(state)  # GradScaler-compatible checkpoint format
+    assert restored.get_scale() == scales[-1]
+    assert restored.state_dict() == state
+
+    _, static, _ = _fused_run(512.0, batches)  # static scale: reset through update(new_scale)
+    assert static == [512.0] * 20
+
+
+def test_the_private_torch_api_of_the_fused_amp_step_exists():
+    """Fails loudly when a torch renames what the fused step reads: GradScaler's scale and
+    growth tracker tensors and torch._amp_update_scale_ (whose signature is checked by
+    calling it)."""
+    from fastopt.wrapper.amp_optim_wrapper import (
+        PRIVATE_SCALER_ATTRIBUTES,
+        PRIVATE_TORCH_FUNCTIONS,
+        scaler_state_tensors,
+    )
+
+    scaler = torch.amp.GradScaler("cpu", init_scale=8.0, growth_interval=1)
+    assert scaler_state_tensors(scaler) == (None, None)  # before the first scale()
+    scaler.scale(torch.ones(()))
+    for name in PRIVATE_SCALER_ATTRIBUTES:
+        assert isinstance(getattr(scaler, name), torch.Tensor), name
+    for name in PRIVATE_TORCH_FUNCTIONS:
+        assert callable(getattr(torch, name)), name
+    scale, tracker = scaler_state_tensors(scaler)
+    assert scale is scaler._scale and tracker is scaler._growth_tracker
+    torch._amp_update_scale_(scale, tracker, torch.zeros(()), 2.0, 0.5, 1)
+    assert scaler.get_scale() == 16.0
+
+    # a torch without them: a RuntimeError that names what is missing, not a silent step
+    class RenamedScaler(torch.amp.GradScaler):
+        def __getattribute__(self, name):
+            if name == "_growth_tracker":
+                raise AttributeError(name)
+            return super().__getattribute__(name)
+
+    with pytest.raises(RuntimeError, match=r"has no GradScaler\._growth_tracker"):
+        scaler_state_tensors(RenamedScaler("cpu"))

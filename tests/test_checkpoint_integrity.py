@@ -22,15 +22,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import runner_toys as toys
 import torch
 from conftest import fastopt_subprocess_env
-
-sys.path.insert(0, str(Path(__file__).parent / "data" / "runner"))
-import runner_toys as toys  # noqa: E402
+from runner_toys import build
 
 from fastopt.cli import main  # noqa: E402
-from fastopt.runner import Runner  # noqa: E402
-from fastopt.runner.checkpoint import (  # noqa: E402
+from fastopt.fileio.checkpoint import (  # noqa: E402
     CHECKSUM_PREFIX,
     CorruptCheckpointError,
     checkpoint_checksums,
@@ -39,20 +37,12 @@ from fastopt.runner.checkpoint import (  # noqa: E402
     save_checkpoint,
     verify_checkpoint,
 )
+from fastopt.runner import Runner  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "runner"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def build(tmp_path: Path, **overrides) -> Runner:
-    return Runner(**toys.make_cfg(tmp_path, **overrides))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def flip_tensor_byte(path: Path) -> None:
@@ -244,7 +234,7 @@ def test_a_file_replaced_after_its_record_is_used_with_a_warning(tmp_path, caplo
     path = tmp_path / "latest.pth"
     first = save_checkpoint({"n": torch.ones(2)}, path)
     second = save_checkpoint({"n": torch.zeros(2)}, path)
-    with caplog.at_level("WARNING", logger="fastopt.runner.checkpoint"):
+    with caplog.at_level("WARNING", logger="fastopt.fileio.checkpoint"):
         assert verify_checkpoint(path, expected=first) == second
     assert "rewritten after last_checkpoint recorded it" in caplog.text
 

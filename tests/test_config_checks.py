@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import inspect
 import re
-import sys
 from pathlib import Path
 
 import pytest
-import torch
-
-sys.path.insert(0, str(Path(__file__).parent / "data" / "runner"))
-import runner_toys as toys  # noqa: E402
+import runner_toys as toys
 
 from fastopt.cli import main  # noqa: E402
 from fastopt.config import Config, ConfigKeyError  # noqa: E402
@@ -26,16 +22,12 @@ from fastopt.config.known_keys import (  # noqa: E402
     unused_key_warnings,
 )
 from fastopt.runner import Runner  # noqa: E402
+from fastopt.runner import builders as runner_builders  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cnn_sgd_cosine.py"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _stderr_lines(capsys) -> list[str]:
@@ -44,9 +36,13 @@ def _stderr_lines(capsys) -> list[str]:
 
 # ------------------------------------------------------------------------- the known keys
 def test_runner_keys_are_the_keys_the_runner_reads():
-    from_cfg = inspect.getsource(Runner.from_cfg)
-    read = set(re.findall(r'config(?:\.get\(|\[)"(\w+)"', from_cfg))
+    # from_cfg passes the config's RUNNER_ARGUMENTS as the constructor arguments of the same
+    # names: the keys it reads are the constructor's parameters (less the run's own config
+    # and the options that are no config keys), and those the model set-up reads from cfg
+    assert "RUNNER_ARGUMENTS" in inspect.getsource(Runner.from_cfg)
+    read = set(inspect.signature(Runner.__init__).parameters) - {"self", "cfg", "config_dump"}
     read |= set(re.findall(r'self\.cfg\.get\("(\w+)"', inspect.getsource(Runner)))
+    read |= set(re.findall(r'\bcfg\.get\("(\w+)"', inspect.getsource(runner_builders.wrap_model)))
     assert read == set(RUNNER_KEYS)
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 import textwrap
 import warnings
 from pathlib import Path
 
 import pytest
+import runner_toys as toys
 import torch
 from torch import nn
 
@@ -18,12 +18,8 @@ from fastopt.constructor import (
     build_optim_wrapper,
 )
 from fastopt.registry import OPTIM_WRAPPER_CONSTRUCTORS, BuildArgumentError
-from fastopt.scheduler import build_param_schedulers
-
-sys.path.insert(0, str(Path(__file__).parent / "data" / "runner"))
-import runner_toys as toys  # noqa: E402
-
 from fastopt.runner import Runner  # noqa: E402
+from fastopt.scheduler import build_param_schedulers
 
 
 def model() -> nn.Module:

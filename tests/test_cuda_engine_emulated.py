@@ -12,26 +12,17 @@ import math
 
 import pytest
 import torch
-from optim_reference import TORCH_FOR_LOOP, engine
+from optim_reference import CASES, ONE_CASE_EACH, TORCH_FOR_LOOP, engine, grouped
 
 import fastopt
 import fastopt._ext
 from fastopt import _C as CPU
 from fastopt import _C_simt as SIMT
 from fastopt import catalog
-from fastopt.catalog import CATALOG
 from fastopt.ops import catalog as op_catalog
 
 CHUNK = 1 << 16
 SHAPES = [(0,), (1,), (7, 3), (CHUNK + 123,), (33, 5, 2), (4099,)]
-
-# every optimizer's test cases and per-group overrides, from the catalog
-CASES = {case: (o.name, kw) for o in CATALOG for case, kw in o.cases.items()}
-GROUP_OVERRIDES = {o.name: list(o.group_overrides) for o in CATALOG}
-# one case per optimizer for the element-type combinations
-TYPE_CASES = ["sgd_momentum", "adam_l2_amsgrad", "adamw"] + [
-    next(iter(o.cases)) for o in CATALOG if o.name not in ("FusedSGD", "FusedAdam", "FusedAdamW")
-]
 
 
 @pytest.fixture
@@ -46,13 +37,6 @@ def limits():
 def hooks():
     yield SIMT.simt_hooks
     SIMT.simt_hooks()
-
-
-def grouped(name, params):
-    groups = [{"params": [], **o} for o in GROUP_OVERRIDES[name]]
-    for i, p in enumerate(params):
-        groups[i % len(groups)]["params"].append(p)
-    return groups
 
 
 def make_params(seed=0, dtype=torch.float32, shapes=SHAPES, grad_dtype=None, make=None):
@@ -143,7 +127,7 @@ TYPES = [  # (param, grad, state)
 
 
 @pytest.mark.parametrize("types", TYPES, ids=lambda t: "-".join(str(x).split(".")[-1] for x in t))
-@pytest.mark.parametrize("case", TYPE_CASES)
+@pytest.mark.parametrize("case", ONE_CASE_EACH)
 def test_low_precision_matches_the_cpu_engine(case, types):
     name, kwargs = CASES[case]
     dtype, grad_dtype, state_dtype = types

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import itertools
 import random
-import sys
 from collections import namedtuple
-from pathlib import Path
 
 import numpy as np
 import pytest
+import runner_toys as toys
 import torch
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
-
-sys.path.insert(0, str(Path(__file__).parent / "data" / "runner"))
-import runner_toys as toys  # noqa: E402
 
 from fastopt.dataset import (  # noqa: E402
     DefaultSampler,

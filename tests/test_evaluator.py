@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent / "data" / "runner"))
-import runner_toys as toys  # noqa: E402
+import runner_toys as toys
 
 from fastopt.evaluator import BaseMetric, Evaluator, get_metric_value  # noqa: E402
 from fastopt.registry import METRICS  # noqa: E402

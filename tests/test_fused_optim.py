@@ -4,32 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from optim_reference import TORCH_FOR_LOOP
+from optim_reference import CASES, ONE_CASE_EACH, TORCH_FOR_LOOP, grouped
 
 import fastopt
-from fastopt.catalog import CATALOG
 
 CHUNK = 1 << 16  # the CPU engine's chunk size
 
 # shapes: empty, one element, odd, larger than one chunk
 SHAPES = [(0,), (1,), (7, 3), (CHUNK + 123,), (33, 5, 2)]
 
-# every optimizer's test cases and per-group overrides, from the catalog
-CASES = {case: (o.name, kw) for o in CATALOG for case, kw in o.cases.items()}
-GROUP_OVERRIDES = {o.name: list(o.group_overrides) for o in CATALOG}
-
 
 def make_params(seed: int, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(s, generator=g).to(dtype) for s in SHAPES]
-
-
-def groups_for(name: str, tensors):
-    overrides = GROUP_OVERRIDES[name]
-    groups = [{"params": [], **o} for o in overrides]
-    for i, t in enumerate(tensors):
-        groups[i % len(groups)]["params"].append(t)
-    return groups
 
 
 def run_pair(
@@ -42,10 +29,8 @@ def run_pair(
     if transform is not None:
         fused_params = transform(fused_params)
         ref_params = transform(ref_params)
-    fused = getattr(fastopt, name)(
-        groups_for(name, fused_params), state_dtype=state_dtype, **kwargs
-    )
-    ref = TORCH_FOR_LOOP[name](groups_for(name, ref_params), **kwargs)
+    fused = getattr(fastopt, name)(grouped(name, fused_params), state_dtype=state_dtype, **kwargs)
+    ref = TORCH_FOR_LOOP[name](grouped(name, ref_params), **kwargs)
     g = torch.Generator().manual_seed(seed + 1)
     for _ in range(steps):
         for pf, pr in zip(fused_params, ref_params):
@@ -82,7 +67,7 @@ def test_ill_conditioned_centered_rmsprop_as_accurate_as_torch():
     fused, ref, fp, rp = run_pair(name, kwargs)
     base = make_params(0)
     exact = [torch.nn.Parameter(t.clone().double()) for t in base]
-    truth = torch.optim.RMSprop(groups_for(name, exact), foreach=False, **kwargs)
+    truth = torch.optim.RMSprop(grouped(name, exact), foreach=False, **kwargs)
     g = torch.Generator().manual_seed(1)
     for _ in range(20):  # run_pair's grads, in float64
         for p in exact:
@@ -94,12 +79,6 @@ def test_ill_conditioned_centered_rmsprop_as_accurate_as_torch():
             theirs = (ref.state[pr][key].double() - truth.state[pe][key]).abs()
             if ours.numel():
                 assert ours.max() <= 2 * theirs.max() + 1e-6, key
-
-
-# one case per optimizer (layouts, bf16/fp16 params with fp32 states)
-ONE_CASE_EACH = ["sgd_momentum", "adam_l2_amsgrad", "adamw"] + [
-    next(iter(o.cases)) for o in CATALOG if o.name not in ("FusedSGD", "FusedAdam", "FusedAdamW")
-]
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Optional
 
 import pytest
+import runner_toys as toys
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent / "data" / "runner"))
-import runner_toys as toys  # noqa: E402
+from runner_toys import build
 
 from fastopt.hooks import (  # noqa: E402
     CheckpointHook,
@@ -32,18 +30,7 @@ from fastopt.model import unwrap_model as get_model  # noqa: E402
 from fastopt.registry import HOOKS  # noqa: E402
 from fastopt.runner import Runner  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: torch's thread pool only adds contention on a shared machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def build(tmp_path: Path, **overrides) -> Runner:
-    return Runner(**toys.make_cfg(tmp_path, **overrides))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def hook_of(runner: Runner, cls: type) -> Hook:

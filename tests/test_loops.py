@@ -4,31 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import pytest
+import runner_toys as toys
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent / "data" / "runner"))
-import runner_toys as toys  # noqa: E402
+from runner_toys import build
 
 from fastopt.hooks import Hook  # noqa: E402
 from fastopt.loops import EpochBasedTrainLoop, IterBasedTrainLoop, calc_dynamic_intervals  # noqa: E402
 from fastopt.registry import LOOPS  # noqa: E402
 from fastopt.runner import Runner  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def build(tmp_path: Path, **overrides) -> Runner:
-    return Runner(**toys.make_cfg(tmp_path, **overrides))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def no_val() -> dict:

@@ -5,17 +5,14 @@ from __future__ import annotations
 import copy
 import logging
 import re
-import sys
 from collections import namedtuple
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import runner_toys as toys
 import torch
 from torch import nn
-
-sys.path.insert(0, str(Path(__file__).parent / "data" / "runner"))
-import runner_toys as toys  # noqa: E402
 
 from fastopt.model import (  # noqa: E402
     BaseDataPreprocessor,

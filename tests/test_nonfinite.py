@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent / "data" / "runner"))
-import runner_toys as toys  # noqa: E402
+from runner_toys import build, log_text
 
 from fastopt.evaluator import Accuracy, BaseMetric  # noqa: E402
 from fastopt.hooks import (  # noqa: E402
@@ -24,26 +20,11 @@ from fastopt.hooks import (  # noqa: E402
     RuntimeInfoHook,
     finite_loss,  # noqa: E402
 )
-from fastopt.runner import Runner  # noqa: E402
 
 NAN = float("nan")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def build(tmp_path: Path, **overrides) -> Runner:
-    return Runner(**toys.make_cfg(tmp_path, **overrides))
-
-
-def log_text(runner: Runner) -> str:
-    runner.flush_logs()
-    return Path(runner.log_dir, f"{runner.timestamp}.log").read_text()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------- metrics

@@ -13,34 +13,18 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import runner_toys as toys
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent / "data" / "runner"))
-import runner_toys as toys  # noqa: E402
+from runner_toys import build, log_text
 
 from fastopt.config import Config  # noqa: E402
 from fastopt.hooks import CheckpointHook, Hook, LoggerHook  # noqa: E402
 from fastopt.logging import MessageHub, print_log  # noqa: E402
+from fastopt.logging.progress import ProgressDisplay, is_interactive  # noqa: E402
 from fastopt.runner import Runner  # noqa: E402
-from fastopt.runner.progress import ProgressDisplay, is_interactive  # noqa: E402
 from fastopt.wrapper import OptimWrapper, OptimWrapperDict  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def build(tmp_path: Path, **overrides) -> Runner:
-    return Runner(**toys.make_cfg(tmp_path, **overrides))
-
-
-def log_text(runner: Runner) -> str:
-    runner.flush_logs()
-    return Path(runner.log_dir, f"{runner.timestamp}.log").read_text()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 NO_VAL = dict(val_cfg=None, val_dataloader=None, val_evaluator=None)

@@ -7,26 +7,17 @@ already trained on.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import runner_toys as toys
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent / "data" / "runner"))
-import runner_toys as toys  # noqa: E402
 
 from fastopt.hooks import EMAHook, Hook  # noqa: E402
 from fastopt.runner import Runner  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cfg(work_dir: Path, **overrides: Any) -> dict[str, Any]:

@@ -747,10 +747,6 @@ def test_step_replaced_on_the_instance_is_not_counted_and_warns():
 def test_gradient_accumulation_in_a_runner_does_not_warn(tmp_path):
     """Schedulers step per iteration; with accumulation the first iterations have no
     optimizer step on purpose (MMEngine warns falsely there)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent / "data" / "runner"))
     import runner_toys as toys
 
     from fastopt.runner import Runner

@@ -24,7 +24,7 @@ DEFAULT_EPOCH_LENGTH = 100
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .train import CONFIG_HELP
+    from .common import CONFIG_HELP
 
     parser.add_argument("config", help=CONFIG_HELP)
     parser.add_argument(
@@ -257,7 +257,7 @@ def loader_length(cfg: Any, notes: list[str]) -> int:
 def run(args: argparse.Namespace) -> int:
     from fastopt.config.shipped import resolve_config
 
-    from .train import load_config, report_error
+    from .common import load_config, report_error
 
     notes: list[str] = []
     try:

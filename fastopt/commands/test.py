@@ -17,7 +17,7 @@ from typing import Any
 from fastopt.config.shipped import resolve_config
 from fastopt.registry.type_policy import dotted_types_for_config
 
-from .train import (
+from .common import (
     CONFIG_HELP,
     CommandError,
     add_common_arguments,
@@ -117,7 +117,7 @@ def _test(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace, cfg: Any, checkpoint: Any, split: str) -> int:
     start = time.perf_counter()
-    runner = build_runner(cfg, dump_config=False)
+    runner, _ = build_runner(cfg, config_dump="never")
     try:
         from fastopt.model import unwrap_model
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from fastopt.commands.train import CommandError, note, shown_path
+from fastopt.commands.common import CommandError, note, shown_path
 
 LOCK_NAME = ".fastopt.lock"
 

@@ -18,41 +18,40 @@ from typing import Any
 
 from .errors import ConfigKeyError
 
-# read by Runner.from_cfg and the Runner (tests/test_config_keys.py checks this against the
-# runner's source)
-RUNNER_KEYS = frozenset(
-    {
-        "model",
-        "work_dir",
-        "train_dataloader",
-        "val_dataloader",
-        "test_dataloader",
-        "train_cfg",
-        "val_cfg",
-        "test_cfg",
-        "auto_scale_lr",
-        "optim_wrapper",
-        "param_scheduler",
-        "val_evaluator",
-        "test_evaluator",
-        "default_hooks",
-        "custom_hooks",
-        "data_preprocessor",
-        "load_from",
-        "resume",
-        "launcher",
-        "env_cfg",
-        "log_processor",
-        "log_level",
-        "visualizer",
-        "default_scope",
-        "randomness",
-        "experiment_name",
-        "model_wrapper_cfg",
-        "find_unused_parameters",
-        "sync_bn",
-    }
+# the Runner's constructor arguments that a config sets, by the same names (Runner.from_cfg
+# passes each one the config has); tests/test_config_checks.py checks them against the
+# constructor's signature
+RUNNER_ARGUMENTS: tuple[str, ...] = (
+    "model",
+    "work_dir",
+    "train_dataloader",
+    "val_dataloader",
+    "test_dataloader",
+    "train_cfg",
+    "val_cfg",
+    "test_cfg",
+    "auto_scale_lr",
+    "optim_wrapper",
+    "param_scheduler",
+    "val_evaluator",
+    "test_evaluator",
+    "default_hooks",
+    "custom_hooks",
+    "data_preprocessor",
+    "load_from",
+    "resume",
+    "launcher",
+    "env_cfg",
+    "log_processor",
+    "log_level",
+    "visualizer",
+    "default_scope",
+    "randomness",
+    "experiment_name",
 )
+# read by the runner from its config (``runner.cfg``) while it builds the model
+RUNNER_CFG_KEYS = frozenset({"model_wrapper_cfg", "find_unused_parameters", "sync_bn"})
+RUNNER_KEYS = frozenset(RUNNER_ARGUMENTS) | RUNNER_CFG_KEYS
 # read elsewhere: RUNNERS.build / the commands (runner_type), Config.fromfile (custom_imports)
 OTHER_KEYS = frozenset({"runner_type", "custom_imports"})
 # MMCV 1.x keys translated by fastopt.config.legacy -> where the value goes (for hints)

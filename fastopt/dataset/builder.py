@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
+from fastopt.dist import get_rank, get_world_size
 from fastopt.registry import DATA_SAMPLERS, DATASETS, FUNCTIONS, resolve_type
 
 logger = logging.getLogger(__name__)
@@ -97,11 +98,6 @@ def build_dataloader(
     The loader gets a private ``torch.Generator``, so starting an epoch does not consume the
     global torch RNG (which would make a resumed run draw different dropout masks).
     """
-    from fastopt.runner.dist import (  # deferred: fastopt.runner imports this package
-        get_rank,
-        get_world_size,
-    )
-
     if isinstance(dataloader, DataLoader):
         return dataloader
     if not isinstance(dataloader, Mapping):

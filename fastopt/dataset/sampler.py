@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
+from fastopt.dist import get_dist_info, sync_random_seed
 from fastopt.registry import DATA_SAMPLERS
 
 
@@ -27,11 +28,6 @@ class _ResumableSampler(Sampler[int]):
     infinite: bool = False
 
     def __init__(self, dataset: Sized, shuffle: bool = True, seed: int | None = None) -> None:
-        from fastopt.runner.dist import (
-            get_dist_info,
-            sync_random_seed,
-        )  # deferred: fastopt.runner imports this package
-
         rank, world_size = get_dist_info()
         self.rank = rank
         self.world_size = world_size

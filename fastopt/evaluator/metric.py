@@ -14,6 +14,8 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
+from fastopt.dist import broadcast_object, collect_results, is_main_process
+
 logger = logging.getLogger(__name__)
 
 
@@ -85,8 +87,6 @@ class BaseMetric:
         Args:
             size: the dataset length (results beyond it are sampler padding).
         """
-        from fastopt.runner.dist import broadcast_object, collect_results, is_main_process
-
         if len(self.results) == 0:
             logger.warning(
                 "%s got empty `self.results`. Please ensure that the processed results are "

@@ -3,7 +3,7 @@
 Behaviour and file names are MMEngine's (``epoch_{n}.pth`` / ``iter_{n}.pth``,
 ``best_{metric}_{epoch|iter}_{n}.pth``, ``work_dir/last_checkpoint``), with two fixes:
 
-* every file is written atomically (see :mod:`fastopt.runner.checkpoint`) and loads with
+* every file is written atomically (see :mod:`fastopt.fileio.checkpoint`) and loads with
   ``torch.load(weights_only=True)``;
 * a best checkpoint keeps the optimizer and scheduler states (per ``save_optimizer`` /
   ``save_param_scheduler``), so training can resume from it (open-mmlab/mmengine#1409);
@@ -26,7 +26,10 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable
 
+from fastopt import dist
+from fastopt.dist import is_main_process
 from fastopt.evaluator.metric import is_finite_number
+from fastopt.fileio.checkpoint import load_checkpoint_file, save_checkpoint_as
 from fastopt.model.fsdp import SHARDED_STATE, read_sharded_model_state, sharded_state_dir
 from fastopt.registry import HOOKS
 
@@ -34,14 +37,6 @@ from .hook import DATA_BATCH, Hook
 
 if TYPE_CHECKING:
     from fastopt.runner import Runner
-
-
-def is_main_process() -> bool:
-    from fastopt.runner.dist import (
-        is_main_process as main,
-    )  # deferred: fastopt.runner imports this package
-
-    return main()
 
 
 _RULES: dict[str, Callable[[float, float], bool]] = {
@@ -248,8 +243,6 @@ class CheckpointHook(Hook):
         one), else remove it as superseded. Only files this hook wrote as bests (their message
         hub names them so) of a step not after the resumed one are considered. Rank 0 looks
         at the files and tells the other ranks (they must agree on the best score)."""
-        from fastopt.runner import dist
-
         if not self.save_best or runner.iter == 0:
             return
         adopted = self._find_interrupted_bests(runner) if is_main_process() else []
@@ -262,8 +255,6 @@ class CheckpointHook(Hook):
             hub.update_info(self._best_score_info_key(key), score)
 
     def _find_interrupted_bests(self, runner: Runner) -> list[tuple[str, str, float]]:
-        from fastopt.runner.checkpoint import load_checkpoint_file
-
         assert self.out_dir is not None
         hub = runner.message_hub
         single = len(self.key_indicators) == 1
@@ -505,8 +496,6 @@ class CheckpointHook(Hook):
         return False
 
     def _publish_model(self, runner: Runner, ckpt_path: str) -> None:
-        from fastopt.runner.checkpoint import load_checkpoint_file, save_checkpoint_as
-
         if not is_main_process():
             return
         checkpoint = load_checkpoint_file(ckpt_path)  # verified: never publish a corrupt file

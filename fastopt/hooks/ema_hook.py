@@ -7,6 +7,7 @@ import logging
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
+from fastopt.fileio.checkpoint import load_model_state
 from fastopt.model.utils import unwrap_model
 from fastopt.registry import HOOKS, MODELS
 
@@ -105,10 +106,6 @@ class EMAHook(Hook):
         self._swap_ema_state_dict(checkpoint)
 
     def after_load_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
-        from fastopt.runner.checkpoint import (
-            load_model_state,
-        )  # deferred: fastopt.runner imports this package
-
         if "ema_state_dict" in checkpoint and runner.resuming:
             self._swap_ema_state_dict(checkpoint)  # state_dict holds the raw weights again
             load_model_state(

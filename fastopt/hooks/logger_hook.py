@@ -13,21 +13,15 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from fastopt.dist import is_main_process
+from fastopt.fileio.atomic import atomic_write
+from fastopt.logging.progress import ProgressDisplay, is_interactive
 from fastopt.registry import HOOKS
 
 from .hook import DATA_BATCH, Hook
 
 if TYPE_CHECKING:
     from fastopt.runner import Runner
-    from fastopt.runner.progress import ProgressDisplay
-
-
-def is_main_process() -> bool:
-    from fastopt.runner.dist import (
-        is_main_process as main,
-    )  # deferred: fastopt.runner imports this package
-
-    return main()
 
 
 def _check_local(args: dict | None, name: str) -> None:
@@ -117,8 +111,6 @@ class LoggerHook(Hook):
             name = os.path.basename(runner.work_dir.rstrip(os.sep))
             self._copy_dir = os.path.join(self.out_dir, name)
         self.json_log_path = f"{runner.timestamp}.json"
-        from fastopt.runner.progress import ProgressDisplay, is_interactive
-
         show = is_interactive() if self.progress_bar is None else self.progress_bar
         self._progress = ProgressDisplay() if show and is_main_process() else None
 
@@ -129,8 +121,6 @@ class LoggerHook(Hook):
         runner.flush_logs()
         if self._copy_dir is None or not is_main_process():
             return
-        from fastopt.runner.checkpoint import atomic_write  # deferred: fastopt.runner imports us
-
         copied = []
         for root, _, files in os.walk(runner.log_dir):
             for name in files:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
+from fastopt.dist import get_rank
 from fastopt.registry import HOOKS
 
 from .hook import DATA_BATCH, Hook
@@ -105,10 +106,6 @@ class ProfilerHook(Hook):
             path = self.json_trace_path
             self.trace_file = path if os.path.isabs(path) else os.path.join(runner.log_dir, path)
         elif self.on_trace_ready is None:
-            from fastopt.runner.dist import (
-                get_rank,
-            )  # deferred: fastopt.runner imports this package
-
             self.trace_file = os.path.join(
                 runner.log_dir, "profiler", f"trace_rank{get_rank()}.json"
             )

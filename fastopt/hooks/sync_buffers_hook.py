@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from fastopt.dist import all_reduce_mean, is_distributed
 from fastopt.registry import HOOKS
 
 from .hook import Hook
@@ -24,21 +25,11 @@ class SyncBuffersHook(Hook):
         self.called_in_train = False
 
     def before_val_epoch(self, runner: Runner) -> None:
-        from fastopt.runner.dist import (
-            all_reduce_mean,
-            is_distributed,
-        )  # deferred: fastopt.runner imports this package
-
         if is_distributed() and not self.called_in_train:
             all_reduce_mean(runner.model.buffers())
         self.called_in_train = False
 
     def after_train_epoch(self, runner: Runner) -> None:
-        from fastopt.runner.dist import (
-            all_reduce_mean,
-            is_distributed,
-        )  # deferred: fastopt.runner imports this package
-
         if is_distributed():
             all_reduce_mean(runner.model.buffers())
             self.called_in_train = True

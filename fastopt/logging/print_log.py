@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from .run_logger import active_run_logger, run_logger_name
+
 
 def print_log(
     msg: object, logger: logging.Logger | str | None = None, level: int = logging.INFO
@@ -18,8 +20,6 @@ def print_log(
             else the logger of that name.
         level: the logging level (``logging.INFO``, ...).
     """
-    from fastopt.runner.logger import active_run_logger, run_logger_name  # deferred: cycle
-
     if logger is None:
         print(msg)
     elif isinstance(logger, logging.Logger):

@@ -39,6 +39,16 @@ class BaseLoop:
         """Run the phase."""
         raise NotImplementedError
 
+    def restore_progress(self, epoch: int, iter: int) -> None:
+        """Continue a resumed run: ``epoch`` epochs and ``iter`` iterations are done.
+
+        The runner calls it on its training loop when it resumes; the counters are the
+        loop's own (``_epoch``/``_iter``, MMEngine's names, which training loops written for
+        MMEngine keep too).
+        """
+        self._epoch = epoch
+        self._iter = iter
+
 
 def calc_dynamic_intervals(
     start_interval: int, dynamic_interval_list: Sequence[tuple[int, int]] | None = None

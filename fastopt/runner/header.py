@@ -2,7 +2,7 @@
 
 A few lines that say what runs where: config, work dir and log file, model size, optimizer,
 schedule, device and threads. The full environment, config and hook order go to the log file
-only (see :mod:`fastopt.runner.logger`); the header is printed once everything that a config
+only (see :mod:`fastopt.logging.run_logger`); the header is printed once everything that a config
 can get wrong has been built, so a failing run shows its error instead.
 """
 
@@ -16,6 +16,7 @@ import torch
 
 from fastopt.model import unwrap_model
 from fastopt.scheduler.base import INF
+from fastopt.wrapper import OptimWrapperDict
 
 if TYPE_CHECKING:
     from fastopt.runner import Runner
@@ -53,8 +54,6 @@ def _model_line(model: torch.nn.Module) -> str:
 
 
 def _optimizer_line(wrapper: Any) -> str:
-    from fastopt.wrapper import OptimWrapperDict
-
     if isinstance(wrapper, OptimWrapperDict):
         return "; ".join(f"{name}: {_optimizer_line(w)}" for name, w in wrapper.items())
     optimizer = wrapper.optimizer

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .dist import get_rank, sync_random_seed
+from fastopt.dist import get_rank, sync_random_seed
 
 
 def set_random_seed(

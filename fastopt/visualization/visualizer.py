@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastopt.dist import is_main_process
 from fastopt.logging import ManagerMixin
 from fastopt.registry import VISBACKENDS, VISUALIZERS
 
@@ -42,10 +43,6 @@ class Visualizer(ManagerMixin):
                 f"Visualizer got unsupported arguments: {unknown} (fastopt records scalars and "
                 "configs only)"
             )
-        from fastopt.runner.dist import (
-            is_main_process,
-        )  # deferred: fastopt.runner imports this package
-
         self._vis_backends: dict[str, BaseVisBackend] = {}
         if isinstance(vis_backends, dict):
             vis_backends = [vis_backends]

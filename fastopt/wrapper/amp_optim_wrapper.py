@@ -41,6 +41,34 @@ def _parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     raise ValueError(f"dtype should be None or any of {valid}, but got {dtype!r}")
 
 
+# The private torch API the fused AMP step uses, all of it. GradScaler keeps its scale and
+# growth tracker as device tensors and updates them with torch._amp_update_scale_; its public
+# getters (get_scale, ...) copy them to the host, a synchronisation per step, and its public
+# update() reads the inf flags of its own unscale_, which the fused step replaces. The names
+# are checked on every use, so a torch that renames them fails with this message instead of
+# training with a scale that never changes (tests/test_amp_optim_wrapper.py pins them).
+PRIVATE_SCALER_ATTRIBUTES = ("_scale", "_growth_tracker")
+PRIVATE_TORCH_FUNCTIONS = ("_amp_update_scale_",)
+
+
+def scaler_state_tensors(
+    scaler: torch.amp.GradScaler,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``scaler``'s scale and growth tracker tensors (None before its first ``scale()``).
+
+    Raises RuntimeError naming what is missing when this torch has renamed them.
+    """
+    missing = [f"GradScaler.{a}" for a in PRIVATE_SCALER_ATTRIBUTES if not hasattr(scaler, a)]
+    missing += [f"torch.{f}" for f in PRIVATE_TORCH_FUNCTIONS if not hasattr(torch, f)]
+    if missing:
+        raise RuntimeError(
+            f"torch {torch.__version__} has no {', '.join(missing)}: the fused AMP step of "
+            "fastopt's AmpOptimWrapper relies on them (see PRIVATE_SCALER_ATTRIBUTES in "
+            "fastopt/wrapper/amp_optim_wrapper.py); fastopt needs an update for this torch"
+        )
+    return scaler._scale, scaler._growth_tracker
+
+
 def _device_type(optimizer: torch.optim.Optimizer) -> str:
     """Device type of the optimizer's first parameter (autocast and the scaler run there)."""
     for group in optimizer.param_groups:
@@ -147,23 +175,23 @@ class AmpOptimWrapper(OptimWrapper):
     ) -> None:
         """Unscale + clip + inf/nan skip + step in the engine, then GradScaler's scale update."""
         scaler = self.loss_scaler
-        scale = getattr(scaler, "_scale", None)
-        if not self.uses_loss_scaling or scale is None:  # bf16, or torch's "no scale()" error
-            if self.uses_loss_scaling:
-                return self._clip_and_step()
+        if not self.uses_loss_scaling:  # bf16: no scale
             return super()._fused_clip_and_step()
+        scale, growth_tracker = scaler_state_tensors(scaler)
+        if scale is None:  # scale() was not called: torch's own sequence raises its error
+            return self._clip_and_step()
         found_inf = torch.zeros((), dtype=torch.float32, device=scale.device)
         super()._fused_clip_and_step(loss_scale=scale, found_inf=found_inf)
-        if self._scale_update_param is not None:  # static scale: reset, as GradScaler.update
-            scale.fill_(self._scale_update_param)
-        else:  # GradScaler.update's own in-place kernel: no host sync
+        if self._scale_update_param is not None:  # static scale: reset to it
+            scaler.update(self._scale_update_param)
+        else:  # GradScaler.update's own in-place kernel, fed our inf flag: no host sync
             torch._amp_update_scale_(
                 scale,
-                scaler._growth_tracker,
+                growth_tracker,
                 found_inf,
-                scaler._growth_factor,
-                scaler._backoff_factor,
-                scaler._growth_interval,
+                scaler.get_growth_factor(),
+                scaler.get_backoff_factor(),
+                scaler.get_growth_interval(),
             )
 
     def _clip_and_step(self, **kwargs: Any) -> None:

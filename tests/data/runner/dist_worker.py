@@ -15,7 +15,7 @@ import runner_toys as toys  # noqa: E402
 
 from fastopt.hooks import Hook  # noqa: E402
 from fastopt.runner import Runner  # noqa: E402
-from fastopt.runner.dist import get_rank  # noqa: E402
+from fastopt.dist import get_rank  # noqa: E402
 
 
 class SeenSamples(Hook):

@@ -36,7 +36,7 @@ import runner_toys as toys  # noqa: E402
 from fastopt.hooks import Hook  # noqa: E402
 from fastopt.registry import HOOKS  # noqa: E402
 from fastopt.runner import Runner  # noqa: E402
-from fastopt.runner.checkpoint import checkpoint_checksums, read_last_checkpoint  # noqa: E402
+from fastopt.fileio.checkpoint import checkpoint_checksums, read_last_checkpoint  # noqa: E402
 
 MAX_ITERS = 10
 REPORT_FD = None  # the pipe's write end, in a child

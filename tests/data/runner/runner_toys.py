@@ -1,11 +1,13 @@
-"""Tiny models, data, metrics and a recording hook shared by the runner-layer tests.
+"""Tiny models, data, metrics, a recording hook and the toy runner shared by the runner-layer
+tests.
 
-Imported by the tests through ``sys.path`` (tests/ is not a package); registering happens once
-per process, under names no other test uses.
+Imported as ``runner_toys`` (tests/conftest.py puts this directory on ``sys.path``; tests/ is
+not a package); registering happens once per process, under names no other test uses.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,6 +18,7 @@ from fastopt.evaluator import BaseMetric
 from fastopt.hooks import Hook
 from fastopt.model import BaseModel
 from fastopt.registry import DATASETS, HOOKS, METRICS, MODELS
+from fastopt.runner import Runner
 
 
 @DATASETS.register_module()
@@ -203,3 +206,14 @@ def make_cfg(work_dir: str, **overrides: Any) -> dict[str, Any]:
     )
     cfg.update(overrides)
     return cfg
+
+
+def build(work_dir: Any, **overrides: Any) -> Runner:
+    """A runner of :func:`make_cfg` in ``work_dir``, with ``overrides``."""
+    return Runner(**make_cfg(work_dir, **overrides))
+
+
+def log_text(runner: Runner) -> str:
+    """The run's log file as it is on disk now."""
+    runner.flush_logs()
+    return Path(runner.log_dir, f"{runner.timestamp}.log").read_text()

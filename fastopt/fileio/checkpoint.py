@@ -1,10 +1,7 @@
 """Checkpoint files: written atomically, readable with ``torch.load(weights_only=True)``.
 
-* :func:`save_checkpoint` writes to a temporary file in the destination directory, flushes and
-  fsyncs it, then renames it over the destination (``os.replace`` is atomic on POSIX and
-  Windows). A crash at any moment leaves either the old file or the new one, never a torn one.
-  The temporary file is created with mode ``0o666`` less the umask, as ``open()`` would
-  (``mkstemp``'s 0600 would make every checkpoint private to its owner).
+* :func:`save_checkpoint` writes atomically (:mod:`fastopt.fileio.atomic`): a crash at any
+  moment leaves either the old file or the new one, never a torn one.
 * Every checkpoint carries a SHA-256 checksum of its payload (the bytes ``torch.save``
   wrote) in the zip archive's comment, ``fastopt-sha256=<hex>``; zip readers, and so
   ``torch.load``, ignore the comment. :func:`verify_checkpoint` streams the file through
@@ -28,7 +25,6 @@ import logging
 import numbers
 import os
 import re
-import secrets
 import struct
 import time
 from collections.abc import Mapping, Sequence
@@ -37,6 +33,8 @@ from typing import Any, Callable, NamedTuple, Union
 import numpy as np
 import torch
 from torch import nn
+
+from .atomic import atomic_write, commit_temp, write_temp
 
 logger = logging.getLogger(__name__)
 
@@ -96,89 +94,6 @@ def to_weights_only(obj: Any, path: str = "checkpoint") -> Any:
         "checkpoint that loads with torch.load(weights_only=True); store tensors, numbers, "
         "strings, lists and dicts (e.g. convert it in a before_save_checkpoint hook)"
     )
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _create_temp(directory: str, name: str) -> tuple[int, str]:
-    """A new file ``directory/.<name>.<random>.tmp``, open for writing.
-
-    Created with mode 0o666, so the kernel applies the umask as for any ``open()``
-    (``tempfile.mkstemp`` uses 0o600, and ``os.replace`` keeps the temporary file's mode).
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    flags |= getattr(os, "O_CLOEXEC", 0)
-    for _ in range(100):
-        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"could not create a temporary file for {name} in {directory}")
-
-
-def _write_temp(
-    path: str, write: Callable[[Any], Any], mode: str, encoding: str | None
-) -> tuple[str, Any]:
-    """Write a fsynced temporary file next to ``path``; return it and ``write``'s result."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = _create_temp(directory, os.path.basename(path))
-    try:
-        with os.fdopen(fd, mode, encoding=encoding) as f:
-            result = write(f)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    return tmp, result
-
-
-def _commit(tmp: str, path: str) -> None:
-    """Rename the complete temporary file ``tmp`` to ``path``, then fsync the directory."""
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def atomic_write(
-    path: str | os.PathLike,
-    write: Callable[[Any], Any],
-    mode: str = "wb",
-    encoding: str | None = None,
-) -> Any:
-    """Write ``path`` by calling ``write(file)`` on a temporary file, then renaming it.
-
-    The temporary file lives in the same directory (a rename across file systems is not
-    atomic) and is fsynced before the rename, and the directory after it. The new file's mode
-    is what ``open()`` gives (0o666 less the umask). Returns what ``write`` returned.
-    """
-    path = os.fspath(path)
-    tmp, result = _write_temp(path, write, mode, encoding if "b" not in mode else None)
-    _commit(tmp, path)
-    return result
 
 
 # ------------------------------------------------------------------------------ checksums
@@ -409,11 +324,11 @@ def save_checkpoint_as(
     """Like :func:`save_checkpoint` with the file name made from the checksum by ``name``
     (published checkpoints: ``epoch_3-<sha[:8]>.pth``). Returns the path and the checksum."""
     safe = to_weights_only(checkpoint)
-    tmp, digest = _write_temp(
+    tmp, digest = write_temp(
         os.path.join(directory, name("0" * 64)), lambda f: _write_checkpoint(safe, f), "wb", None
     )
     path = os.path.join(directory, name(digest))
-    _commit(tmp, path)
+    commit_temp(tmp, path)
     return path, digest
 
 
@@ -489,6 +404,7 @@ def load_model_state(
 
     With ``strict=True`` any mismatch raises; otherwise it is logged as a warning.
     """
+    # imported here: file I/O sits below fastopt.model, which only an FSDP2 model needs
     from fastopt.model.fsdp import is_fully_sharded, load_full_model_state_dict
 
     if is_fully_sharded(model):  # FSDP2: every rank cuts the full tensors to its shards
