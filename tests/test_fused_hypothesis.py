@@ -45,11 +45,14 @@ def _check(name, kwargs, shape_list, dtype, seed, steps=4):
         far = ~torch.isclose(a, b, **tol)
         if dtype == torch.float32 and far.any():
             # Ill-conditioned elements (g + wd * p cancelling, which torch rounds once with an
-            # FMA; sqrt(sq - ga^2) near 0): there torch itself is off the float64 result by
-            # more than the tolerance, and the fused result must be about as accurate.
+            # FMA; sqrt(sq - ga^2) near 0), or norms of large tensors (torch reduces in float32,
+            # the engine in float64): where the two differ, the fused result is within the
+            # tolerance of the float64 result, or torch is off it by more and the fused result
+            # about as accurate.
             ours = (a.double() - e.detach())[far].abs()
             theirs = (b.double() - e.detach())[far].abs()
-            assert (theirs > tol["atol"]).all() and (ours <= 3 * theirs).all(), (ours, theirs)
+            accurate = (ours <= tol["atol"]) | ((theirs > tol["atol"]) & (ours <= 3 * theirs))
+            assert accurate.all(), (ours, theirs)
             continue
         torch.testing.assert_close(a, b, **tol)
 
@@ -200,6 +203,8 @@ def test_adan(shape_list, lr, betas, wd, no_prox, seed):
     st.sampled_from([None, 0.5, 1.0]),
     st.integers(0, 2**16),
 )
+# a tensor larger than a chunk: torch's float32 norm is the less accurate one
+@example([(2,), (38, 38, 57)], 0.0390625, 0.0, False, True, False, None, 1)
 def test_lamb(shape_list, lr, wd, bias_correction, always_adapt, trust_clip, max_norm, seed):
     kw = dict(
         lr=lr,
