@@ -15,6 +15,7 @@ import torch
 from fastopt.ops import catalog
 from fastopt.ops.catalog import MODE_STATE_KEYS
 from fastopt.ops.plan import Plan, StateSpec, refreshed_plan
+from fastopt.optim import compiled
 from fastopt.optim.precision import Precision, StateDtype
 
 __all__ = ["FusedOptimizer", "Precision", "StateDtype"]
@@ -126,6 +127,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             )
         self._plan: Plan | None = None
         super().__init__(params, {**defaults, **self.precision.group_defaults()})
+        compiled.register(self)
 
     @property
     def state_dtype(self) -> StateDtype:
@@ -158,6 +160,8 @@ class FusedOptimizer(torch.optim.Optimizer):
                 )
             seen.add(id(p))
         super().add_param_group({**param_group, "params": params})
+        if "_op_handle" in self.__dict__:  # (torch's __init__ adds the first groups)
+            compiled.sync_params(self)
 
     # --- what each optimizer defines -----------------------------------------------------
     def _state_spec(self, group: dict[str, Any]) -> StateSpec:
@@ -190,20 +194,28 @@ class FusedOptimizer(torch.optim.Optimizer):
         """One optimizer step; keyword arguments, if any, are :meth:`fused_step`'s.
 
         (Wrappers such as ``ZeroRedundancyOptimizer`` forward their ``step`` keywords here.)
+        Inside ``torch.compile`` the step is one call of the custom op ``fastopt::step``
+        (:mod:`fastopt.optim.compiled`).
         """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if torch.compiler.is_compiling():
+            compiled.compiled_step(self, pipeline)
+        else:
+            self._step_eager(pipeline)
+        return loss
+
+    def _step_eager(self, pipeline: dict[str, Any]) -> None:
         if pipeline or self._rescale_max_norm():
-            self.fused_step(**pipeline)
+            self._fused_step_eager(**pipeline)
         else:
             plan = self._begin_step()
             if plan.tensor_sums:
                 self._run_phases(plan, {})
             else:
                 self._run(plan)
-        return loss
 
     def _begin_step(self) -> Plan:
         """The refreshed plan of this step, group step counts advanced first (they are read as
@@ -257,7 +269,41 @@ class FusedOptimizer(torch.optim.Optimizer):
         All tensors are 0-dim or one-element float32 on the params' device; nothing here
         synchronises with the host (on a GPU every step of the pipeline runs on the device, on
         torch's current stream).
+
+        Inside ``torch.compile`` this is one call of the custom op ``fastopt::step``.
         """
+        if torch.compiler.is_compiling():
+            compiled.compiled_step(
+                self,
+                dict(
+                    max_norm=max_norm,
+                    norm_type=norm_type,
+                    loss_scale=loss_scale,
+                    found_inf=found_inf,
+                    norm_out=norm_out,
+                    process_group=process_group,
+                ),
+            )
+            return
+        self._fused_step_eager(
+            max_norm=max_norm,
+            norm_type=norm_type,
+            loss_scale=loss_scale,
+            found_inf=found_inf,
+            norm_out=norm_out,
+            process_group=process_group,
+        )
+
+    def _fused_step_eager(
+        self,
+        *,
+        max_norm: float | None = None,
+        norm_type: float | str = 2.0,
+        loss_scale: torch.Tensor | None = None,
+        found_inf: torch.Tensor | None = None,
+        norm_out: torch.Tensor | None = None,
+        process_group: Any = None,
+    ) -> None:
         norm_kind, p = _norm_kind(norm_type)
         if max_norm is not None and max_norm <= 0:
             raise ValueError(f"max_norm must be positive, got {max_norm}")
@@ -457,6 +503,10 @@ class FusedOptimizer(torch.optim.Optimizer):
             current = getattr(self, "precision", None)
             state["precision"] = current or Precision(state_dtype=legacy or torch.float32)
         super().__setstate__(state)
+        if "_op_handle" not in self.__dict__:  # a copy or an unpickled optimizer: its own
+            compiled.register(self)
+        else:
+            compiled.sync_params(self)
         # a group saved without stochastic rounding's keys rounds with this run's seed
         keys = catalog.rounding_keys() if self.precision.stochastic else ()
         rounding = {k: self.defaults[k] for k in keys}
