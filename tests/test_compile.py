@@ -223,6 +223,14 @@ def test_edited_param_groups_are_refused():
     assert torch.equal(extra.detach(), torch.full((3,), -0.1))
 
 
+def test_op_schema():
+    """Mutation annotations as the graph needs them, and never inside a CUDA graph."""
+    op = torch.ops.fastopt.step.default
+    mutated = [a.name for a in op._schema.arguments if a.alias_info and a.alias_info.is_write]
+    assert mutated == ["params", "found_inf", "norm_out"]
+    assert torch.Tag.cudagraph_unsafe in op.tags
+
+
 def test_add_param_group_and_copies_have_their_own_handle():
     model = _with_grads(7)
     opt = FusedSGD(list(model.parameters())[:2], lr=0.1)

@@ -86,7 +86,14 @@ def _pairs(opt: FusedOptimizer, params: list[torch.Tensor]) -> list[tuple[torch.
     return pairs
 
 
-@torch.library.custom_op("fastopt::step", mutates_args=("params", "found_inf", "norm_out"))
+# cudagraph_unsafe: inductor never puts the op in a CUDA graph (mode="reduce-overhead" runs it
+# outside the graph): a replay would reuse the pointers and hyperparameters of the capture,
+# skipping the plan's per-step validation and the groups' current lr
+@torch.library.custom_op(
+    "fastopt::step",
+    mutates_args=("params", "found_inf", "norm_out"),
+    tags=(torch.Tag.cudagraph_unsafe,),
+)
 def _step(
     handle: int,
     params: list[torch.Tensor],
