@@ -206,6 +206,14 @@ def test_op_steps_copies_and_given_grads():
     _assert_same(list(ref.parameters()), params)  # the optimizer's own params too
     assert all(p.grad is g for p, g in zip(params, old_grads))
     assert not any(torch.equal(a, b) for a, b in zip(before, params))
+    # tensors over the params' own memory (not the same objects) are stepped in place
+    for p in ref.parameters():
+        p.grad = torch.ones_like(p)
+    ref_opt.step()
+    aliases = [p.detach() for p in params]
+    ones = [torch.ones_like(p) for p in params]
+    torch.ops.fastopt.step(opt._op_handle, aliases, ones, False, None, 2.0, None, None, None)
+    _assert_same(list(ref.parameters()), params)
 
 
 def test_edited_param_groups_are_refused():

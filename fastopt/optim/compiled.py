@@ -67,15 +67,15 @@ def _pairs(opt: FusedOptimizer, params: list[torch.Tensor]) -> list[tuple[torch.
     stale = len(own) != len(params)
     pairs = []
     for mine, given in zip(own, params):
-        copied = given is not mine
-        if copied and (
-            given.shape != mine.shape
-            or given.dtype != mine.dtype
-            or given.device != mine.device
-            or (given.numel() and given.data_ptr() in ptrs)
-        ):
+        if given.shape != mine.shape or given.dtype != mine.dtype or given.device != mine.device:
             stale = True
-        pairs.append((mine, copied))
+        # the param itself, or another tensor object over exactly its memory
+        same = given is mine or (
+            given.data_ptr() == mine.data_ptr() and given.stride() == mine.stride()
+        )
+        if not same and given.numel() and given.data_ptr() in ptrs:
+            stale = True  # another param's memory: the list is not the optimizer's
+        pairs.append((mine, not same))
     if stale:
         sync_params(opt)
         raise RuntimeError(
