@@ -257,3 +257,28 @@ def test_add_param_group_and_copies_have_their_own_handle():
     assert all(
         torch.equal(a, b) for a, b in zip(before, model.parameters())
     )  # the original untouched
+
+
+def test_optim_wrapper_clip_inside_compile():
+    """OptimWrapper.update_params with norm clipping inside a compiled function: fused_step
+    through the op, bitwise eager."""
+    from fastopt.wrapper import OptimWrapper
+
+    results = []
+    for compiled in (False, True):
+        model = _model(8)
+        wrapper = OptimWrapper(
+            FusedAdamW(model.parameters(), lr=1e-2), clip_grad=dict(max_norm=0.05)
+        )
+        x = torch.randn(16, 12, generator=torch.Generator().manual_seed(2))
+
+        def step(x, model=model, wrapper=wrapper):
+            loss = model(x).square().mean()
+            wrapper.update_params(loss)
+            return loss
+
+        fn = torch.compile(step, backend="aot_eager") if compiled else step
+        for _ in range(5):
+            fn(x)
+        results.append([p.detach() for p in model.parameters()])
+    _assert_same(*results)
