@@ -108,6 +108,8 @@ def check_kill_trials(result: dict) -> None:
     assert any(t["temps_after_kill"] for t in killed), "no kill hit a file being written"
 
 
+# a soak of kills during saves (about 30 s): CI runs it (`pytest -m slow`)
+@pytest.mark.slow
 def test_sigkill_during_saves_loses_nothing(tmp_path):
     """20 real kills at random moments of the save sequence (~30 s on 2 cores)."""
     result = run_kill_trials(tmp_path, trials=20, seed=1919, via="mixed")

@@ -102,6 +102,8 @@ def test_compiled_train_step_is_eager_and_does_not_recompile(name):
     assert opt.param_groups[0]["lr"] == eager_opt.param_groups[0]["lr"] != 1e-2
 
 
+# inductor's first compile (about 12 s): CI runs it (`pytest -m slow`)
+@pytest.mark.slow
 def test_compiled_train_step_inductor():
     """The default backend (inductor re-inplaces the op: it gets the params themselves).
     Inductor's fused forward and backward round differently from eager's, so the reference
