@@ -272,20 +272,7 @@ class FusedOptimizer(torch.optim.Optimizer):
 
         Inside ``torch.compile`` this is one call of the custom op ``fastopt::step``.
         """
-        if torch.compiler.is_compiling():
-            compiled.compiled_step(
-                self,
-                dict(
-                    max_norm=max_norm,
-                    norm_type=norm_type,
-                    loss_scale=loss_scale,
-                    found_inf=found_inf,
-                    norm_out=norm_out,
-                    process_group=process_group,
-                ),
-            )
-            return
-        self._fused_step_eager(
+        pipeline = dict(
             max_norm=max_norm,
             norm_type=norm_type,
             loss_scale=loss_scale,
@@ -293,6 +280,10 @@ class FusedOptimizer(torch.optim.Optimizer):
             norm_out=norm_out,
             process_group=process_group,
         )
+        if torch.compiler.is_compiling():
+            compiled.compiled_step(self, pipeline)
+        else:
+            self._fused_step_eager(**pipeline)
 
     def _fused_step_eager(
         self,
