@@ -15,6 +15,11 @@
 #error "the SIMT emulation's fiber switch is written for x86-64"
 #endif
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 // Fiber switch (x86-64 System V): saves the callee-saved registers and the SSE/x87 control words
 // on the current stack, stores the stack pointer to *save and resumes the stack at load. A new
 // fiber's stack is prepared so that its first switch "returns" into fastopt_simt_entry, which
@@ -93,7 +98,43 @@ struct Stack {
   Stack(const Stack&) = delete;
   Stack& operator=(const Stack&) = delete;
   char* top() const { return base + kStackBytes; }
+  char* bottom() const { return base + kGuardBytes; }
+  static constexpr size_t usable() { return kStackBytes - kGuardBytes; }
 };
+
+// AddressSanitizer does not see the fiber switches: without these annotations it takes a fiber's
+// frames for the host thread's, and the frames of a fiber that ended (it never returns) stay
+// poisoned for the next fiber on that stack, so every report would be suspect. No-ops otherwise.
+struct StackSpan {
+  const void* bottom = nullptr;
+  size_t size = 0;
+};
+
+inline void asan_start_switch(void** fake_stack_save, const StackSpan& to) {
+#if defined(__SANITIZE_ADDRESS__)
+  __sanitizer_start_switch_fiber(fake_stack_save, to.bottom, to.size);
+#else
+  (void)fake_stack_save, (void)to;
+#endif
+}
+
+// `from`: where to record the stack switched away from (null: not needed).
+inline void asan_finish_switch(void* fake_stack, StackSpan* from) {
+#if defined(__SANITIZE_ADDRESS__)
+  __sanitizer_finish_switch_fiber(fake_stack, from != nullptr ? &from->bottom : nullptr,
+                                  from != nullptr ? &from->size : nullptr);
+#else
+  (void)fake_stack, (void)from;
+#endif
+}
+
+inline void asan_unpoison(const Stack& stack) {
+#if defined(__SANITIZE_ADDRESS__)
+  __asan_unpoison_memory_region(stack.bottom(), Stack::usable());
+#else
+  (void)stack;
+#endif
+}
 
 enum class State : uint8_t { ready, block_barrier, warp_op, done };
 
@@ -101,6 +142,8 @@ struct Fiber {
   Thread thread;
   void* sp;
   State state;
+  StackSpan stack;            // for the sanitizer annotations
+  void* fake_stack = nullptr;  // ASan's fake frames of the suspended fiber
 };
 
 struct Warp {
@@ -118,6 +161,7 @@ struct Block {
   unsigned live = 0;
   unsigned at_barrier = 0;
   void* scheduler_sp = nullptr;
+  StackSpan scheduler_stack;  // the host thread's stack, as ASan reports it
   Fiber* running = nullptr;
   Body body = nullptr;
   void* ctx = nullptr;
@@ -148,11 +192,16 @@ struct Failure : std::runtime_error {
 };
 
 void yield(Fiber* f) {
-  fastopt_simt_switch(&f->sp, worker.block.scheduler_sp);
+  Block& b = worker.block;
+  // a fiber that ended is never resumed: its fake frames can go
+  asan_start_switch(f->state == State::done ? nullptr : &f->fake_stack, b.scheduler_stack);
+  fastopt_simt_switch(&f->sp, b.scheduler_sp);
+  asan_finish_switch(f->fake_stack, &b.scheduler_stack);
 }
 
 void fiber_main(Fiber* f) {
   Block& b = worker.block;
+  asan_finish_switch(nullptr, &b.scheduler_stack);
   try {
     b.body(b.ctx);
   } catch (const std::exception& e) {
@@ -180,6 +229,8 @@ void start_fiber(Fiber& f, const Stack& stack) {
   sp[7] = reinterpret_cast<uint64_t>(&fastopt_simt_entry);  // return address
   f.sp = sp;
   f.state = State::ready;
+  f.stack = StackSpan{stack.bottom(), Stack::usable()};
+  f.fake_stack = nullptr;
 }
 
 std::string where(const Block& b) {
@@ -217,7 +268,10 @@ std::string run_block(Block& b) {
       if (f.state != State::ready) continue;
       b.running = &f;
       current_thread = &f.thread;
+      void* fake_stack = nullptr;
+      asan_start_switch(&fake_stack, f.stack);
       fastopt_simt_switch(&b.scheduler_sp, f.sp);
+      asan_finish_switch(fake_stack, nullptr);
       ran = true;
       if (!b.error.empty()) return b.error;
     }
@@ -332,6 +386,7 @@ cudaError_t run_grid(const char* name, dim3 grid, dim3 block, Body body, void* c
           f.thread.thread_idx = uint3{t % block.x, t / block.x % block.y, t / (block.x * block.y)};
           f.thread.linear = t;
           f.thread.block = &b.info;
+          asan_unpoison(*wk.stacks[t]);
           start_fiber(f, *wk.stacks[t]);
         }
         error = run_block(b);
