@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+from cuda_cases import CHUNK, SHAPES
 from optim_reference import CASES, ONE_CASE_EACH, TORCH_FOR_LOOP, engine, grouped
 
 import fastopt
@@ -20,9 +21,6 @@ from fastopt import _C as CPU
 from fastopt import _C_simt as SIMT
 from fastopt import catalog
 from fastopt.ops import catalog as op_catalog
-
-CHUNK = 1 << 16
-SHAPES = [(0,), (1,), (7, 3), (CHUNK + 123,), (33, 5, 2), (4099,)]
 
 
 @pytest.fixture
