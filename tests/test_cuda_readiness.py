@@ -327,7 +327,7 @@ def test_variants_from_the_environment():
     )
     env = fastopt_subprocess_env()
     env.update(
-        FASTOPT_CUDA_UPDATE_BOUNDS="256,3",
+        FASTOPT_CUDA_UPDATE_BOUNDS="128,1",
         FASTOPT_CUDA_TABLES="full",
         FASTOPT_CUDA_COMBINE_SEGMENT="64",
     )
@@ -336,10 +336,67 @@ def test_variants_from_the_environment():
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)[0] == dict(
-        update_threads=256, update_min_blocks=3, tiered=0, combine_segment=64
+        update_threads=128, update_min_blocks=1, tiered=0, combine_segment=64
     )
     env["FASTOPT_CUDA_TABLES"] = "small"
     bad = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd="/"
     )
     assert bad.returncode != 0 and "FASTOPT_CUDA_TABLES must be 'full' or 'tiered'" in bad.stderr
+
+
+# ---- §2. the GPU check script, without a GPU ---------------------------------------------------
+
+
+def _gpu_check(tmp_path, *args, env=None):
+    env = env or fastopt_subprocess_env()
+    env["CUDA_VISIBLE_DEVICES"] = ""  # no GPU here, and none used on a machine that has one
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "gpu_check.py"), "--out", str(tmp_path), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_gpu_check_without_a_gpu_says_so_per_stage(tmp_path):
+    stages = "env,smoke,pytest,checks,bench,sanitizer"
+    out = _gpu_check(tmp_path, "--stages", stages)
+    assert out.returncode == 2, out.stdout + out.stderr  # nothing failed, some could not run
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    status = {s["stage"]: s["status"] for s in summary["stages"]}
+    assert list(status) == stages.split(",")
+    assert status.pop("env") == "ok"
+    assert set(status.values()) == {"no GPU"}
+    for stage in stages.split(","):
+        assert (tmp_path / f"{stage}.log").exists()
+    env = json.loads((tmp_path / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and env["gpu"].startswith("none")
+    assert "summary:" in out.stdout and "no GPU" in (tmp_path / "summary.txt").read_text()
+
+
+def test_a_failing_stage_does_not_stop_the_later_ones(tmp_path):
+    env = fastopt_subprocess_env()
+    env["PATH"] = "/nonexistent"  # no nvcc, no cmake
+    env.pop("CUDACXX", None)
+    out = _gpu_check(tmp_path, "--stages", "build,env", env=env)
+    assert out.returncode == 1
+    stages = json.loads((tmp_path / "summary.json").read_text())["stages"]
+    assert [(s["stage"], s["status"]) for s in stages] == [("build", "FAILED"), ("env", "ok")]
+    assert "no CUDA compiler" in stages[0]["detail"]
+
+
+def test_a_stage_command_is_killed_at_its_timeout(tmp_path):
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.pop(0)
+    ctx = gpu_check.Context.__new__(gpu_check.Context)
+    log = tmp_path / "slow.log"
+    rc = ctx.run([sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"],
+                 log, timeout=2)  # fmt: skip
+    assert rc is None
+    text = log.read_text()
+    assert "started" in text and "killed after 2 s" in text

@@ -41,12 +41,15 @@ constexpr int64_t kMaxGridBlocks = 0x7fffffff;
 
 // ---- launch variants -------------------------------------------------------------------------
 // Choices to be measured on a GPU rather than guessed. Builds with FASTOPT_CUDA_VARIANTS (the
-// emulation always) compile, next to the default launches, update kernels of other block sizes
-// and __launch_bounds__ (kUpdateBounds; the default's 102-118 registers at 512 threads leave
-// one block per SM) and launch structs of smaller capacities (kTiers: a launch of a few tensors
-// then passes 4 KB or 512 bytes of kernel parameters, not 32 KB). Which of them run is chosen
-// per process (Variants in api.h, FASTOPT_CUDA_* variables); the two-level combine of the
-// pipeline's norm needs no extra build.
+// emulation always) compile, next to the default launches, update kernels of smaller blocks
+// (kUpdateBounds) and launch structs of smaller capacities (kTiers: a launch of a few tensors
+// then passes 4 KB or 512 bytes of kernel parameters, not 32 KB). The default update kernels
+// take 102-118 registers at 512 threads (one block per SM); smaller blocks of the same kernels
+// let kernels of fewer registers fit more warps per SM. Register caps do not come free: with
+// nvcc 13, __launch_bounds__ (256, 3), (192, 3), (128, 5) and (256, 4), i.e. at most 80-112
+// registers, spill in the 16-bit Adam kernels on sm_80 and sm_90, so none is compiled. Which
+// variant runs is chosen per process (Variants in api.h, FASTOPT_CUDA_* variables); the
+// two-level combine of the pipeline's total norm needs no extra build.
 struct Bounds {
   int threads;
   int min_blocks;  // __launch_bounds__'s blocks per SM: caps the registers at 64K/(threads*this)

@@ -570,7 +570,7 @@ def build_plan(opt: FusedOptimizer, sources: Sequence[torch.Tensor] | None = Non
         if not torch.cuda.is_current_stream_capturing():
             ready = torch.cuda.Event()
             ready.record(stream)  # after the zeroing, the upload and the new states
-        device_use = DeviceUse(stream.cuda_stream, ready, [workspace, steps, *held])
+        device_use = DeviceUse(stream.cuda_stream, ready, [workspace, *held])  # held: steps, staged
     return Plan(
         engine,
         opt.param_groups,
