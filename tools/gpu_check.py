@@ -155,7 +155,10 @@ def stage_env(ctx: Context, log: Path, timeout: float) -> Result:
         try:
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout / 5)
             text = (out.stdout + out.stderr).strip()
-            info[name] = text.splitlines()[-1] if out.returncode == 0 and text else "none"
+            lines_out = text.splitlines() if out.returncode == 0 and text else []
+            # nvcc: its "release" line; the others: the first (nvidia-smi: GPU 0)
+            pick = [x for x in lines_out if "release" in x] or lines_out[:1]
+            info[name] = pick[0].strip() if pick else "none"
         except (OSError, subprocess.TimeoutExpired) as exc:
             text, info[name] = str(exc), "none"
         lines.append(f"## {name}\n{text}\n")
@@ -175,9 +178,12 @@ def stage_env(ctx: Context, log: Path, timeout: float) -> Result:
         info["torch"] = "not installed"
     info["python"] = sys.version.split()[0]
     info["cpus"] = str(os.cpu_count())
-    git = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"],
-                         capture_output=True, text=True)  # fmt: skip
-    info["commit"] = git.stdout.strip()
+    try:
+        git = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"],
+                             capture_output=True, text=True)  # fmt: skip
+        info["commit"] = git.stdout.strip() or "unknown"
+    except OSError:
+        info["commit"] = "unknown (no git)"
     lines.append("## summary\n" + json.dumps(info, indent=2))
     log.write_text("\n".join(lines) + "\n")
     (ctx.out / "env.json").write_text(json.dumps(info, indent=2) + "\n")
