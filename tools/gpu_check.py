@@ -243,8 +243,10 @@ def stage_build(ctx: Context, log: Path, timeout: float) -> Result:
         status = TIMEOUT if rc is None else FAILED
         return Result("build", status, seconds, detail="build failed: " + tail(log))
     built = sorted(build_dir.glob("_C*.so"))
-    for so in built:
-        shutil.copy2(so, ROOT / "fastopt" / so.name)
+    for so in built:  # a new file renamed over the old: a process that loaded it keeps its copy
+        tmp = ROOT / "fastopt" / f".{so.name}.tmp"
+        shutil.copy2(so, tmp)
+        os.replace(tmp, ROOT / "fastopt" / so.name)
     table = ctx.out / "ptxas.txt"
     check = [PY, str(ROOT / "tools" / "check_cuda_build.py"), "--log", str(log), "--no-import",
              "--archs", archs, "--verbose"]  # fmt: skip
