@@ -18,9 +18,10 @@ from optim_reference import CASES, ONE_CASE_EACH, TORCH_FOR_LOOP, engine, groupe
 import fastopt
 import fastopt._ext
 from fastopt import _C as CPU
-from fastopt import _C_simt as SIMT
 from fastopt import catalog
 from fastopt.ops import catalog as op_catalog
+
+SIMT = pytest.importorskip("fastopt._C_simt", reason="fastopt._C_simt is not built")
 
 
 @pytest.fixture
