@@ -108,9 +108,9 @@ py::dict build_info() {
   d["cuda_runtime"] = std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10) + " (static)";
   d["cuda_archs"] = FASTOPT_CUDA_ARCHS;
   const int driver = fastopt::cuda::driver_version();
-  d["cuda_driver"] = driver > 0 ? std::to_string(driver / 1000) + "." +
-                                      std::to_string(driver % 1000 / 10)
-                                : std::string("none");
+  d["cuda_driver"] = driver > 0
+                         ? std::to_string(driver / 1000) + "." + std::to_string(driver % 1000 / 10)
+                         : std::string("none");
 #endif
 #if FASTOPT_WITH_CUDA || FASTOPT_SIMT
   d["cuda_param_bytes"] = fastopt::cuda::param_bytes();

@@ -247,7 +247,7 @@ DeviceGuard::DeviceGuard(int device) : device_(device) {
   // says 0, which must not be taken for "device 0 is current"
   int now = -1;
   if (current != nullptr) check(cudaGetDevice(&now), "cudaGetDevice");
-  if (now == device_) return;  // already there: nothing to change or restore
+  if (now == device_) return;                      // already there: nothing to change or restore
   check(cudaSetDevice(device_), "cudaSetDevice");  // device_'s primary context, made current
   previous_ = current;
   restore_ = true;
@@ -301,9 +301,8 @@ int driver_needed(int runtime) {
 
 std::string device_problem(int driver, int runtime, int cc_major, int cc_minor,
                            const std::string& archs) {
-  const std::string built =
-      "fastopt's CUDA engine was built with CUDA " + version_text(runtime) +
-      " (its runtime linked statically, whatever CUDA torch uses)";
+  const std::string built = "fastopt's CUDA engine was built with CUDA " + version_text(runtime) +
+                            " (its runtime linked statically, whatever CUDA torch uses)";
   const std::string remedy =
       "; update the NVIDIA driver, or build fastopt with a CUDA toolkit this driver supports "
       "(12.1 or newer; the one torch was built with, torch.version.cuda, is a safe choice): "
@@ -344,8 +343,8 @@ std::string device_problem(int driver, int runtime, int cc_major, int cc_minor,
     if (kind != "real" && !specific && a <= cc) ptx = true;
   }
   if (sass || unknown) return "";
-  const std::string device = "compute capability " + std::to_string(cc_major) + "." +
-                             std::to_string(cc_minor);
+  const std::string device =
+      "compute capability " + std::to_string(cc_major) + "." + std::to_string(cc_minor);
   if (ptx && driver >= runtime) return "";
   if (ptx)
     return "this GPU (" + device + ") runs fastopt's CUDA engine from PTX, which the driver " +

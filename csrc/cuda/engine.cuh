@@ -149,8 +149,8 @@ class CudaEngine final : public Engine {
     pipeline_at_ = region(sizeof(PipelineState));
     norms_at_ = region(n * 8);
     if (variants_.combine_segment > 0)  // the two-level combine's first-level results
-      level2_at_ = region((total_chunks_ + variants_.combine_segment - 1) /
-                          variants_.combine_segment * 8);
+      level2_at_ =
+          region((total_chunks_ + variants_.combine_segment - 1) / variants_.combine_segment * 8);
     update_ = std::make_unique<Update>();
     norm_ = std::make_unique<Norm>();
     prepare_ = std::make_unique<Prepare>();
@@ -346,8 +346,8 @@ class CudaEngine final : public Engine {
                       return std::string(which == 0 ? "param_norms<" : "grad_norms<") +
                              type_name<T>() + ">";
                     },
-                    info, &norm_partials_kernel<T, M>, dim3(unsigned(blocks)),
-                    dim3(kBlockThreads), sized<M, kNormTensors>(L));
+                    info, &norm_partials_kernel<T, M>, dim3(unsigned(blocks)), dim3(kBlockThreads),
+                    sized<M, kNormTensors>(L));
               });
             });
       });
@@ -532,9 +532,9 @@ class CudaEngine final : public Engine {
           } else {
             with_capacity<kUpdateN>(count, [&](auto cap) {
               constexpr int M = decltype(cap)::value;
-              launcher(name, info, &update_kernel<Op, P, G, S, M, kStored>,
-                       dim3(unsigned(blocks)), dim3(kBlockThreads), sized<M, kUpdateN>(L),
-                       static_cast<const Args*>(args()), pipe);
+              launcher(name, info, &update_kernel<Op, P, G, S, M, kStored>, dim3(unsigned(blocks)),
+                       dim3(kBlockThreads), sized<M, kUpdateN>(L), static_cast<const Args*>(args()),
+                       pipe);
             });
           }
         });
@@ -561,11 +561,10 @@ class CudaEngine final : public Engine {
       n_totals = (step_chunks + segment - 1) / segment;
     }
     if (use_pipeline)
-      launch_pipeline(
-          PipelineArgs{totals, n_totals, measure, int32_t(reduce), pipe.loss_scale,
-                       pipe.max_norm, pipe.rescale_max_norm, pipe.norm_out, pipe.found_inf,
-                       pipeline_state(), pipe.total_in, pipe.total_out},
-          launcher);
+      launch_pipeline(PipelineArgs{totals, n_totals, measure, int32_t(reduce), pipe.loss_scale,
+                                   pipe.max_norm, pipe.rescale_max_norm, pipe.norm_out,
+                                   pipe.found_inf, pipeline_state(), pipe.total_in, pipe.total_out},
+                      launcher);
     if (pipe.total_out != nullptr) return;           // the reduction phase only
     const bool report = pipe.tensor_out != nullptr;  // the per-tensor reduction phase only
     if (Op::kReductions == 0 && report) return;
