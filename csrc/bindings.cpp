@@ -107,6 +107,10 @@ py::dict build_info() {
   const int v = fastopt::cuda::runtime_version();
   d["cuda_runtime"] = std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10) + " (static)";
   d["cuda_archs"] = FASTOPT_CUDA_ARCHS;
+  const int driver = fastopt::cuda::driver_version();
+  d["cuda_driver"] = driver > 0
+                         ? std::to_string(driver / 1000) + "." + std::to_string(driver % 1000 / 10)
+                         : std::string("none");
 #endif
 #if FASTOPT_WITH_CUDA || FASTOPT_SIMT
   d["cuda_param_bytes"] = fastopt::cuda::param_bytes();
@@ -236,6 +240,50 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
       },
       py::arg("max_tensors") = 0, py::arg("max_blocks") = 0, py::arg("chunk_elems") = 0,
       "Set the launch limits (tests: small limits force multi-launch plans); returns the old ones");
+  m.def(
+      "cuda_variants",
+      [] {
+        const fastopt::cuda::Variants v = fastopt::cuda::variants();
+        py::dict d;
+        d["update_threads"] = v.update_threads;
+        d["update_min_blocks"] = v.update_min_blocks;
+        d["tiered"] = v.tiered;
+        d["combine_segment"] = v.combine_segment;
+        return d;
+      },
+      "The CUDA engine's launch variants for plans built from now on (0: the default)");
+  m.def(
+      "set_cuda_variants",
+      [](int64_t update_threads, int64_t update_min_blocks, int64_t tiered,
+         int64_t combine_segment) {
+        const fastopt::cuda::Variants previous = fastopt::cuda::variants();
+        fastopt::cuda::set_variants({update_threads, update_min_blocks, tiered, combine_segment});
+        py::dict d;
+        d["update_threads"] = previous.update_threads;
+        d["update_min_blocks"] = previous.update_min_blocks;
+        d["tiered"] = previous.tiered;
+        d["combine_segment"] = previous.combine_segment;
+        return d;
+      },
+      py::arg("update_threads") = 0, py::arg("update_min_blocks") = 0, py::arg("tiered") = 0,
+      py::arg("combine_segment") = 0,
+      "Set the launch variants (checked against the build); returns the old ones");
+  m.def(
+      "cuda_variants_built",
+      [] {
+        py::dict d;
+        d["update_bounds"] = fastopt::cuda::update_bounds_built();
+        d["table_tiers"] = fastopt::cuda::table_tiers_built();
+        return d;
+      },
+      "The launch variants this build compiled: update (threads, min blocks); table tiers");
+  m.def("cuda_driver_version", &fastopt::cuda::driver_version,
+        "The CUDA version the NVIDIA driver supports (12040: 12.4); 0: no driver, or emulation");
+  m.def("cuda_device_problem", &fastopt::cuda::device_problem, py::arg("driver"),
+        py::arg("runtime"), py::arg("cc_major"), py::arg("cc_minor"), py::arg("archs"),
+        "Why this build's CUDA engine cannot run on a device of that compute capability under "
+        "that driver (versions as cudaDriverGetVersion gives them), or ''; checked when an "
+        "engine is created");
 #endif
 #if FASTOPT_SIMT
   m.def("simt_hooks", &fastopt::cuda::set_simt_hooks, py::arg("skip") = std::vector<std::string>{},

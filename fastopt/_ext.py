@@ -154,17 +154,36 @@ def build_info() -> dict[str, Any]:
         cpu_chunk_elems=built["cpu_chunk_elems"],
         extension=getattr(_C, "__file__", "?"),
     )
-    for key in ("cuda_runtime", "cuda_archs", "cuda_param_bytes"):
+    for key in ("cuda_runtime", "cuda_driver", "cuda_archs", "cuda_param_bytes"):
         if key in real_info:
             info[key] = real_info[key]
     if "cuda" in backends:
         info["cuda_devices"] = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if info["cuda_devices"]:  # what creating an engine on GPU 0 would refuse, if anything
+            problem = real.cuda_device_problem(
+                real.cuda_driver_version(),
+                cuda_version_number(info.get("cuda_runtime", "")),
+                *torch.cuda.get_device_capability(0),
+                info.get("cuda_archs", ""),
+            )
+            if problem:
+                info["cuda_problem"] = problem
     ordered: dict[str, Any] = {}
     for key, value in info.items():
         ordered[key] = value
         if key == "backends":  # the plain CUDA line right under the backends it explains
             ordered["cuda"] = cuda_summary(info, torch_cuda=torch.version.cuda)
     return ordered
+
+
+def cuda_version_number(text: str) -> int:
+    """``'13.0 (static)'`` or ``'12.4'`` as cudaDriverGetVersion writes it (13000, 12040);
+    0 for ``'none'`` or an empty text."""
+    head = text.split()[0] if text.split() else ""
+    major, _, minor = head.partition(".")
+    if not major.isdigit():
+        return 0
+    return int(major) * 1000 + (int(minor) * 10 if minor.isdigit() else 0)
 
 
 def cuda_summary(info: dict[str, Any], torch_cuda: str | None) -> str:
@@ -177,7 +196,12 @@ def cuda_summary(info: dict[str, Any], torch_cuda: str | None) -> str:
         return "not built (no CUDA compiler at build time, or FASTOPT_CUDA=off)"
     runtime = str(info.get("cuda_runtime", "")).replace(" (static)", "")
     built = f"built with CUDA {runtime}" if runtime else "built with CUDA"
+    driver = info.get("cuda_driver")
+    if driver:
+        built += f" (driver: {'CUDA ' + driver if driver != 'none' else 'none'})"
     devices = int(info.get("cuda_devices") or 0)
+    if devices and info.get("cuda_problem"):
+        return f"{built}; {devices} GPU{'s' if devices > 1 else ''} visible, unusable: see cuda_problem"
     if devices:
         return f"{built}; {devices} GPU{'s' if devices > 1 else ''} visible"
     if torch_cuda is None:

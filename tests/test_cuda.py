@@ -13,8 +13,8 @@ import math
 
 import pytest
 import torch
+from cuda_cases import SHAPES
 from optim_reference import CASES, ONE_CASE_EACH, TORCH_FOR_LOOP, grouped
-from test_cuda_engine_emulated import SHAPES
 
 import fastopt
 from fastopt import _C
@@ -260,3 +260,162 @@ def test_a_tensor_of_more_than_2_31_elements():
     opt.step()
     assert p[-1].item() == -2.0 and p[-2].item() == -1.0 and p[0].item() == -1.0
     assert (p.detach() == -1.0).sum().item() == n - 1
+
+
+# ---- issue 17: what the emulation cannot show --------------------------------------------------
+
+
+def _step_adamw(params, **kw):
+    opt = fastopt.FusedAdamW(params, lr=0.01, **kw)
+    for p, g in zip(params, grads(params, 1)):
+        p.grad = g
+    return opt
+
+
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_a_step_never_waits_for_the_device(pipeline):
+    """Seen from outside: with the stream busy (torch.cuda._sleep), the step returns before the
+    stream drains, so neither torch nor the engine's own runtime synchronised."""
+    params = make(0)
+    opt = _step_adamw(params)
+    found, norm = torch.zeros((), device=DEV), torch.zeros((), device=DEV)
+    kw = dict(max_norm=1.0, found_inf=found, norm_out=norm) if pipeline else {}
+    opt.fused_step(**kw) if pipeline else opt.step()  # the plan is built (that may sync)
+    torch.cuda.synchronize()
+    stream = torch.cuda.current_stream()
+    for _ in range(3):
+        torch.cuda._sleep(200_000_000)  # ~0.1 s of device time on any current GPU
+        opt.fused_step(**kw) if pipeline else opt.step()
+        assert not stream.query(), "the step returned only after the device was idle"
+        torch.cuda.synchronize()
+
+
+def _current_context():
+    import ctypes
+
+    cuda = ctypes.CDLL("libcuda.so.1")
+    ctx = ctypes.c_void_p()
+    assert cuda.cuCtxGetCurrent(ctypes.byref(ctx)) == 0
+    return ctx.value
+
+
+def test_a_thread_without_a_context_gets_none_back():
+    """DeviceGuard restores the driver context the thread had: none, not device 0's primary
+    context (which cudaSetDevice(0) would create)."""
+    import threading
+
+    params = make(0)
+    opt = _step_adamw(params)
+    opt.step()
+    torch.cuda.synchronize()
+    seen = {}
+
+    def worker():
+        seen["before"] = _current_context()
+        for p, g in zip(params, grads(params, 2)):
+            p.grad = g
+        opt.step()
+        seen["after"] = _current_context()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen["before"] is None and seen["after"] is None
+    torch.cuda.synchronize()
+
+
+def test_the_caller_context_is_restored_on_a_second_device():
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    torch.cuda.set_device(0)
+    before = _current_context()
+    params = make(0, device=torch.device("cuda", 1))
+    _step_adamw(params).step()
+    assert _current_context() == before and torch.cuda.current_device() == 0
+
+
+def test_two_streams_use_the_workspace_safely():
+    """A plan built on one stream and stepped on another: the step waits for the build's work,
+    the allocator knows the buffers are used there, and the results are the default stream's."""
+    expected, _ = run("FusedAdamW", CASES["adamw"][1], steps=4)
+    params = make(0)
+    opt = fastopt.FusedAdamW(params, **CASES["adamw"][1])
+    build, other = torch.cuda.Stream(), torch.cuda.Stream()
+    build.wait_stream(torch.cuda.current_stream())  # the params' and grads' initial values
+    for i in range(4):
+        if i == 1:
+            other.wait_stream(build)  # the caller orders its own tensors; the plan its buffers
+        with torch.cuda.stream(build if i == 0 else other):
+            for p, g in zip(params, grads(params, i + 1)):
+                p.grad = g
+            if i == 3:
+                torch.cuda._sleep(100_000_000)  # the last step still queued below
+            opt.step()
+    use = opt._plan.device_use
+    assert use.build_stream == build.cuda_stream and other.cuda_stream in use.streams
+    nbytes = opt._plan.workspace.numel()
+    del use, opt  # freed while the last step still waits on `other`
+    with torch.cuda.stream(build):  # the stream the workspace was allocated on
+        scratch = [torch.full((nbytes,), 255, dtype=torch.uint8, device=DEV) for _ in range(4)]
+    torch.cuda.synchronize()
+    for a, b in zip(params, expected):
+        assert torch.equal(a.detach(), b.detach())
+    assert all(s.eq(255).all() for s in scratch)  # no block of the workspace handed out early
+
+
+def test_a_captured_step_survives_load_state_dict():
+    """After a capture, load_state_dict drops the plan: its buffers stay alive with the optimizer
+    (a replay writes no freed memory) and a warning says to capture again."""
+    params = make(0)
+    opt = fastopt.FusedAdamW(params, lr=torch.tensor(0.01, device=DEV), capturable=True)
+    static = grads(params, 1)
+    for p, g in zip(params, static):
+        p.grad = g
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        opt.step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        opt.step()
+    captured = opt._plan
+    workspace = captured.workspace.data_ptr()
+    with pytest.warns(RuntimeWarning, match="capture the step again"):
+        opt.load_state_dict(opt.state_dict())
+    assert any(captured in held for held in opt._graph_held)
+    for _ in range(3):
+        graph.replay()
+    torch.cuda.synchronize()
+    assert captured.workspace.data_ptr() == workspace  # still the graph's memory
+    assert all(torch.isfinite(p).all() for p in params)
+
+
+def test_graph_capture_with_a_skipped_inf_step():
+    """A captured pipeline step replayed with an inf grad skips that step on the device."""
+    params = make(0)
+    opt = fastopt.FusedAdamW(params, lr=torch.tensor(0.01, device=DEV), capturable=True)
+    found = torch.zeros((), device=DEV)
+    static = grads(params, 1)
+    for p, g in zip(params, static):
+        p.grad = g
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        opt.fused_step(max_norm=1.0, found_inf=found)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        opt.fused_step(max_norm=1.0, found_inf=found)
+    before = [p.detach().clone() for p in params]
+    static[1][0] = math.inf
+    graph.replay()
+    torch.cuda.synchronize()
+    assert found.item() == 1.0
+    for a, b in zip(params, before):
+        assert torch.equal(a.detach(), b)
+    static[1][0] = 0.0
+    graph.replay()
+    torch.cuda.synchronize()
+    assert found.item() == 0.0 and not torch.equal(params[1].detach(), before[1])
+    assert opt.state[params[0]]["step"].item() == 2  # warm-up and one replay, not the skip

@@ -12,17 +12,16 @@ import math
 
 import pytest
 import torch
+from cuda_cases import CHUNK, SHAPES
 from optim_reference import CASES, ONE_CASE_EACH, TORCH_FOR_LOOP, engine, grouped
 
 import fastopt
 import fastopt._ext
 from fastopt import _C as CPU
-from fastopt import _C_simt as SIMT
 from fastopt import catalog
 from fastopt.ops import catalog as op_catalog
 
-CHUNK = 1 << 16
-SHAPES = [(0,), (1,), (7, 3), (CHUNK + 123,), (33, 5, 2), (4099,)]
+SIMT = pytest.importorskip("fastopt._C_simt", reason="fastopt._C_simt is not built")
 
 
 @pytest.fixture

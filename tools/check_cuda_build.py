@@ -14,6 +14,7 @@ of ``pip install -v . -C cmake.define.FASTOPT_CUDA_PTXAS_VERBOSE=ON``), then:
 Usage:
     python tools/check_cuda_build.py                       # build in build/cuda-check
     python tools/check_cuda_build.py --archs "80-real;90-real;90-virtual" --jobs 2
+    python tools/check_cuda_build.py --variants            # with the launch variants
     python tools/check_cuda_build.py --log build.log       # parse an existing verbose build
 """
 
@@ -114,7 +115,7 @@ def demangle(names: list[str]) -> list[str]:
     return [re.sub(r"fastopt::(cuda::)?", "", p) for p in pretty]
 
 
-def build(build_dir: str, archs: str, jobs: int) -> str:
+def build(build_dir: str, archs: str, jobs: int, variants: bool = False) -> str:
     try:
         import pybind11
     except ImportError:
@@ -128,7 +129,7 @@ def build(build_dir: str, archs: str, jobs: int) -> str:
         f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
         f"-DPython_EXECUTABLE={sys.executable}",
         "-DFASTOPT_CUDA=on", "-DFASTOPT_SIMT=OFF", "-DFASTOPT_CUDA_PTXAS_VERBOSE=ON",
-        f"-DFASTOPT_CUDA_ARCHS={archs}",
+        f"-DFASTOPT_CUDA_ARCHS={archs}", f"-DFASTOPT_CUDA_VARIANTS={'ON' if variants else 'OFF'}",
     ]  # fmt: skip
     subprocess.run(configure, check=True, stdout=subprocess.DEVNULL)
     subprocess.run(["cmake", "--build", build_dir, "--target", "clean"], check=True,
@@ -179,6 +180,11 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--verbose", action="store_true", help="list every kernel")
     parser.add_argument(
+        "--variants",
+        action="store_true",
+        help="build the launch variants too (FASTOPT_CUDA_VARIANTS)",
+    )
+    parser.add_argument(
         "--no-import", action="store_true", help="with --log: do not check the installed fastopt._C"
     )
     args = parser.parse_args()
@@ -195,7 +201,7 @@ def main() -> int:
         if not args.no_import:
             problems += check_module(None)
     else:
-        log = build(args.build_dir, args.archs, args.jobs)
+        log = build(args.build_dir, args.archs, args.jobs, args.variants)
         problems += check_module(args.build_dir)
 
     kernels, warnings = parse(log)

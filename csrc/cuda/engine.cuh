@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../engine.h"
@@ -23,6 +24,14 @@ struct Limits {
   int64_t chunk_elems;
 };
 Limits resolve_limits(int64_t chunk_elems);
+
+// The launch variants of one plan (see Variants): bounds indexes kUpdateBounds.
+struct ResolvedVariants {
+  int bounds;
+  bool tiered;
+  int64_t combine_segment;
+};
+ResolvedVariants resolve_variants();
 
 // Makes the launches of a step, or records them without launching (Engine::launches).
 class Launcher {
@@ -51,6 +60,14 @@ class Launcher {
 };
 
 void launch_pipeline(const PipelineArgs& args, Launcher& launcher);  // common.cu
+void launch_combine_partials(const double* partials, int64_t n, int64_t segment,
+                             const NormMeasure& m, double* out, Launcher& launcher);
+
+// f(std::integral_constant<int, I>) for the runtime index i < kNumUpdateBounds.
+template <class F, size_t... I>
+void with_bounds_index(int i, F&& f, std::index_sequence<I...>) {
+  ((i == int(I) ? f(std::integral_constant<int, int(I)>{}) : void()), ...);
+}
 
 template <class T>
 struct Tag {
@@ -105,7 +122,7 @@ class CudaEngine final : public Engine {
 
  public:
   CudaEngine(const std::vector<TensorEntry>& entries, int device, int64_t chunk_elems)
-      : device_(device), limits_(resolve_limits(chunk_elems)) {
+      : device_(device), limits_(resolve_limits(chunk_elems)), variants_(resolve_variants()) {
     const int64_t n = int64_t(entries.size());
     if (n > 0x7fffffff) throw std::invalid_argument("too many tensors for one plan");
     for (const TensorEntry& e : entries) {
@@ -131,6 +148,9 @@ class CudaEngine final : public Engine {
     partials_at_ = region(kNumReductions * total_chunks_ * 8);
     pipeline_at_ = region(sizeof(PipelineState));
     norms_at_ = region(n * 8);
+    if (variants_.combine_segment > 0)  // the two-level combine's first-level results
+      level2_at_ =
+          region((total_chunks_ + variants_.combine_segment - 1) / variants_.combine_segment * 8);
     update_ = std::make_unique<Update>();
     norm_ = std::make_unique<Norm>();
     prepare_ = std::make_unique<Prepare>();
@@ -184,9 +204,12 @@ class CudaEngine final : public Engine {
         },
         [&](int count, int64_t) {
           c.n = count;
-          launcher([] { return std::string("combine"); }, LaunchRecord{},
-                   &combine_kernel<kCombineTensors>, dim3(unsigned(count)), dim3(kTensorThreads), c,
-                   static_cast<const double*>(partials(0)), m, tensor_norms_out());
+          with_capacity<kCombineTensors>(count, [&](auto cap) {
+            constexpr int M = decltype(cap)::value;
+            launcher([] { return std::string("combine"); }, LaunchRecord{}, &combine_kernel<M>,
+                     dim3(unsigned(count)), dim3(kTensorThreads), sized<M, kCombineTensors>(c),
+                     static_cast<const double*>(partials(0)), m, tensor_norms_out());
+          });
         });
     std::vector<double> out(chunks_.size(), 0.0);
     if (!out.empty()) {
@@ -214,6 +237,22 @@ class CudaEngine final : public Engine {
     return reinterpret_cast<PipelineState*>(workspace_ + pipeline_at_);
   }
   double* tensor_norms_out() const { return reinterpret_cast<double*>(workspace_ + norms_at_); }
+  double* level2() const { return reinterpret_cast<double*>(workspace_ + level2_at_); }
+
+  // go(std::integral_constant<int, M>) with M the capacity a launch of `count` tensors uses: the
+  // smallest compiled tier that holds them when tables are tiered, else the full N.
+  template <int N, int T = kTiers - 1, class Go>
+  void with_capacity(int count, Go&& go) const {
+    if constexpr (T == 0) {
+      go(std::integral_constant<int, N>{});
+    } else {
+      constexpr int M = tier_capacity(N, T);
+      if constexpr (M < N) {
+        if (variants_.tiered && count <= M) return go(std::integral_constant<int, M>{});
+      }
+      with_capacity<N, T - 1>(count, go);
+    }
+  }
   int64_t capacity(int64_t compiled) const {
     return limits_.max_tensors > 0 ? std::min(limits_.max_tensors, compiled) : compiled;
   }
@@ -300,13 +339,16 @@ class CudaEngine final : public Engine {
               if (launcher.recording())
                 for (int i = 0; i < count; ++i)
                   count_paths<T>(info, L.x[i], L.grid.block_start[i + 1] - L.grid.block_start[i]);
-              launcher(
-                  [&] {
-                    return std::string(which == 0 ? "param_norms<" : "grad_norms<") +
-                           type_name<T>() + ">";
-                  },
-                  info, &norm_partials_kernel<T, kNormTensors>, dim3(unsigned(blocks)),
-                  dim3(kBlockThreads), L);
+              with_capacity<kNormTensors>(count, [&](auto cap) {
+                constexpr int M = decltype(cap)::value;
+                launcher(
+                    [&] {
+                      return std::string(which == 0 ? "param_norms<" : "grad_norms<") +
+                             type_name<T>() + ">";
+                    },
+                    info, &norm_partials_kernel<T, M>, dim3(unsigned(blocks)), dim3(kBlockThreads),
+                    sized<M, kNormTensors>(L));
+              });
             });
       });
     }
@@ -337,10 +379,14 @@ class CudaEngine final : public Engine {
           used.clear();
           LaunchRecord info;
           info.tensors = count;
-          launcher([] { return std::string("prepare<") + Op::kName + ">"; }, info,
-                   &prepare_kernel<Op, kPrepareN>,
-                   dim3(unsigned((count + kPrepareThreads - 1) / kPrepareThreads)),
-                   dim3(kPrepareThreads), L, args(), fresh(), pipe, int32_t(commit));
+          with_capacity<kPrepareN>(count, [&](auto cap) {
+            constexpr int M = decltype(cap)::value;
+            launcher([] { return std::string("prepare<") + Op::kName + ">"; }, info,
+                     &prepare_kernel<Op, M>,
+                     dim3(unsigned((count + kPrepareThreads - 1) / kPrepareThreads)),
+                     dim3(kPrepareThreads), sized<M, kPrepareN>(L), args(), fresh(), pipe,
+                     int32_t(commit));
+          });
         });
   }
 
@@ -375,10 +421,13 @@ class CudaEngine final : public Engine {
           c.n = count;
           LaunchRecord info;
           info.tensors = count;
-          launcher([] { return std::string("adapt<") + Op::kName + ">"; }, info,
-                   &adapt_kernel<Op, kCombineTensors>, dim3(unsigned(count)), dim3(kTensorThreads),
-                   c, args(), static_cast<const double*>(partials(0)), total_chunks_, state,
-                   sums_out, sums_in);
+          with_capacity<kCombineTensors>(count, [&](auto cap) {
+            constexpr int M = decltype(cap)::value;
+            launcher([] { return std::string("adapt<") + Op::kName + ">"; }, info,
+                     &adapt_kernel<Op, M>, dim3(unsigned(count)), dim3(kTensorThreads),
+                     sized<M, kCombineTensors>(c), args(), static_cast<const double*>(partials(0)),
+                     total_chunks_, state, sums_out, sums_in);
+          });
         });
   }
 
@@ -462,14 +511,32 @@ class CudaEngine final : public Engine {
                    Op::kName + ", " + type_name<P>() + ", " + type_name<G>() + ", " +
                    type_name<S>() + ">";
           };
-          if constexpr (kDirection)
-            launcher(name, info, &direction_partials_kernel<Op, P, G, S, kUpdateN>,
-                     dim3(unsigned(blocks)), dim3(kBlockThreads), L,
-                     static_cast<const Args*>(args()), pipe, partials(2));
-          else
-            launcher(name, info, &update_kernel<Op, P, G, S, kUpdateN, kStored>,
-                     dim3(unsigned(blocks)), dim3(kBlockThreads), L,
-                     static_cast<const Args*>(args()), pipe);
+          if constexpr (kDirection) {
+            with_capacity<kUpdateN>(count, [&](auto cap) {
+              constexpr int M = decltype(cap)::value;
+              launcher(name, info, &direction_partials_kernel<Op, P, G, S, M>,
+                       dim3(unsigned(blocks)), dim3(kBlockThreads), sized<M, kUpdateN>(L),
+                       static_cast<const Args*>(args()), pipe, partials(2));
+            });
+          } else if (variants_.bounds != 0) {  // the full table, other block sizes or bounds
+            with_bounds_index(
+                variants_.bounds,
+                [&](auto index) {
+                  constexpr Bounds b = kUpdateBounds[decltype(index)::value];
+                  launcher(name, info,
+                           &update_kernel<Op, P, G, S, kUpdateN, kStored, b.threads, b.min_blocks>,
+                           dim3(unsigned(blocks)), dim3(unsigned(b.threads)), L,
+                           static_cast<const Args*>(args()), pipe);
+                },
+                std::make_index_sequence<size_t(kNumUpdateBounds)>{});
+          } else {
+            with_capacity<kUpdateN>(count, [&](auto cap) {
+              constexpr int M = decltype(cap)::value;
+              launcher(name, info, &update_kernel<Op, P, G, S, M, kStored>, dim3(unsigned(blocks)),
+                       dim3(kBlockThreads), sized<M, kUpdateN>(L), static_cast<const Args*>(args()),
+                       pipe);
+            });
+          }
         });
   }
 
@@ -483,12 +550,21 @@ class CudaEngine final : public Engine {
     const NormMeasure measure{NormType(pipe.norm_type), pipe.norm_p};
     if (reduce)
       norms(in, launcher, 1, ScaleSource{1.f, pipe.loss_scale, nullptr}, measure, partials(0));
+    // the total of the chunk partials: in the pipeline kernel's one block, or first in blocks
+    // of combine_segment partials (the two-level combine variant)
+    const double* totals = partials(0);
+    int64_t n_totals = step_chunks;
+    const int64_t segment = variants_.combine_segment;
+    if (reduce && segment > 0 && step_chunks > segment) {
+      launch_combine_partials(partials(0), step_chunks, segment, measure, level2(), launcher);
+      totals = level2();
+      n_totals = (step_chunks + segment - 1) / segment;
+    }
     if (use_pipeline)
-      launch_pipeline(
-          PipelineArgs{partials(0), step_chunks, measure, int32_t(reduce), pipe.loss_scale,
-                       pipe.max_norm, pipe.rescale_max_norm, pipe.norm_out, pipe.found_inf,
-                       pipeline_state(), pipe.total_in, pipe.total_out},
-          launcher);
+      launch_pipeline(PipelineArgs{totals, n_totals, measure, int32_t(reduce), pipe.loss_scale,
+                                   pipe.max_norm, pipe.rescale_max_norm, pipe.norm_out,
+                                   pipe.found_inf, pipeline_state(), pipe.total_in, pipe.total_out},
+                      launcher);
     if (pipe.total_out != nullptr) return;           // the reduction phase only
     const bool report = pipe.tensor_out != nullptr;  // the per-tensor reduction phase only
     if (Op::kReductions == 0 && report) return;
@@ -506,11 +582,13 @@ class CudaEngine final : public Engine {
 
   int device_;
   Limits limits_;
+  ResolvedVariants variants_;
   std::vector<int64_t> chunks_;  // per entry
   std::vector<int32_t> fresh_;   // per entry, at build time
   int64_t total_chunks_ = 0;
   int64_t workspace_bytes_ = 0;
-  int64_t args_at_ = 0, fresh_at_ = 0, partials_at_ = 0, pipeline_at_ = 0, norms_at_ = 0;
+  int64_t args_at_ = 0, fresh_at_ = 0, partials_at_ = 0, pipeline_at_ = 0, norms_at_ = 0,
+          level2_at_ = 0;
   char* workspace_ = nullptr;
   // per step
   std::vector<int64_t> active_, nonempty_, list_;

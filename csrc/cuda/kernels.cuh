@@ -39,6 +39,34 @@ constexpr int64_t kDefaultChunkElems = kCudaChunkElems;
 constexpr int64_t kMaxChunkElems = int64_t(1) << 30;  // chunk-local indices are int
 constexpr int64_t kMaxGridBlocks = 0x7fffffff;
 
+// ---- launch variants -------------------------------------------------------------------------
+// Choices to be measured on a GPU rather than guessed. Builds with FASTOPT_CUDA_VARIANTS (the
+// emulation always) compile, next to the default launches, update kernels of smaller blocks
+// (kUpdateBounds) and launch structs of smaller capacities (kTiers: a launch of a few tensors
+// then passes 4 KB or 512 bytes of kernel parameters, not 32 KB). The default update kernels
+// take 102-118 registers at 512 threads (one block per SM); smaller blocks of the same kernels
+// let kernels of fewer registers fit more warps per SM. Register caps do not come free: with
+// nvcc 13, __launch_bounds__ (256, 3), (192, 3), (128, 5) and (256, 4), i.e. at most 80-112
+// registers, spill in the 16-bit Adam kernels on sm_80 and sm_90, so none is compiled. Which
+// variant runs is chosen per process (Variants in api.h, FASTOPT_CUDA_* variables); the
+// two-level combine of the pipeline's total norm needs no extra build.
+struct Bounds {
+  int threads;
+  int min_blocks;  // __launch_bounds__'s blocks per SM: caps the registers at 64K/(threads*this)
+};
+#if FASTOPT_CUDA_VARIANTS
+constexpr Bounds kUpdateBounds[] = {{kBlockThreads, 1}, {256, 1}, {128, 1}};
+constexpr int kTiers = 3;
+#else
+constexpr Bounds kUpdateBounds[] = {{kBlockThreads, 1}};
+constexpr int kTiers = 1;
+#endif
+constexpr int kNumUpdateBounds = int(sizeof(kUpdateBounds) / sizeof(kUpdateBounds[0]));
+// Tensors per launch of tier t of a launch struct whose full capacity is `full`: 1/8 per tier.
+constexpr int tier_capacity(int full, int t) {
+  return t == 0 ? full : (full >> (3 * t)) > 0 ? (full >> (3 * t)) : 1;
+}
+
 // Pipeline values of one step, written by pipeline_kernel, read by the later kernels.
 struct PipelineState {
   float inv_scale;
@@ -78,6 +106,8 @@ struct ParamSlot {
 
 template <int N, int S>
 struct UpdateLaunch {
+  template <int M>
+  using Sized = UpdateLaunch<M, S>;
   ChunkGrid<N> grid;
   void* param[N];
   const void* grad[N];
@@ -88,6 +118,8 @@ struct UpdateLaunch {
 
 template <int N>
 struct NormLaunch {
+  template <int M>
+  using Sized = NormLaunch<M>;
   ChunkGrid<N> grid;
   const void* x[N];
   NormMeasure measure;
@@ -97,6 +129,8 @@ struct NormLaunch {
 
 template <int N, int K>
 struct PrepareLaunch {
+  template <int M>
+  using Sized = PrepareLaunch<M, K>;
   int32_t n;
   double hyper[N][K];  // rows: the groups of this launch's tensors
   const float* lr[N];  // per row: a device lr replacing hyper[row][kLr], or nullptr
@@ -107,12 +141,78 @@ struct PrepareLaunch {
 
 template <int N>
 struct CombineLaunch {
+  template <int M>
+  using Sized = CombineLaunch<M>;
   int32_t n;
   int32_t chunk_base[N];
   int32_t chunks[N];
   int32_t out[N];
   uint32_t tensor_id[N];  // adapt: where its sums are in GradPipeline::tensor_out / tensor_in
 };
+
+// A launch struct's first n tensors in a struct of capacity M >= n (the smaller tiers).
+template <int M, int N>
+void resize(ChunkGrid<M>& r, const ChunkGrid<N>& g) {
+  r.n = g.n;
+  r.chunk_elems = g.chunk_elems;
+  for (int i = 0; i <= g.n; ++i) r.block_start[i] = g.block_start[i];
+  for (int i = 0; i < g.n; ++i) {
+    r.chunk_base[i] = g.chunk_base[i];
+    r.numel[i] = g.numel[i];
+  }
+}
+template <int M, int N, int S>
+void resize(UpdateLaunch<M, S>& r, const UpdateLaunch<N, S>& L) {
+  resize(r.grid, L.grid);
+  for (int i = 0; i < L.grid.n; ++i) {
+    r.param[i] = L.param[i];
+    r.grad[i] = L.grad[i];
+    for (int k = 0; k < S; ++k) r.state[k][i] = L.state[k][i];
+    r.slot[i] = L.slot[i];
+    r.store[i] = L.store[i];
+  }
+}
+template <int M, int N>
+void resize(NormLaunch<M>& r, const NormLaunch<N>& L) {
+  resize(r.grid, L.grid);
+  for (int i = 0; i < L.grid.n; ++i) r.x[i] = L.x[i];
+  r.measure = L.measure;
+  r.scale = L.scale;
+  r.partials = L.partials;
+}
+template <int M, int N, int K>
+void resize(PrepareLaunch<M, K>& r, const PrepareLaunch<N, K>& L) {
+  r.n = L.n;
+  for (int i = 0; i < L.n; ++i) {  // rows: at most one per tensor
+    for (int k = 0; k < K; ++k) r.hyper[i][k] = L.hyper[i][k];
+    r.lr[i] = L.lr[i];
+    r.step[i] = L.step[i];
+    r.row[i] = L.row[i];
+    r.slot[i] = L.slot[i];
+  }
+}
+template <int M, int N>
+void resize(CombineLaunch<M>& r, const CombineLaunch<N>& L) {
+  r.n = L.n;
+  for (int i = 0; i < L.n; ++i) {
+    r.chunk_base[i] = L.chunk_base[i];
+    r.chunks[i] = L.chunks[i];
+    r.out[i] = L.out[i];
+    r.tensor_id[i] = L.tensor_id[i];
+  }
+}
+
+// `full` (capacity N) as a launch of capacity M: itself, or a copy of its tensors.
+template <int M, int N, class L>
+decltype(auto) sized(const L& full) {
+  if constexpr (M == N) {
+    return (full);
+  } else {
+    typename L::template Sized<M> r;
+    resize(r, full);
+    return r;
+  }
+}
 
 struct PipelineArgs {
   const double* partials;
@@ -337,8 +437,9 @@ FASTOPT_DEVICE double direction_chunk(const typename Op::Args& a, const P* __res
 
 // kStored: the tensors' param store is not nearest (precision.h); a plain loop through it, in
 // a kernel of its own so the rounding's registers do not crowd the vectorized path.
-template <class Op, class P, class G, class S, int N, bool kStored>
-__global__ void __launch_bounds__(kBlockThreads)
+template <class Op, class P, class G, class S, int N, bool kStored, int kThreads = kBlockThreads,
+          int kMinBlocks = 1>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
     update_kernel(FASTOPT_KERNEL_ARG(UpdateLaunch<N, Op::kStates>) L, const typename Op::Args* args,
                   const PipelineState* pipe) {
   float inv_scale = 1.f, clip_coef = 1.f;

@@ -42,8 +42,13 @@ inline void check(cudaError_t err, const char* what) {
 // while a kernel runs is reported with that kernel's name.
 bool launch_blocking();
 
-// Sets the device for the lifetime of the guard and restores the caller's afterwards (torch
-// keeps its own notion of the current device; the CUDA runtime linked here is a separate copy).
+// Makes `device` current for the lifetime of the guard and restores what the thread had
+// before. The current device is the thread's current driver context, state shared with torch
+// (and anything else in the process; the runtime linked here is a separate copy of libcudart,
+// but the driver and its per-thread context stack are one). The guard saves that context
+// itself, not a device number: a thread with no current context gets "none" back, not device
+// 0's primary context (cudaGetDevice reports 0 there, and setting it would create that
+// context, half a GB on GPU 0 for every process of a multi-GPU job).
 class DeviceGuard {
  public:
   explicit DeviceGuard(int device);
@@ -52,7 +57,9 @@ class DeviceGuard {
   DeviceGuard& operator=(const DeviceGuard&) = delete;
 
  private:
-  int device_, previous_ = -1;
+  int device_;
+  bool restore_ = false;
+  void* previous_ = nullptr;  // the CUcontext current before (nullptr: none); emulation: device
 };
 
 // Launches kernel<<<grid, block, 0, stream>>>(args...) and checks it. `name` is a callable

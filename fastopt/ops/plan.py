@@ -21,6 +21,7 @@ import torch
 from fastopt._ext import require_C
 from fastopt.ops import catalog, dtensor
 from fastopt.ops.catalog import MODE_STATE_KEYS
+from fastopt.ops.device import DeviceUse
 
 if TYPE_CHECKING:
     from fastopt.optim.base import FusedOptimizer
@@ -80,10 +81,19 @@ class Plan:
     tensor_sums: bool = False
     # per entry, the tensor read in its grad slot instead of its .grad (averaged models)
     entry_sources: list[torch.Tensor] | None = None
+    # CUDA plans: the streams and graph captures of its buffers (ops/device.py)
+    device_use: DeviceUse | None = None
 
     def stream(self) -> int:
-        """The cudaStream_t to launch on: torch's current stream of the params' device."""
-        return _current_stream(self.device)
+        """The cudaStream_t to launch on: torch's current stream of the params' device, with
+        the plan's buffers made safe to use there (and kept for a graph being captured)."""
+        if self.device_use is None:
+            return 0
+        stream = torch.cuda.current_stream(self.device)
+        self.device_use.before_run(
+            stream, lambda: [self] + [self._grad(e) for e in range(len(self.entry_params))]
+        )
+        return stream.cuda_stream
 
     def is_current(self, optimizer: FusedOptimizer) -> bool:
         return self.param_groups is optimizer.param_groups and self.state is optimizer.state
@@ -553,6 +563,14 @@ def build_plan(opt: FusedOptimizer, sources: Sequence[torch.Tensor] | None = Non
     if engine.workspace_bytes:
         workspace = torch.zeros(engine.workspace_bytes, dtype=torch.uint8, device=device)
         engine.bind_workspace(workspace.data_ptr(), _current_stream(device))
+    device_use = None
+    if device is not None and device.type == "cuda":
+        stream = torch.cuda.current_stream(device)
+        ready = None
+        if not torch.cuda.is_current_stream_capturing():
+            ready = torch.cuda.Event()
+            ready.record(stream)  # after the zeroing, the upload and the new states
+        device_use = DeviceUse(stream.cuda_stream, ready, [workspace, *held])  # held: steps, staged
     return Plan(
         engine,
         opt.param_groups,
@@ -566,6 +584,7 @@ def build_plan(opt: FusedOptimizer, sources: Sequence[torch.Tensor] | None = Non
         no_reductions=why_not,
         tensor_sums=bool(op.reductions) and dtensor.any_sharded(params),
         entry_sources=entry_sources if sources is not None else None,
+        device_use=device_use,
     )
 
 

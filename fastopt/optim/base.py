@@ -185,8 +185,17 @@ class FusedOptimizer(torch.optim.Optimizer):
         return p.dtype if self.state_dtype == "param" else torch.float32
 
     def _current_plan(self) -> Plan:
-        plan = self._plan = refreshed_plan(self, self._plan)
+        old = self._plan
+        plan = self._plan = refreshed_plan(self, old)
+        if old is not None and plan is not old:
+            self._retire_plan(old)
         return plan
+
+    def _retire_plan(self, plan: Plan | None) -> None:
+        """A plan is dropped: one captured in a CUDA graph keeps its tensors alive with the
+        optimizer (fastopt/ops/device.py)."""
+        if plan is not None and plan.device_use is not None:
+            plan.device_use.retire(self.__dict__.setdefault("_graph_held", []), type(self).__name__)
 
     def step(  # type: ignore[override]
         self, closure: Callable[[], float] | None = None, **pipeline: Any
@@ -505,4 +514,5 @@ class FusedOptimizer(torch.optim.Optimizer):
             for key, value in {**self._load_defaults, **rounding}.items():
                 group.setdefault(key, value)
             group.update(self._load_forced)
+        self._retire_plan(self.__dict__.get("_plan"))  # (load_state_dict comes here too)
         self._plan = None
