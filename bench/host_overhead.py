@@ -147,7 +147,7 @@ def main() -> None:
     parts: dict[str, tuple[Scenario, str, bool]] = {}
     for opt_name, (fused_cls, _, hypers) in OPTIMIZERS.items():
         for grads in ("fresh", "kept", "flat"):
-            s = Scenario(args.tensors, grads, lambda ps: fused_cls(ps, **hypers))
+            s = Scenario(args.tensors, grads, lambda ps, c=fused_cls, h=hypers: c(ps, **h))
             for on in (True, False) if has_fast else (False,):
                 tag = f"{opt_name} {grads} {'fast ptr' if on else 'ptr method'}"
                 cases[f"step: {tag}"] = (s, s.optimizer.step, fast(on))
@@ -166,9 +166,9 @@ def main() -> None:
                 )
     n2 = args.ratio_tensors
     for opt_name, (fused_cls, torch_cls, hypers) in OPTIMIZERS.items():
-        s = Scenario(n2, "kept", lambda ps: fused_cls(ps, **hypers))
+        s = Scenario(n2, "kept", lambda ps, c=fused_cls, h=hypers: c(ps, **h))
         cases[f"ratio: fastopt {opt_name}"] = (s, s.optimizer.step, fast(has_fast))
-        t = Scenario(n2, "kept", lambda ps: torch_cls(ps, **hypers, fused=True))
+        t = Scenario(n2, "kept", lambda ps, c=torch_cls, h=hypers: c(ps, **h, fused=True))
         cases[f"ratio: torch fused {opt_name}"] = (t, t.optimizer.step, None)
     samples = interleaved(cases, args.repeat, args.calls)
     C.fast_data_ptr(has_fast)

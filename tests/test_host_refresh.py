@@ -9,8 +9,8 @@ from __future__ import annotations
 import functools
 
 import pytest
-import torch
 import test_fused_safety as safety
+import torch
 
 import fastopt
 from fastopt._ext import require_C
