@@ -188,3 +188,32 @@ CHECKS = [
 )
 def test_edits_between_steps_are_caught_on_both_paths(data_ptr_path, check):
     check()
+
+
+@pytest.mark.parametrize("pair", ["adamw", "sgd-momentum", "adam-amsgrad"], ids=lambda n: n)
+def test_tensors_of_one_group_at_different_step_counts(pair):
+    """The CPU engine shares one tensor's prepared hyperparameters with the next of its group
+    at the same step count (and first-step flag): tensors whose states restarted mid-run, next
+    to ones that did not, in two groups with different values, step as torch."""
+    fused_cls, torch_cls, kw = safety.PAIRS[pair]
+    gen = torch.Generator().manual_seed(5)
+    base = [torch.randn(9, generator=gen) for _ in range(6)]
+    params = [torch.nn.Parameter(b.clone()) for b in base]
+    refs = [torch.nn.Parameter(b.clone()) for b in base]
+
+    def groups(ps):
+        return [{"params": ps[:3]}, {"params": ps[3:], "lr": kw["lr"] / 3}]
+
+    fused, ref = fused_cls(groups(params), **kw), torch_cls(groups(refs), **kw)
+    for i in range(6):
+        for p, r in zip(params, refs):
+            g = torch.randn(9, generator=gen)
+            p.grad, r.grad = g.clone(), g.clone()
+        fused.step()
+        ref.step()
+        if i in (1, 3):
+            for k in (1, 4) if i == 1 else (0, 1):
+                fused.state[params[k]].clear()
+                ref.state[refs[k]].clear()
+    for p, r in zip(params, refs):
+        torch.testing.assert_close(p, r)
