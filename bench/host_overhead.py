@@ -83,33 +83,39 @@ class Scenario:
             self.flat.copy_(self.flat_source)
 
 
-def time_step(s: Scenario, fn: Callable[[], Any], calls: int) -> float:
-    """Seconds per call of ``fn`` (a step), each call after an untimed ``s.setup()``."""
+def time_step(
+    s: Scenario | None, fn: Callable[[], Any], calls: int, pre: Callable[[], Any] | None = None
+) -> float:
+    """Seconds per call of ``fn`` (a step), each call after an untimed ``s.setup()`` (none:
+    back-to-back steps) and ``pre()``."""
     total = 0
     for _ in range(calls):
-        s.setup()
+        if s is not None:
+            s.setup()
+        if pre is not None:
+            pre()
         t0 = time.perf_counter_ns()
         fn()
         total += time.perf_counter_ns() - t0
     return total / calls / 1e9
 
 
-def interleaved(
-    cases: dict[str, tuple[Scenario, Callable[[], Any], Callable[[], Any] | None]],
-    repeat: int,
-    calls: int,
-) -> dict[str, list[float]]:
-    """Round-robin samples (seconds per step) of each case; a case's third item, if any, runs
-    before each of its samples (it switches the fast data-pointer reads)."""
+Case = tuple[Scenario | None, Callable[[], Any], Callable[[], Any] | None, Callable[[], Any] | None]
+
+
+def interleaved(cases: dict[str, Case], repeat: int, calls: int) -> dict[str, list[float]]:
+    """Round-robin samples (seconds per step) of each case: (scenario whose setup precedes each
+    call, or None; the timed call; what runs before each sample, if anything (it switches the
+    fast data-pointer reads); what runs untimed before each call, if anything)."""
     samples: dict[str, list[float]] = {name: [] for name in cases}
     names = list(cases)
     for r in range(repeat + 1):  # round 0: warm-up, not recorded
         k = r % len(names)
         for name in names[k:] + names[:k]:
-            scenario, fn, before = cases[name]
+            scenario, fn, before, pre = cases[name]
             if before is not None:
                 before()
-            t = time_step(scenario, fn, calls)
+            t = time_step(scenario, fn, calls, pre)
             if r:
                 samples[name].append(t)
     return samples
@@ -143,39 +149,41 @@ def main() -> None:
     def fast(on: bool) -> Callable[[], None]:
         return lambda: C.fast_data_ptr(on)
 
-    cases: dict[str, tuple[Scenario, Callable[[], Any], Callable[[], Any] | None]] = {}
-    parts: dict[str, tuple[Scenario, str, bool]] = {}
+    cases: dict[str, Case] = {}
+    parts: dict[str, tuple[Scenario, str, str, bool]] = {}
     for opt_name, (fused_cls, _, hypers) in OPTIMIZERS.items():
         for grads in ("fresh", "kept", "flat"):
             s = Scenario(args.tensors, grads, lambda ps, c=fused_cls, h=hypers: c(ps, **h))
+            refresh = s.optimizer._plan.engine.refresh
             for on in (True, False) if has_fast else (False,):
                 tag = f"{opt_name} {grads} {'fast ptr' if on else 'ptr method'}"
-                cases[f"step: {tag}"] = (s, s.optimizer.step, fast(on))
-                parts[tag] = (s, opt_name, on)
-                cases[f"refresh: {tag}"] = (
-                    s,
-                    lambda s=s: s.optimizer._plan.engine.refresh(),
-                    fast(on),
-                )
-            if grads == "kept":
-                eng = s.optimizer._plan.engine
-                cases[f"engine: {opt_name}"] = (
-                    s,
-                    lambda eng=eng: eng.run(torch.get_num_threads(), stream=0),
-                    None,
-                )
+                cases[f"step: {tag}"] = (s, s.optimizer.step, fast(on), None)
+                parts[tag] = (s, opt_name, grads, on)
+                cases[f"refresh: {tag}"] = (s, refresh, fast(on), None)
+            # the engine alone, on this step's grads (the refresh before it, untimed, gives it
+            # their addresses: a new grad's memory is not the last one's)
+            eng = s.optimizer._plan.engine
+            cases[f"engine: {opt_name} {grads}"] = (
+                s,
+                lambda eng=eng: eng.run(torch.get_num_threads(), stream=0),
+                fast(has_fast),
+                refresh,
+            )
     n2 = args.ratio_tensors
     for opt_name, (fused_cls, torch_cls, hypers) in OPTIMIZERS.items():
         s = Scenario(n2, "kept", lambda ps, c=fused_cls, h=hypers: c(ps, **h))
-        cases[f"ratio: fastopt {opt_name}"] = (s, s.optimizer.step, fast(has_fast))
         t = Scenario(n2, "kept", lambda ps, c=torch_cls, h=hypers: c(ps, **h, fused=True))
-        cases[f"ratio: torch fused {opt_name}"] = (t, t.optimizer.step, None)
+        for mode, (a, b) in {"after backward": (s, t), "back-to-back": (None, None)}.items():
+            cases[f"ratio {mode}: fastopt {opt_name}"] = (a, s.optimizer.step, fast(has_fast), None)
+            cases[f"ratio {mode}: torch fused {opt_name}"] = (b, t.optimizer.step, None, None)
     samples = interleaved(cases, args.repeat, args.calls)
     C.fast_data_ptr(has_fast)
     load_after = load_average()
     med = {name: statistics.median(v) for name, v in samples.items()}
 
-    prof_scenario = next(s for s, o, on in parts.values() if o == "adamw" and on == has_fast)
+    prof_scenario = next(
+        s for s, o, g, on in parts.values() if (o, g, on) == ("adamw", "fresh", has_fast)
+    )
     prof = profile_text(prof_scenario, 50)
 
     threads = torch.get_num_threads()
@@ -186,16 +194,15 @@ def main() -> None:
         f"median of {args.repeat} samples of {args.calls} steps)",
         "",
         "| optimizer, grads | data pointers | step µs | per tensor ns | refresh ns/tensor | "
-        "engine ns/tensor | Python around µs |",
+        "engine ns/tensor | rest µs (Python, wrapper) |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     rows: list[dict[str, Any]] = []
-    for tag, (_, opt_name, on) in parts.items():
+    for tag, (_, opt_name, grads, on) in parts.items():
         step = med[f"step: {tag}"]
         refresh = med[f"refresh: {tag}"]
-        engine = med[f"engine: {opt_name}"]
+        engine = med[f"engine: {opt_name} {grads}"]
         rest = step - refresh - engine
-        _, grads, _ = tag.split(" ", 2)
         rows.append(
             dict(
                 optimizer=opt_name,
@@ -217,15 +224,22 @@ def main() -> None:
         "",
         f"## {n2} tensors x {NUMEL}: fastopt vs torch's fused (same run, grads kept)",
         "",
-        "| optimizer | fastopt µs | torch fused µs | speed-up |",
-        "|---|---:|---:|---:|",
+        "after backward: each step follows a refill of every grad (zero_grad(set_to_none=False)"
+        " and an add, as a training loop leaves them); back-to-back: steps one after the other"
+        " (what `fastopt bench --set tiny2000` times)",
+        "",
+        "| optimizer | steps | fastopt µs | torch fused µs | speed-up |",
+        "|---|---|---:|---:|---:|",
     ]
     ratios: dict[str, Any] = {}
     for opt_name in OPTIMIZERS:
-        f = med[f"ratio: fastopt {opt_name}"]
-        t = med[f"ratio: torch fused {opt_name}"]
-        ratios[opt_name] = dict(fastopt_us=f * 1e6, torch_fused_us=t * 1e6, speedup=t / f)
-        lines.append(f"| {opt_name} | {f * 1e6:.1f} | {t * 1e6:.1f} | {t / f:.1f}x |")
+        for mode in ("after backward", "back-to-back"):
+            f = med[f"ratio {mode}: fastopt {opt_name}"]
+            t = med[f"ratio {mode}: torch fused {opt_name}"]
+            ratios[f"{opt_name} {mode}"] = dict(
+                fastopt_us=f * 1e6, torch_fused_us=t * 1e6, speedup=t / f
+            )
+            lines.append(f"| {opt_name} | {mode} | {f * 1e6:.1f} | {t * 1e6:.1f} | {t / f:.1f}x |")
     lines += ["", "## cProfile of 50 AdamW steps (fresh grads)", "", "```", prof.strip(), "```"]
     text = "\n".join(lines) + "\n"
     print(text)
