@@ -5,6 +5,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <optional>
+
 #include "core/ops.h"
 #include "plan.h"
 #if FASTOPT_WITH_CUDA || FASTOPT_SIMT
@@ -186,6 +188,15 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
       },
       py::arg("counter"), py::arg("key"),
       "The generator of stochastic rounding (csrc/core/precision.h), for its known-answer tests");
+  m.def(
+      "fast_data_ptr",
+      [](std::optional<bool> enabled) {
+        return fastopt::fast_data_ptr(enabled.has_value() ? int(*enabled) : -1);
+      },
+      py::arg("enabled") = py::none(),
+      "Whether plans read data pointers through torch's C function for inductor (one C call "
+      "per tensor) rather than Tensor.data_ptr(); True/False switches it (for tests and "
+      "benchmarks of both paths); returns whether it is now in use");
   m.def("hyper_keys", &fastopt::hyper_keys, py::arg("kind"),
         "Group keys an optimizer kind reads each step");
 

@@ -157,6 +157,9 @@ class Plan {
 };
 
 std::vector<std::string> hyper_keys(const std::string& kind);
+// Whether the per-step refresh reads data pointers through torch's C function for inductor
+// (plan.cpp, TensorAccess); mode 0/1 switches it off/on (on: where torch has it), -1 only asks.
+bool fast_data_ptr(int mode);
 // The engine this module runs a device type's tensors on ("cpu", "cuda", "simt"), or "".
 std::string engine_for(const std::string& device_type);
 

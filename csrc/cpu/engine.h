@@ -382,12 +382,23 @@ void step(const StepCall& c) {
   using Args = typename Op::Args;
   if (Op::kReductions == 0 && c.tensor_out != nullptr) return;  // no reductions to report
   std::vector<Args> args(c.n_entries);
+  // prepare() is a function of (group hyperparameters, step, fresh) alone: the next tensor of
+  // the same group at the same count gets a copy (AdamW's two pow() calls are most of the cost
+  // of updating a tiny tensor)
+  int64_t prev = -1;
+  double prev_step = 0.0;
   for (int64_t t = 0; t < c.n_entries; ++t) {
     TensorEntry& e = c.entries[t];
     if (!e.active) continue;
     double step = 0.0;  // counted by the call that updates (not the tensor_out phase)
     if (Op::kHasStep) step = double(c.tensor_out != nullptr ? *e.step + 1.f : (*e.step += 1.f));
-    args[t] = Op::prepare(c.hyper + int64_t(e.group) * c.hyper_stride, step, e.fresh);
+    const TensorEntry* p = prev >= 0 ? &c.entries[prev] : nullptr;
+    if (p != nullptr && p->group == e.group && p->fresh == e.fresh && prev_step == step)
+      args[t] = args[prev];
+    else
+      args[t] = Op::prepare(c.hyper + int64_t(e.group) * c.hyper_stride, step, e.fresh);
+    prev = t;
+    prev_step = step;
   }
   const float inv_scale = c.scalars.inv_scale, clip_coef = c.scalars.clip_coef;
   if constexpr (Op::kReductions != 0) {  // the reduction pass, then adapt()

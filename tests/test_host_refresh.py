@@ -1,0 +1,219 @@
+"""The per-step refresh on both of its data-pointer paths: torch's C function for inductor
+(``_C.fast_data_ptr``, what a step uses) and ``Tensor.data_ptr()`` (the fallback, for a torch
+without it and for tensor subclasses). Both must step the same numbers as torch and catch the
+same edits between steps (see also test_fused_safety.py, whose checks run here on both paths).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import test_fused_safety as safety
+import torch
+
+import fastopt
+from fastopt._ext import require_C
+
+PATHS = ["fast", "method"]
+
+
+@pytest.fixture(params=PATHS)
+def data_ptr_path(request):
+    C = require_C()
+    was = C.fast_data_ptr()
+    assert C.fast_data_ptr(request.param == "fast") == (request.param == "fast")
+    yield request.param
+    C.fast_data_ptr(was)
+
+
+def test_fast_data_pointers_are_used_with_this_torch():
+    """torch publishes the function (torch._C._dynamo.guards) and the refresh uses it; a torch
+    that drops it falls back to the method, and this test says so."""
+    C = require_C()
+    assert C.fast_data_ptr()
+    assert isinstance(torch._C._dynamo.guards._torchinductor_pyobject_tensor_data_ptr, int)
+
+
+def _grads(kind, params, gen, flat):
+    """The next step's grads as a training loop leaves them: new tensors, the same tensors
+    refilled, or views of one flat buffer refilled."""
+    values = [torch.randn(p.shape, generator=gen) for p in params]
+    if kind == "fresh":
+        for p, v in zip(params, values):
+            p.grad = v
+    elif kind == "kept":
+        for p, v in zip(params, values):
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            p.grad.copy_(v)
+    else:
+        offset = 0
+        for p, v in zip(params, values):
+            n = p.numel()
+            if p.grad is None:
+                p.grad = flat[offset : offset + n].view_as(p)
+            p.grad.copy_(v)
+            offset += n
+    return values
+
+
+SHAPES = [(16,), (3, 5), (1,), (7, 2, 3), (33,)]
+
+
+@pytest.mark.parametrize("grads", ["fresh", "kept", "flat"])
+@pytest.mark.parametrize("pair", ["adamw", "sgd-momentum", "adam-amsgrad"], ids=lambda name: name)
+def test_steps_match_torch_on_both_paths(data_ptr_path, pair, grads):
+    fused_cls, torch_cls, kw = safety.PAIRS[pair]
+    gen = torch.Generator().manual_seed(3)
+    # params of both kinds the fast path reads (Parameter, plain leaf tensor) and a plain
+    # subclass (read through the method on either path)
+    base = [torch.randn(s, generator=gen) for s in SHAPES]
+    params = [torch.nn.Parameter(b.clone()) for b in base[:3]]
+    params.append(base[3].clone().requires_grad_())
+    params.append(torch.nn.Parameter(base[4].clone().as_subclass(safety.PlainSubclass)))
+    refs = [torch.nn.Parameter(b.clone()) for b in base]
+    fused, ref = fused_cls(params, **kw), torch_cls(refs, **kw)
+    flat = torch.zeros(sum(p.numel() for p in params) + 5)[5:]  # views at an offset
+    for _ in range(5):
+        values = _grads(grads, params, gen, flat)
+        for r, v in zip(refs, values):
+            r.grad = v.clone()
+        fused.step()
+        ref.step()
+    for p, r in zip(params, refs):
+        torch.testing.assert_close(p.detach().as_subclass(torch.Tensor), r.detach())
+
+
+def _step_uses_new_param_storage():
+    """p.data = another tensor between steps: the step updates the new memory (as torch)."""
+    p = torch.nn.Parameter(torch.randn(8))
+    q = torch.nn.Parameter(p.detach().clone())
+    fused, ref = fastopt.FusedAdamW([p], lr=0.1), torch.optim.AdamW([q], lr=0.1)
+    for i in range(4):
+        g = torch.randn(8)
+        p.grad, q.grad = g.clone(), g.clone()
+        fused.step()
+        ref.step()
+        if i == 1:
+            v = torch.randn(8)
+            p.data, q.data = v.clone(), v.clone()
+    torch.testing.assert_close(p, q)
+
+
+def _kept_grad_given_another_storage():
+    """The same grad object, its storage swapped (.data) or moved (set_): the step reads the
+    new values."""
+    p = torch.nn.Parameter(torch.randn(8))
+    q = torch.nn.Parameter(p.detach().clone())
+    fused, ref = fastopt.FusedSGD([p], lr=0.1), torch.optim.SGD([q], lr=0.1)
+    p.grad, q.grad = torch.ones(8), torch.ones(8)
+    fused.step()
+    ref.step()
+    v = torch.randn(8)
+    p.grad.data, q.grad.data = v.clone(), v.clone()
+    fused.step()
+    ref.step()
+    w = torch.randn(8)
+    p.grad.set_(w.clone())
+    q.grad.set_(w.clone())
+    fused.step()
+    ref.step()
+    torch.testing.assert_close(p, q)
+
+
+def _kept_grad_given_another_dtype_is_refused():
+    p = torch.nn.Parameter(torch.randn(8))
+    o = fastopt.FusedSGD([p], lr=0.1)
+    p.grad = torch.randn(8)
+    o.step()
+    p.grad.data = torch.randn(8, dtype=torch.float64)
+    before = p.detach().clone()
+    with pytest.raises(TypeError, match="grad dtype torch.float64"):
+        o.step()
+    assert torch.equal(p, before)
+
+
+def _kept_grad_transposed_in_place_is_stepped_as_torch():
+    """The same grad object, transposed in place (same address, another layout)."""
+    p = torch.nn.Parameter(torch.randn(4, 4))
+    q = torch.nn.Parameter(p.detach().clone())
+    fused, ref = fastopt.FusedSGD([p], lr=0.1), torch.optim.SGD([q], lr=0.1)
+    g = torch.randn(4, 4)
+    p.grad, q.grad = g.clone(), g.clone()
+    fused.step()
+    ref.step()
+    p.grad.t_()
+    q.grad.t_()
+    fused.step()
+    ref.step()
+    torch.testing.assert_close(p, q)
+
+
+def _kept_grad_shrunk_in_place_is_refused():
+    p = torch.nn.Parameter(torch.randn(8))
+    o = fastopt.FusedSGD([p], lr=0.1)
+    p.grad = torch.randn(8)
+    o.step()
+    p.grad.data = p.grad.data[:4]  # same address, fewer elements
+    before = p.detach().clone()
+    with pytest.raises(ValueError, match=r"grad of shape \(4,\)"):
+        o.step()
+    assert torch.equal(p, before)
+
+
+CHECKS = [
+    _step_uses_new_param_storage,
+    _kept_grad_given_another_storage,
+    _kept_grad_given_another_dtype_is_refused,
+    _kept_grad_transposed_in_place_is_stepped_as_torch,
+    _kept_grad_shrunk_in_place_is_refused,
+    functools.partial(safety.test_param_replaced_by_a_smaller_view_is_refused, 1000),
+    functools.partial(safety.test_grad_smaller_than_its_param_is_refused, "contiguous"),
+    functools.partial(safety.test_grad_smaller_than_its_param_is_refused, "strided"),
+    safety.test_param_whose_storage_was_resized_away_is_refused,
+    safety.test_grad_whose_storage_was_resized_away_is_refused,
+    safety.test_grad_that_becomes_a_subclass_is_refused,
+    functools.partial(
+        safety.test_state_edits_behave_as_in_torch, "adamw", safety.state_data_swapped
+    ),
+    functools.partial(
+        safety.test_state_edits_behave_as_in_torch, "sgd-momentum", safety.replace_first_state
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "check", CHECKS, ids=lambda f: getattr(f, "__name__", None) or f.func.__name__
+)
+def test_edits_between_steps_are_caught_on_both_paths(data_ptr_path, check):
+    check()
+
+
+@pytest.mark.parametrize("pair", ["adamw", "sgd-momentum", "adam-amsgrad"], ids=lambda n: n)
+def test_tensors_of_one_group_at_different_step_counts(pair):
+    """The CPU engine shares one tensor's prepared hyperparameters with the next of its group
+    at the same step count (and first-step flag): tensors whose states restarted mid-run, next
+    to ones that did not, in two groups with different values, step as torch."""
+    fused_cls, torch_cls, kw = safety.PAIRS[pair]
+    gen = torch.Generator().manual_seed(5)
+    base = [torch.randn(9, generator=gen) for _ in range(6)]
+    params = [torch.nn.Parameter(b.clone()) for b in base]
+    refs = [torch.nn.Parameter(b.clone()) for b in base]
+
+    def groups(ps):
+        return [{"params": ps[:3]}, {"params": ps[3:], "lr": kw["lr"] / 3}]
+
+    fused, ref = fused_cls(groups(params), **kw), torch_cls(groups(refs), **kw)
+    for i in range(6):
+        for p, r in zip(params, refs):
+            g = torch.randn(9, generator=gen)
+            p.grad, r.grad = g.clone(), g.clone()
+        fused.step()
+        ref.step()
+        if i in (1, 3):
+            for k in (1, 4) if i == 1 else (0, 1):
+                fused.state[params[k]].clear()
+                ref.state[refs[k]].clear()
+    for p, r in zip(params, refs):
+        torch.testing.assert_close(p, r)
