@@ -68,6 +68,12 @@ struct TensorAccess {
         PyErr_Clear();
         data_ptr_fn = nullptr;
       }
+      // a private interface: used only while it answers what data_ptr() answers on a probe
+      if (data_ptr_fn != nullptr) {
+        py::object probe = torch.attr("empty")(3);
+        const auto expected = probe.attr("data_ptr")().cast<int64_t>();
+        if (reinterpret_cast<int64_t>(data_ptr_fn(probe.ptr())) != expected) data_ptr_fn = nullptr;
+      }
       data_ptr_found = data_ptr_fn;
     } catch (const std::exception&) {
       PyErr_Clear();
