@@ -217,6 +217,20 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
       },
       py::arg("codes"), py::arg("absmax"), py::arg("n"), py::arg("signed"), py::arg("x"),
       "The float32 values of n blockwise 8-bit codes (addresses of host memory)");
+  m.def(
+      "encode_8bit",
+      [](int64_t x, int64_t n, bool is_signed, bool search, int64_t codes) {
+        const float* in = reinterpret_cast<const float*>(x);
+        uint8_t* out = reinterpret_cast<uint8_t*>(codes);
+        for (int64_t i = 0; i < n; ++i)
+          out[i] = is_signed ? (search ? fastopt::quant::encode_search<true>(in[i])
+                                       : fastopt::quant::encode_table<true>().encode(in[i]))
+                             : (search ? fastopt::quant::encode_search<false>(in[i])
+                                       : fastopt::quant::encode_table<false>().encode(in[i]));
+      },
+      py::arg("x"), py::arg("n"), py::arg("signed"), py::arg("search"), py::arg("codes"),
+      "Codes of n normalized float32 values by the binary search (the device's encoder) or the "
+      "table (the host's), for the tests that they agree");
   m.def("hyper_keys", &fastopt::hyper_keys, py::arg("kind"),
         "Group keys an optimizer kind reads each step");
 

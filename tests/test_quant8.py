@@ -185,3 +185,28 @@ def test_permuted_layout_blocks_follow_memory_order():
     np.testing.assert_array_equal(
         back.t().reshape(-1).numpy(), ref.dequantize(want_codes, want_absmax, True)
     )
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_host_table_encoder_equals_the_search(signed):
+    """The host's table lookup and the device's binary search are one function: every midpoint
+    and its neighbours, every bucket edge, and random values of every magnitude."""
+    from fastopt import _C
+
+    mid = ref.midpoints(ref.dynamic_map(signed))
+    bits = mid.view(np.int32).astype(np.int64)
+    near = np.concatenate([bits + d for d in range(-3, 4)])
+    edges = np.arange(0, 0x40000000, 1 << (23 - 7), dtype=np.int64)  # every bucket edge < 2
+    rng = np.random.default_rng(0)
+    rand = rng.integers(0, 0x7F800001, 200_000, dtype=np.int64)  # finite and inf magnitudes
+    mags = np.concatenate([near, edges, edges + 1, edges - 1, rand])
+    mags = mags[(mags >= 0) & (mags <= 0x7F800000)].astype(np.uint32)
+    x = np.concatenate([mags, mags | np.uint32(0x80000000), [0x7FC00000]]).view(np.float32)
+    x = np.ascontiguousarray(x)
+    out = {}
+    for search in (True, False):
+        codes = np.empty(x.size, dtype=np.uint8)
+        _C.encode_8bit(x.ctypes.data, x.size, signed, search, codes.ctypes.data)
+        out[search] = codes
+    np.testing.assert_array_equal(out[False], out[True])
+    np.testing.assert_array_equal(out[True], ref.quantize_normalized(x, signed))

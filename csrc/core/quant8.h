@@ -246,19 +246,96 @@ FASTOPT_HD const float* midpoints() {
 #endif
 }
 
-// The code of a value already divided by its block's absmax: the number of midpoints <= x, by
-// a branchless binary search over the 255 sorted midpoints (NaN compares false: code 0).
+// The code of a value already divided by its block's absmax: the number of midpoints <= x (the
+// definition), by a branchless binary search over the 255 sorted midpoints (NaN compares false:
+// code 0). The device's encoder; the host uses EncodeTable, which gives the same codes.
 template <bool kSigned>
-FASTOPT_HD uint8_t encode(float x) {
+FASTOPT_HD uint8_t encode_search(float x) {
   const float* mid = midpoints<kSigned>();
   int c = 0;
   for (int s = 128; s > 0; s >>= 1) c += mid[c + s - 1] <= x ? s : 0;
   return uint8_t(c);
 }
 
+// The host's encoder: eight dependent loads per value do not vectorize, a table lookup does.
+// The table is indexed by a float's sign, exponent and top kBits mantissa bits (a bucket of
+// magnitudes [lo, hi)); no bucket holds more than one midpoint (make() checks it: the map's
+// finest spacing, 0.9/64 signed and 0.9/128 unsigned in the top decade, is wider than a bucket
+// there), so a value's code is the bucket's code below that midpoint or the one from it up.
+// Magnitudes below 2^-23 (under every midpoint) share bucket 0, at or above 2 (x / absmax
+// rounded up, inf) the last one. Unsigned maps need no negative half: every x < 0 has code 0.
+template <bool kSigned>
+struct EncodeTable {
+  static constexpr int kBits = kSigned ? 6 : 7;
+  static constexpr int kMinExp = 127 - 23;
+  static constexpr int kPerSign = (128 - kMinExp) << kBits;
+  static constexpr int kSize = kSigned ? 2 * kPerSign : kPerSign;
+  uint32_t codes[kSize];  // byte 0: the code below thr; byte 1: the code from thr up
+  float thr[kSize];
+
+  static EncodeTable make() {
+    EncodeTable t{};
+    const float* mid = midpoints<kSigned>();
+    for (int sign = 0; sign < (kSigned ? 2 : 1); ++sign)
+      for (int b = 0; b < kPerSign; ++b) {
+        const uint32_t first = uint32_t((kMinExp << kBits) + b);
+        const float lo = b == 0 ? 0.f : bits_float(first << (23 - kBits));
+        const float hi = bits_float((first + 1) << (23 - kBits));
+        int code = encode_search<kSigned>(sign ? -lo : lo), next = code, inside = 0;
+        float thr = bits_float(0x7f800000u);  // none: every magnitude of the bucket is below
+        for (int m = 0; m < 255; ++m) {
+          const float a = sign ? -mid[m] : mid[m];
+          if (sign == 0 && a > lo && a < hi) {  // a >= mid: one more midpoint <= x
+            thr = a, next = code + 1, ++inside;
+          } else if (sign == 1 && a >= lo && a < hi) {  // |x| > |mid|: x below that midpoint
+            thr = bits_float(float_bits(a) + 1), next = code - 1, ++inside;
+          }
+        }
+        if (inside > 1) throw "quant8.h: a bucket of EncodeTable holds two midpoints";
+        t.codes[sign * kPerSign + b] = uint32_t(code) | uint32_t(next) << 8;
+        t.thr[sign * kPerSign + b] = thr;
+      }
+    return t;
+  }
+
+  uint8_t encode(float x) const {
+    const uint32_t u = float_bits(x), mag = u & 0x7fffffffu;
+    int i = int(mag >> (23 - kBits)) - (kMinExp << kBits);
+    i = i < 0 ? 0 : (i > kPerSign - 1 ? kPerSign - 1 : i);
+    if (kSigned) i += int(u >> 31) * kPerSign;
+    const uint32_t c = codes[i];
+    const uint32_t code = bits_float(mag) >= thr[i] ? (c >> 8) & 0xffu : c & 0xffu;
+    const bool zero = (x != x) | (!kSigned & (u >> 31 != 0));  // NaN, or x < 0 unsigned
+    return uint8_t(zero ? 0u : code);
+  }
+};
+
+template <bool kSigned>
+inline const EncodeTable<kSigned>& encode_table() {
+  static const EncodeTable<kSigned> table = EncodeTable<kSigned>::make();
+  return table;
+}
+
+template <bool kSigned>
+FASTOPT_HD uint8_t encode(float x) {
+#if FASTOPT_DEVICE_CODE
+  return encode_search<kSigned>(x);
+#else
+  return encode_table<kSigned>().encode(x);
+#endif
+}
+
 template <bool kSigned>
 FASTOPT_HD float decode(uint8_t code, float absmax) {
   return map<kSigned>()[code] * absmax;
+}
+
+// The same with the map chosen at run time (a constant once the caller's loop is unrolled).
+FASTOPT_HD float decode(uint8_t code, float absmax, bool is_signed) {
+  return is_signed ? decode<true>(code, absmax) : decode<false>(code, absmax);
+}
+FASTOPT_HD uint8_t encode(float x, bool is_signed) {
+  return is_signed ? encode<true>(x) : encode<false>(x);
 }
 
 // The code of 0 (a new state's codes: with absmax 0 every code decodes to zero, this one to +0).
@@ -290,7 +367,12 @@ FASTOPT_HD void quantize_block(const float* x, int n, uint8_t* codes, float* abs
   for (int i = 0; i < n; ++i) m = fold_absmax(m, x[i]);
   m = finish_absmax(m);
   const float inv = inverse_absmax(m);
+#if FASTOPT_DEVICE_CODE
   for (int i = 0; i < n; ++i) codes[i] = encode<kSigned>(x[i] * inv);
+#else
+  const EncodeTable<kSigned>& table = encode_table<kSigned>();
+  for (int i = 0; i < n; ++i) codes[i] = table.encode(x[i] * inv);
+#endif
   *absmax = m;
 }
 

@@ -434,6 +434,9 @@ __global__ void __launch_bounds__(kBlockThreads)
     constexpr int V = decltype(v)::value;
     with_param_mode(ps.mode, [&](auto mode) {
       constexpr ParamMode M = decltype(mode)::value;
+      // plain unrolled loops over the states (k folds to a constant): a lambda over them would
+      // put the arrays in local memory
+      constexpr int kUsed = Op::states_used(V);
       for (int q = warp; q < blocks; q += warps) {
         float s[kQuantPerLane][kMaxStates];
         float m[kMaxStates] = {0.f, 0.f, 0.f, 0.f};
@@ -443,30 +446,30 @@ __global__ void __launch_bounds__(kBlockThreads)
 #pragma unroll
           for (int k = 0; k < kMaxStates; ++k) s[j][k] = 0.f;
           if (i < c.n) {
-            for_used_states<Op, V>([&](auto k) {
-              constexpr int K = decltype(k)::value;
-              s[j][K] = quant::decode<state_signed<Op, K>()>(L.codes[K][c.t][c.begin + i],
-                                                             L.absmax[K][c.t][first + q]);
-            });
+#pragma unroll
+            for (int k = 0; k < Op::kStates; ++k)
+              if (kUsed & (1 << k))
+                s[j][k] = quant::decode(L.codes[k][c.t][c.begin + i], L.absmax[k][c.t][first + q],
+                                        ((Op::kUnsignedStates >> k) & 1u) == 0);
             update_values<Op, V, M>(a, ps, p, g, i, s[j], inv_scale, clip_coef);
-            for_used_states<Op, V>([&](auto k) {
-              constexpr int K = decltype(k)::value;
-              m[K] = quant::fold_absmax(m[K], s[j][K]);
-            });
+#pragma unroll
+            for (int k = 0; k < Op::kStates; ++k)
+              if (kUsed & (1 << k)) m[k] = quant::fold_absmax(m[k], s[j][k]);
           }
         }
-        for_used_states<Op, V>([&](auto k) {
-          constexpr int K = decltype(k)::value;
-          const float absmax = quant::finish_absmax(warp_absmax(m[K]));
+#pragma unroll
+        for (int k = 0; k < Op::kStates; ++k) {
+          if (!(kUsed & (1 << k))) continue;
+          const bool is_signed = ((Op::kUnsignedStates >> k) & 1u) == 0;
+          const float absmax = quant::finish_absmax(warp_absmax(m[k]));
           const float inv = quant::inverse_absmax(absmax);
 #pragma unroll
           for (int j = 0; j < kQuantPerLane; ++j) {
             const int i = q * int(kQuantBlock) + j * kWarp + lane;
-            if (i < c.n)
-              L.codes[K][c.t][c.begin + i] = quant::encode<state_signed<Op, K>()>(s[j][K] * inv);
+            if (i < c.n) L.codes[k][c.t][c.begin + i] = quant::encode(s[j][k] * inv, is_signed);
           }
-          if (lane == 0) L.absmax[K][c.t][first + q] = absmax;
-        });
+          if (lane == 0) L.absmax[k][c.t][first + q] = absmax;
+        }
       }
     });
   });

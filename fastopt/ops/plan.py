@@ -212,7 +212,7 @@ def _state_tensor(
 ) -> torch.Tensor | None:
     """An existing state tensor of ``param`` (whose memory is ``p``), checked; None: absent.
     With ``saved`` (the param's state dict), 8-bit codes (uint8) are accepted when their absmax
-    and map are there too (see :mod:`fastopt.optim.quant8`)."""
+    and map are there too (see :mod:`fastopt.ops.quant8`)."""
     if value is None:
         return None
     if saved is not None and isinstance(value, torch.Tensor) and value.dtype == torch.uint8:

@@ -40,7 +40,7 @@ class Precision:
         state_dtype: dtype of the optimizer states: ``torch.float32`` (default, also for
             float16/bfloat16 params), ``"param"`` for the param's own dtype, as torch does, or
             ``"8bit"``: blockwise-quantized uint8 codes with a float32 absmax per block of 256
-            (:mod:`fastopt.optim.quant8`) for params of at least 4096 elements, float32 states
+            (:mod:`fastopt.ops.quant8`) for params of at least 4096 elements, float32 states
             for smaller ones.
         master_weights: keep a float32 master copy of each 16-bit param (state ``master_param``).
         bf16_rounding: ``"nearest"`` (torch's rounding) or ``"stochastic"`` for bfloat16 params.
