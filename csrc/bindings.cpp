@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "core/ops.h"
+#include "core/quant8.h"
 #include "plan.h"
 #if FASTOPT_WITH_CUDA || FASTOPT_SIMT
 #include "cuda/api.h"
@@ -46,6 +47,10 @@ py::dict op_record() {
   d["hyper_keys"] = std::vector<std::string>(std::begin(Op::kHyperKeys), std::end(Op::kHyperKeys));
   d["state_keys"] = std::vector<std::string>(std::begin(Op::kStateKeys), std::end(Op::kStateKeys));
   d["has_step"] = Op::kHasStep;
+  std::vector<std::string> unsigned_states;
+  for (int k = 0; k < Op::kStates; ++k)
+    if ((Op::kUnsignedStates >> k) & 1u) unsigned_states.push_back(Op::kStateKeys[k]);
+  d["unsigned_states"] = unsigned_states;
   std::vector<std::string> reductions;
   if (Op::kReductions & fastopt::kParamNorm) reductions.push_back("param_norm");
   if (Op::kReductions & fastopt::kGradNorm) reductions.push_back("grad_norm");
@@ -85,6 +90,15 @@ py::dict catalog() {
   c["max_states"] = fastopt::kMaxStates;
   c["cpu_chunk_elems"] = kCpuChunkElems;
   c["cuda_chunk_elems"] = fastopt::kCudaChunkElems;
+  py::dict quant;
+  quant["block"] = fastopt::kQuantBlock;
+  quant["min_elems"] = fastopt::kQuantMinElems;
+  quant["state_dtype"] = int(fastopt::DType::q8);
+  quant["signed_map"] = std::vector<float>(std::begin(fastopt::quant::kMapSigned),
+                                           std::end(fastopt::quant::kMapSigned));
+  quant["unsigned_map"] = std::vector<float>(std::begin(fastopt::quant::kMapUnsigned),
+                                             std::end(fastopt::quant::kMapUnsigned));
+  c["quant"] = quant;
   return c;
 }
 
@@ -197,6 +211,41 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
       "Whether plans read data pointers through torch's C function for inductor (one C call "
       "per tensor) rather than Tensor.data_ptr(); True/False switches it (for tests and "
       "benchmarks of both paths); returns whether it is now in use");
+  m.def(
+      "quantize_8bit",
+      [](int64_t x, int64_t n, bool is_signed, int64_t codes, int64_t absmax) {
+        py::gil_scoped_release release;
+        fastopt::quant::quantize(reinterpret_cast<const float*>(x), n, is_signed,
+                                 reinterpret_cast<uint8_t*>(codes),
+                                 reinterpret_cast<float*>(absmax));
+      },
+      py::arg("x"), py::arg("n"), py::arg("signed"), py::arg("codes"), py::arg("absmax"),
+      "Blockwise 8-bit quantization (core/quant8.h) of n float32 values at address x into n "
+      "uint8 codes and ceil(n / block) float32 absmax (addresses of host memory)");
+  m.def(
+      "dequantize_8bit",
+      [](int64_t codes, int64_t absmax, int64_t n, bool is_signed, int64_t x) {
+        py::gil_scoped_release release;
+        fastopt::quant::dequantize(reinterpret_cast<const uint8_t*>(codes),
+                                   reinterpret_cast<const float*>(absmax), n, is_signed,
+                                   reinterpret_cast<float*>(x));
+      },
+      py::arg("codes"), py::arg("absmax"), py::arg("n"), py::arg("signed"), py::arg("x"),
+      "The float32 values of n blockwise 8-bit codes (addresses of host memory)");
+  m.def(
+      "encode_8bit",
+      [](int64_t x, int64_t n, bool is_signed, bool search, int64_t codes) {
+        const float* in = reinterpret_cast<const float*>(x);
+        uint8_t* out = reinterpret_cast<uint8_t*>(codes);
+        for (int64_t i = 0; i < n; ++i)
+          out[i] = is_signed ? (search ? fastopt::quant::encode_search<true>(in[i])
+                                       : fastopt::quant::encode_table<true>().encode(in[i]))
+                             : (search ? fastopt::quant::encode_search<false>(in[i])
+                                       : fastopt::quant::encode_table<false>().encode(in[i]));
+      },
+      py::arg("x"), py::arg("n"), py::arg("signed"), py::arg("search"), py::arg("codes"),
+      "Codes of n normalized float32 values by the binary search (the device's encoder) or the "
+      "table (the host's), for the tests that they agree");
   m.def("hyper_keys", &fastopt::hyper_keys, py::arg("kind"),
         "Group keys an optimizer kind reads each step");
 
@@ -205,7 +254,8 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
       .def(py::init([](int64_t param, std::vector<py::object> states, int64_t numel,
                        int32_t param_dtype, int32_t grad_dtype, int32_t state_dtype, int32_t group,
                        int64_t step, int32_t fresh, py::object expected_grad_dtype,
-                       int32_t param_mode, py::object aux, int64_t tensor_id) {
+                       int32_t param_mode, py::object aux, int64_t tensor_id,
+                       std::vector<py::object> absmax) {
              fastopt::EntrySpec e;
              e.param = param;
              e.states = std::move(states);
@@ -220,12 +270,14 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
              e.param_mode = param_mode;
              e.aux = std::move(aux);
              e.tensor_id = tensor_id;
+             e.absmax = std::move(absmax);
              return e;
            }),
            py::kw_only(), py::arg("param"), py::arg("states"), py::arg("numel"),
            py::arg("param_dtype"), py::arg("grad_dtype"), py::arg("state_dtype"), py::arg("group"),
            py::arg("step"), py::arg("fresh"), py::arg("expected_grad_dtype"),
-           py::arg("param_mode") = 0, py::arg("aux") = py::none(), py::arg("tensor_id") = 0)
+           py::arg("param_mode") = 0, py::arg("aux") = py::none(), py::arg("tensor_id") = 0,
+           py::arg("absmax") = std::vector<py::object>{})
       .def_readonly("param", &fastopt::EntrySpec::param)
       .def_readonly("numel", &fastopt::EntrySpec::numel)
       .def_readonly("group", &fastopt::EntrySpec::group);

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "core/ops.h"
+#include "core/quant8.h"
 
 namespace fastopt {
 
@@ -364,25 +365,57 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
     e.numel = spec.numel;
     // the state tensors themselves: held, and their pointers and sizes re-checked each step
     // (an int is a raw address, unchecked: for tests of the engine's index arithmetic)
+    const bool quantized = spec.state_dtype == int32_t(DType::q8);
+    if (spec.absmax.size() != (quantized ? size_t(kMaxStates) : 0))
+      throw std::invalid_argument("Plan: an entry with 8-bit states has " +
+                                  std::to_string(kMaxStates) +
+                                  " absmax slots, one with other states none");
+    const int64_t blocks = (e.numel + kQuantBlock - 1) / kQuantBlock;
     for (int k = 0; k < kSlots; ++k) {
-      py::object state = k < kMaxStates ? spec.states[size_t(k)] : spec.aux;
+      const bool is_absmax = k >= kMaxStates && k < 2 * kMaxStates;
+      py::object state = k < kMaxStates ? spec.states[size_t(k)]
+                         : !is_absmax   ? spec.aux
+                         : quantized    ? spec.absmax[size_t(k - kMaxStates)]
+                                        : py::none();
       if (!state) state = py::none();
-      void*& slot = k < kMaxStates ? e.state[k] : e.aux;
+      void* absmax = nullptr;
+      void*& slot = k < kMaxStates ? e.state[k] : is_absmax ? absmax : e.aux;
       if (PyLong_Check(state.ptr())) {
         slot = reinterpret_cast<void*>(state.cast<int64_t>());
         state = py::none();
       }
       entry_states_.push_back(state);
-      if (state.is_none()) continue;
-      int64_t ptr = 0, numel = 0;
-      if (!read.ptr(state.ptr(), &ptr) || !read.numel(state.ptr(), &numel))
-        throw py::error_already_set();
-      if (numel != e.numel) throw std::invalid_argument("Plan: a state's size is not its param's");
-      slot = reinterpret_cast<void*>(ptr);
+      if (!state.is_none()) {
+        int64_t ptr = 0, numel = 0;
+        if (!read.ptr(state.ptr(), &ptr) || !read.numel(state.ptr(), &numel))
+          throw py::error_already_set();
+        if (numel != (is_absmax ? blocks : e.numel))
+          throw std::invalid_argument(is_absmax ? "Plan: an absmax needs one value per block"
+                                                : "Plan: a state's size is not its param's");
+        if (quantized && k < 2 * kMaxStates &&
+            py::str(state.attr("dtype")).cast<std::string>() !=
+                (is_absmax ? "torch.float32" : "torch.uint8"))
+          throw std::invalid_argument(
+              "Plan: 8-bit states are uint8 codes with a float32 absmax per block");
+        slot = reinterpret_cast<void*>(ptr);
+      }
+      if (is_absmax) e.absmax[k - kMaxStates] = static_cast<float*>(absmax);
     }
+    if (quantized)
+      for (int k = 0; k < kMaxStates; ++k)
+        if ((e.state[k] == nullptr) != (e.absmax[k] == nullptr))
+          throw std::invalid_argument("Plan: an 8-bit state needs its absmax, and only it");
     for (int32_t code : {spec.param_dtype, spec.grad_dtype, spec.state_dtype})
-      if (code < 0 || code > int32_t(DType::bf16))
+      if (code < 0 || code > int32_t(DType::q8) ||
+          (code == int32_t(DType::q8) &&
+           (code != spec.state_dtype || spec.param_dtype == code || spec.grad_dtype == code)))
         throw std::invalid_argument("Plan: bad dtype code " + std::to_string(code));
+    if (quantized)
+      with_op(kind_.c_str(), [&](auto op, OpId) {
+        if (decltype(op)::kReductions & kDirectionNorm)
+          throw std::invalid_argument(std::string("Plan: ") + decltype(op)::kName +
+                                      " has no 8-bit states yet (its direction norm reads them)");
+      });
     e.param_dtype = DType(spec.param_dtype);
     e.grad_dtype = DType(spec.grad_dtype);
     e.state_dtype = DType(spec.state_dtype);
@@ -627,7 +660,9 @@ py::tuple Plan::refresh() {
       if (state == Py_None) continue;
       int64_t sptr = 0;
       if (!read.ptr(state, &sptr)) return rebuild("reading a state tensor failed");
-      const void* at = k < kMaxStates ? e.state[k] : e.aux;
+      const void* at = k < kMaxStates       ? e.state[k]
+                       : k < 2 * kMaxStates ? static_cast<const void*>(e.absmax[k - kMaxStates])
+                                            : e.aux;
       if (sptr != reinterpret_cast<int64_t>(at)) return rebuild("a state tensor moved");
     }
     e.active = grad != Py_None;

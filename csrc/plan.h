@@ -65,6 +65,9 @@ struct EntrySpec {
   int32_t param_mode = 0;
   py::object aux = py::none();
   int64_t tensor_id = 0;
+  // state_dtype q8 (8-bit states, core/quant8.h): per state, its float32 absmax tensor of
+  // ceil(numel / kQuantBlock) elements (the states are then uint8 codes); else empty
+  std::vector<py::object> absmax;
 };
 
 class Plan {
@@ -144,8 +147,9 @@ class Plan {
   py::object tensor_type_;  // torch.Tensor: the type a local shard must have
   std::vector<py::object> dense_strides_;
   std::vector<TensorEntry> entries_;
-  // [entries][kSlots]: the state tensors and the precision buffer (or None)
-  static constexpr int kSlots = kMaxStates + 1;
+  // [entries][kSlots]: the state tensors, their absmax (8-bit states) and the precision buffer
+  // (or None)
+  static constexpr int kSlots = 2 * kMaxStates + 1;
   std::vector<py::object> entry_states_;
   std::vector<py::object> state_items_;  // optimizer.state's items and their dicts' items
   py::list held_;                        // other tensors the entries point into

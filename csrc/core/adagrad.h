@@ -16,6 +16,8 @@ struct Adagrad {
   static constexpr const char* kName = "adagrad";
   static constexpr int kStates = 1;
   static constexpr const char* kStateKeys[kStates] = {"sum"};
+  // states never negative (sum >= 0): 8-bit states use the unsigned map (quant8.h)
+  static constexpr unsigned kUnsignedStates = 1;
   static constexpr bool kHasStep = true;
   static constexpr unsigned kReductions = 0;
   enum Hyper { kLr, kLrDecay, kWeightDecay, kEps, kMaximize, kNumHyper };

@@ -18,6 +18,8 @@ struct Adam {
   static constexpr const char* kName = "adam";
   static constexpr int kStates = 3;  // max_exp_avg_sq: amsgrad only
   static constexpr const char* kStateKeys[kStates] = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
+  // never negative (exp_avg_sq, max_exp_avg_sq): 8-bit states use the unsigned map (quant8.h)
+  static constexpr unsigned kUnsignedStates = 2 | 4;
   static constexpr bool kHasStep = true;
   static constexpr unsigned kReductions = 0;
   enum Hyper {

@@ -22,6 +22,8 @@ struct Adan {
   static constexpr int kStates = 4;
   static constexpr const char* kStateKeys[kStates] = {"exp_avg", "exp_avg_sq", "exp_avg_diff",
                                                       "neg_pre_grad"};
+  // states never negative (exp_avg_sq): 8-bit states use the unsigned map (quant8.h)
+  static constexpr unsigned kUnsignedStates = 2;
   static constexpr bool kHasStep = false;  // per group: the 'step' key
   static constexpr unsigned kReductions = 0;
   enum Hyper { kLr, kBeta1, kBeta2, kBeta3, kEps, kWeightDecay, kNoProx, kStep, kNumHyper };

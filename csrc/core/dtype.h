@@ -18,7 +18,9 @@
 
 namespace fastopt {
 
-enum class DType : int32_t { f32 = 0, f16 = 1, bf16 = 2 };
+// q8: a state stored as blockwise 8-bit codes with a float32 absmax per block (quant8.h); states
+// only, never a param or a grad.
+enum class DType : int32_t { f32 = 0, f16 = 1, bf16 = 2, q8 = 3 };
 
 struct half_t {
   uint16_t bits;
@@ -153,7 +155,7 @@ struct dtype_of<bfloat16_t> {
 };
 
 FASTOPT_HD int64_t dtype_size(DType d) {
-  return d == DType::f32 ? 4 : 2;
+  return d == DType::f32 ? 4 : d == DType::q8 ? 1 : 2;
 }
 
 inline const char* dtype_name(DType d) {
@@ -161,6 +163,7 @@ inline const char* dtype_name(DType d) {
     case DType::f32: return "float32";
     case DType::f16: return "float16";
     case DType::bf16: return "bfloat16";
+    case DType::q8: return "8bit";
   }
   return "?";
 }

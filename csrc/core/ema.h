@@ -21,6 +21,8 @@ struct Ema {
   // the table has at least one state slot per op; no variant reads or writes it
   static constexpr int kStates = 1;
   static constexpr const char* kStateKeys[kStates] = {"unused"};
+  // every state may be negative: 8-bit states all use the signed map (quant8.h)
+  static constexpr unsigned kUnsignedStates = 0;
   static constexpr bool kHasStep = false;
   static constexpr unsigned kReductions = 0;
   // mode: kModeEma, kModeMean or kModeCopy; round: the avg's dtype in the mean's difference

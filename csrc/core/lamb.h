@@ -23,6 +23,8 @@ struct Lamb {
   static constexpr const char* kName = "lamb";
   static constexpr int kStates = 2;
   static constexpr const char* kStateKeys[kStates] = {"exp_avg", "exp_avg_sq"};
+  // states never negative (exp_avg_sq): 8-bit states use the unsigned map (quant8.h)
+  static constexpr unsigned kUnsignedStates = 2;
   static constexpr bool kHasStep = false;  // per group: the 'step' key
   static constexpr unsigned kReductions = kParamNorm | kDirectionNorm;
   enum Hyper {

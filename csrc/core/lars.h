@@ -18,6 +18,8 @@ struct Lars {
   static constexpr const char* kName = "lars";
   static constexpr int kStates = 1;  // (only when momentum != 0)
   static constexpr const char* kStateKeys[kStates] = {"momentum_buffer"};
+  // every state may be negative: 8-bit states all use the signed map (quant8.h)
+  static constexpr unsigned kUnsignedStates = 0;
   static constexpr bool kHasStep = false;
   static constexpr unsigned kReductions = kParamNorm | kGradNorm;
   enum Hyper {

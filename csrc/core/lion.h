@@ -15,6 +15,8 @@ struct Lion {
   static constexpr const char* kName = "lion";
   static constexpr int kStates = 1;
   static constexpr const char* kStateKeys[kStates] = {"exp_avg"};
+  // every state may be negative: 8-bit states all use the signed map (quant8.h)
+  static constexpr unsigned kUnsignedStates = 0;
   static constexpr bool kHasStep = false;
   static constexpr unsigned kReductions = 0;
   enum Hyper { kLr, kBeta1, kBeta2, kWeightDecay, kNumHyper };

@@ -9,7 +9,9 @@
 //   enum Hyper {..., kLr, ..., kNumHyper} with kHyperKeys[kNumHyper] (group keys; "key.N" is
 //   item N, a trailing '?' optional, '!' structural), Variants (an integer_sequence of the
 //   compile-time variants) with states_used(v) (a mask of the states variant v reads and
-//   writes), Args (prepared per tensor, with an int `variant`), and
+//   writes), kUnsignedStates (a mask of the states that are never negative: 8-bit states
+//   quantize them with the unsigned map, quant8.h), Args (prepared per tensor, with an int
+//   `variant`), and
 //     static Args prepare(const double* hyper, double step, int fresh);
 //     template <int V> static void update(const Args&, float& p, float g, float* s);
 //   and, with reductions, static void adapt(Args&, const TensorNorms&) (after the reduction
@@ -97,6 +99,8 @@ constexpr bool check_op() {
   static_assert(detail::same_name(Op::kHyperKeys[0], "lr"), "kHyperKeys[kLr] must be \"lr\"");
   static_assert(std::is_trivially_copyable<typename Op::Args>::value,
                 "Args travels in kernel workspaces: it must be trivially copyable");
+  static_assert((Op::kUnsignedStates >> Op::kStates) == 0,
+                "kUnsignedStates is a mask of the op's states");
   static_assert(detail::has_variant<Op>::value, "Args needs an `int variant` member");
   static_assert(detail::has_prepare<Op>::value,
                 "prepare(const double* hyper, double step, int fresh) must return Args");

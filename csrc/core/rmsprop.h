@@ -19,6 +19,8 @@ struct Rmsprop {
   static constexpr const char* kName = "rmsprop";
   static constexpr int kStates = 3;  // momentum_buffer: momentum > 0; grad_avg: centered
   static constexpr const char* kStateKeys[kStates] = {"square_avg", "momentum_buffer", "grad_avg"};
+  // states never negative (square_avg): 8-bit states use the unsigned map (quant8.h)
+  static constexpr unsigned kUnsignedStates = 1;
   static constexpr bool kHasStep = true;
   static constexpr unsigned kReductions = 0;
   enum Hyper { kLr, kAlpha, kEps, kWeightDecay, kMomentum, kCentered, kMaximize, kNumHyper };

@@ -16,6 +16,7 @@ struct TensorEntry {
   void* param;
   const void* grad;  // refreshed every step (nullptr for an empty tensor)
   void* state[kMaxStates];
+  float* absmax[kMaxStates];  // state_dtype q8: each state's per-block absmax (quant8.h)
   int64_t numel;
   DType param_dtype, grad_dtype, state_dtype;
   int32_t group;         // row of the per-group hyperparameter table

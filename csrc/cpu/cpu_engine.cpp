@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../core/ops.h"
+#include "../core/quant8.h"
 #include "../engine.h"
 #include "api.h"
 
@@ -101,6 +102,9 @@ class CpuEngine final : public Engine {
     if (chunk_elems < 0) throw std::invalid_argument("chunk_elems must be positive");
     for (int64_t idx = 0; idx < int64_t(entries.size()); ++idx) {
       const int64_t numel = entries[idx].numel;
+      if (entries[idx].state_dtype == DType::q8 && chunk_elems % kQuantBlock != 0)
+        throw std::invalid_argument("8-bit states need chunks of a multiple of " +
+                                    std::to_string(kQuantBlock) + " elements (their blocks)");
       for (int64_t b = 0; b < numel; b += chunk_elems)
         chunks_.push_back(Chunk{idx, b, std::min(chunk_elems, numel - b)});
       total_elems_ += numel;

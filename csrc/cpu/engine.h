@@ -14,6 +14,7 @@
 #include "../core/element.h"
 #include "../core/norms.h"
 #include "../core/ops.h"
+#include "../core/quant8.h"
 #include "../core/table.h"
 #include "api.h"
 #include "convert.h"
@@ -58,6 +59,7 @@ void dispatch_types(const TensorEntry& e, F&& f) {
     case DType::f32: with_param(static_cast<float*>(nullptr)); break;
     case DType::f16: with_param(static_cast<half_t*>(nullptr)); break;
     case DType::bf16: with_param(static_cast<bfloat16_t*>(nullptr)); break;
+    case DType::q8: break;  // never a param's type
   }
 }
 
@@ -230,6 +232,70 @@ void update_span_stored(const typename Op::Args& args, const ParamStore& ps, P* 
   });
 }
 
+// A chunk of an entry with 8-bit states (quant8.h), block by block: the block's states
+// dequantized into float buffers, the float32 update loop of update_span / update_span_stored
+// on them (so the param store, staging and vectorization are those of float32 states), then
+// requantized with the block's new absmax. A chunk begins on a block boundary (CpuEngine).
+template <class Op, int V, class P, class G>
+void update_chunk_q8(const typename Op::Args& a, const TensorEntry& e, const Chunk& ch,
+                     const ParamStore& chunk_store, float inv_scale, float clip_coef) {
+  P* const p = static_cast<P*>(e.param) + ch.begin;
+  const G* const g = static_cast<const G*>(e.grad) + ch.begin;
+  uint8_t* codes[kMaxStates];
+  float* absmax[kMaxStates];
+  for (int k = 0; k < kMaxStates; ++k) {
+    codes[k] = e.state[k] ? static_cast<uint8_t*>(e.state[k]) + ch.begin : nullptr;
+    absmax[k] = e.absmax[k] ? e.absmax[k] + ch.begin / kQuantBlock : nullptr;
+  }
+  alignas(64) float buf[kMaxStates][kQuantBlock];
+  for (int64_t b = 0; b < ch.size; b += kQuantBlock) {
+    const int n = int(ch.size - b < kQuantBlock ? ch.size - b : kQuantBlock);
+    const int64_t q = b / kQuantBlock;
+    for_used_states<Op, V>([&](auto k) {
+      constexpr int K = decltype(k)::value;
+      quant::dequantize_block<state_signed<Op, K>()>(codes[K] + b, n, absmax[K][q], buf[K]);
+    });
+    if constexpr (!std::is_same_v<P, float>) {
+      if (chunk_store.mode != ParamMode::nearest) {
+        ParamStore ps = chunk_store;
+        ps.base = chunk_store.base + b;
+        if (ps.aux != nullptr)
+          ps.aux = static_cast<char*>(ps.aux) +
+                   b * (ps.mode == ParamMode::master ? 4 : int64_t(sizeof(P)));
+        update_span_stored<Op, V>(a, ps, p + b, g + b, buf[0], buf[1], buf[2], buf[3], n, inv_scale,
+                                  clip_coef);
+      } else {
+        update_span<Op, V>(a, p + b, g + b, buf[0], buf[1], buf[2], buf[3], n, inv_scale,
+                           clip_coef);
+      }
+    } else {
+      update_span<Op, V>(a, p + b, g + b, buf[0], buf[1], buf[2], buf[3], n, inv_scale, clip_coef);
+    }
+    for_used_states<Op, V>([&](auto k) {
+      constexpr int K = decltype(k)::value;
+      quant::quantize_block<state_signed<Op, K>()>(buf[K], n, codes[K] + b, absmax[K] + q);
+    });
+  }
+}
+
+// f(P*, G*) with an entry's param and grad types (entries with 8-bit states).
+template <class F>
+void dispatch_param_grad(const TensorEntry& e, F&& f) {
+  auto with_param = [&](auto* p) {
+    using P = std::remove_pointer_t<decltype(p)>;
+    if (e.grad_dtype == DType::f32)
+      f(p, static_cast<const float*>(nullptr));
+    else
+      f(p, static_cast<const P*>(nullptr));
+  };
+  switch (e.param_dtype) {
+    case DType::f32: with_param(static_cast<float*>(nullptr)); break;
+    case DType::f16: with_param(static_cast<half_t*>(nullptr)); break;
+    case DType::bf16: with_param(static_cast<bfloat16_t*>(nullptr)); break;
+    case DType::q8: break;
+  }
+}
+
 // Sums of squares over a span of the op's direction and, for ops that also reduce the param
 // (kWithParam: LAMB), of the param, read once for both; kLanes fixed accumulators, as in
 // reduce_span below (the param sum has reduce_span's bits: the same lanes, the same order).
@@ -338,6 +404,7 @@ inline void chunk_partials(const StepCall& c, int which, float scale, NormMeasur
         partial[idx] =
             reduce_span(static_cast<const bfloat16_t*>(base) + ch.begin, ch.size, scale, m);
         break;
+      case DType::q8: break;  // never a param's or a grad's type
     }
   });
 }
@@ -467,6 +534,18 @@ void step(const StepCall& c) {
     const TensorEntry& e = c.entries[ch.entry];
     if (!e.active) return;
     const Args& a = args[ch.entry];
+    if (e.state_dtype == DType::q8) {
+      const double* rounding = c.hyper + int64_t(e.group) * c.hyper_stride + Op::kNumHyper;
+      const ParamStore ps = param_store(e, ch.begin, uint32_t(rounding[0]), uint32_t(rounding[1]));
+      dispatch_param_grad(e, [&](auto* p, const auto* g) {
+        with_variant(typename Op::Variants{}, a.variant, [&](auto v) {
+          update_chunk_q8<Op, decltype(v)::value, std::remove_pointer_t<decltype(p)>,
+                          std::remove_const_t<std::remove_pointer_t<decltype(g)>>>(
+              a, e, ch, ps, inv_scale, clip_coef);
+        });
+      });
+      return;
+    }
     if (e.param_mode != ParamMode::nearest) {
       const double* rounding = c.hyper + int64_t(e.group) * c.hyper_stride + Op::kNumHyper;
       const ParamStore ps = param_store(e, ch.begin, uint32_t(rounding[0]), uint32_t(rounding[1]));

@@ -80,6 +80,7 @@ void with_dtype(DType d, F&& f) {
     case DType::f32: f(Tag<float>{}); break;
     case DType::f16: f(Tag<half_t>{}); break;
     case DType::bf16: f(Tag<bfloat16_t>{}); break;
+    case DType::q8: break;  // never a param's or a grad's type (quant_launches)
   }
 }
 
@@ -113,11 +114,14 @@ class CudaEngine final : public Engine {
   static constexpr int kUpdateN = kUpdateTensors<kStates>;
   static constexpr int kPrepareN = kPrepareTensors<Op::kNumHyper>;
   using Update = UpdateLaunch<kUpdateN, kStates>;
+  static constexpr int kQuantN = kQuantUpdateTensors<kStates>;
+  using QuantUpdate = QuantUpdateLaunch<kQuantN, kStates>;
   using Norm = NormLaunch<kNormTensors>;
   using Prepare = PrepareLaunch<kPrepareN, Op::kNumHyper>;
   using Combine = CombineLaunch<kCombineTensors>;
-  static_assert(sizeof(Update) <= kStructBytes && sizeof(Norm) <= kStructBytes &&
-                    sizeof(Prepare) <= kStructBytes && sizeof(Combine) <= kStructBytes,
+  static_assert(sizeof(Update) <= kStructBytes && sizeof(QuantUpdate) <= kStructBytes &&
+                    sizeof(Norm) <= kStructBytes && sizeof(Prepare) <= kStructBytes &&
+                    sizeof(Combine) <= kStructBytes,
                 "launch parameters exceed the kernel parameter space");
 
  public:
@@ -126,6 +130,9 @@ class CudaEngine final : public Engine {
     const int64_t n = int64_t(entries.size());
     if (n > 0x7fffffff) throw std::invalid_argument("too many tensors for one plan");
     for (const TensorEntry& e : entries) {
+      if (e.state_dtype == DType::q8 && limits_.chunk_elems % kQuantBlock != 0)
+        throw std::invalid_argument("8-bit states need chunks of a multiple of " +
+                                    std::to_string(kQuantBlock) + " elements (their blocks)");
       const int64_t chunks = (e.numel + limits_.chunk_elems - 1) / limits_.chunk_elems;
       if (chunks > kMaxGridBlocks)
         throw std::invalid_argument("a tensor of " + std::to_string(e.numel) +
@@ -152,6 +159,7 @@ class CudaEngine final : public Engine {
       level2_at_ =
           region((total_chunks_ + variants_.combine_segment - 1) / variants_.combine_segment * 8);
     update_ = std::make_unique<Update>();
+    quant_update_ = std::make_unique<QuantUpdate>();
     norm_ = std::make_unique<Norm>();
     prepare_ = std::make_unique<Prepare>();
     combine_ = std::make_unique<Combine>();
@@ -443,6 +451,7 @@ class CudaEngine final : public Engine {
     };
     for (int64_t e : nonempty_) {
       const TensorEntry& t = in.entries[e];
+      if (t.state_dtype == DType::q8) continue;  // quant_launches
       by_types[int(special(t)) * 27 + int(t.param_dtype) * 9 + int(t.grad_dtype) * 3 +
                int(t.state_dtype)]
           .push_back(e);
@@ -540,6 +549,58 @@ class CudaEngine final : public Engine {
         });
   }
 
+  // The update of the entries with 8-bit states: one chunk-grid launch plan per param and grad
+  // type, every param mode in the same kernel.
+  void quant_launches(const StepInputs& in, Launcher& launcher, const PipelineState* pipe) {
+    std::vector<int64_t> by_types[9];
+    for (int64_t e : nonempty_) {
+      const TensorEntry& t = in.entries[e];
+      if (t.state_dtype == DType::q8)
+        by_types[int(t.param_dtype) * 3 + int(t.grad_dtype)].push_back(e);
+    }
+    for (const std::vector<int64_t>& list : by_types) {
+      if (list.empty()) continue;
+      const TensorEntry& first = in.entries[list.front()];
+      with_types(first.param_dtype, first.grad_dtype, DType::f32, [&](auto pt, auto gt, auto) {
+        using P = typename decltype(pt)::type;
+        using G = typename decltype(gt)::type;
+        QuantUpdate& L = *quant_update_;
+        L.grid.chunk_elems = int32_t(limits_.chunk_elems);
+        pack(
+            list, capacity(kQuantN), L.grid.block_start,
+            [&](int i, int64_t e) {
+              const TensorEntry& t = in.entries[e];
+              L.param[i] = t.param;
+              L.grad[i] = t.grad;
+              for (int k = 0; k < kStates; ++k) {
+                L.codes[k][i] = static_cast<uint8_t*>(t.state[k]);
+                L.absmax[k][i] = t.absmax[k];
+              }
+              const double* rounding =
+                  in.hyper + int64_t(t.group) * in.hyper_stride + Op::kNumHyper;
+              L.store[i] = ParamSlot{t.aux, t.param_mode, uint32_t(rounding[0]), t.tensor_id,
+                                     uint32_t(rounding[1])};
+              L.grid.numel[i] = t.numel;
+              L.grid.chunk_base[i] = chunk_base_[size_t(e)];
+              L.slot[i] = int32_t(e);
+            },
+            [&](int count, int64_t blocks) {
+              L.grid.n = count;
+              LaunchRecord info;
+              info.tensors = count;
+              info.scalar_chunks = blocks;  // element by element, in registers
+              launcher(
+                  [] {
+                    return std::string("update_8bit<") + Op::kName + ", " + type_name<P>() + ", " +
+                           type_name<G>() + ">";
+                  },
+                  info, &update_q8_kernel<Op, P, G, kQuantN>, dim3(unsigned(blocks)),
+                  dim3(kBlockThreads), L, static_cast<const Args*>(args()), pipe);
+            });
+      });
+    }
+  }
+
   void run(const StepInputs& in, const GradPipeline& pipe, Launcher& launcher) {
     const int64_t step_chunks = collect_active(in);
     const bool finish = pipe.max_norm > 0.0 || pipe.rescale_max_norm > 0.0 ||
@@ -578,6 +639,7 @@ class CudaEngine final : public Engine {
                          typename decltype(s)::type, false, decltype(stored)::value>(in, launcher,
                                                                                      list, state);
         });
+    quant_launches(in, launcher, state);
   }
 
   int device_;
@@ -596,6 +658,7 @@ class CudaEngine final : public Engine {
   std::vector<int32_t> row_of_group_;
   // launch parameters, filled on the host and copied by each launch
   std::unique_ptr<Update> update_;
+  std::unique_ptr<QuantUpdate> quant_update_;
   std::unique_ptr<Norm> norm_;
   std::unique_ptr<Prepare> prepare_;
   std::unique_ptr<Combine> combine_;

@@ -18,6 +18,7 @@
 
 #include "../core/element.h"
 #include "../core/norms.h"
+#include "../core/quant8.h"
 #include "../core/table.h"
 #include "runtime.h"
 
@@ -113,6 +114,18 @@ struct UpdateLaunch {
   const void* grad[N];
   void* state[S][N];
   int32_t slot[N];  // entry index: prepared arguments
+  ParamSlot store[N];
+};
+
+// The update of tensors with 8-bit states (quant8.h): codes and absmax per state.
+template <int N, int S>
+struct QuantUpdateLaunch {
+  ChunkGrid<N> grid;
+  void* param[N];
+  const void* grad[N];
+  uint8_t* codes[S][N];
+  float* absmax[S][N];
+  int32_t slot[N];
   ParamSlot store[N];
 };
 
@@ -234,6 +247,9 @@ template <int S>
 constexpr int kUpdateTensors =
     (kStructBytes - 64) / (4 + 4 + 8 + 8 + 8 + 8 * S + 4 + int(sizeof(ParamSlot)));
 constexpr int kNormTensors = (kStructBytes - 128) / (4 + 4 + 8 + 8);
+template <int S>
+constexpr int kQuantUpdateTensors =
+    (kStructBytes - 64) / (4 + 4 + 8 + 8 + 8 + 16 * S + 4 + int(sizeof(ParamSlot)));
 template <int K>
 constexpr int kPrepareTensors = (kStructBytes - 64) / (8 * K + 8 + 8 + 4 * 2);
 constexpr int kCombineTensors = (kStructBytes - 64) / (4 * 4);
@@ -475,6 +491,93 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
     } else {
       update_chunk<Op, decltype(v)::value>(a, p, g, s0, s1, s2, s3, c.n, inv_scale, clip_coef);
     }
+  });
+}
+
+// ---- 8-bit states ---------------------------------------------------------------------------
+
+// A warp's absmax: the NaN-propagating max over its lanes (exact, so the tree's order gives the
+// CPU loop's result), in every lane.
+FASTOPT_DEVICE float warp_absmax(float m) {
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset >>= 1)
+    m = quant::fold_absmax(m, __shfl_xor_sync(0xffffffffu, m, offset));
+  return m;
+}
+
+constexpr int kQuantPerLane = int(kQuantBlock) / kWarp;
+
+// One chunk of a tensor with 8-bit states: each warp takes whole blocks of kQuantBlock elements
+// (a chunk begins on a block boundary), kQuantPerLane per lane in registers: dequantize, the
+// update in the tensor's param mode, the block's new absmax by a warp reduction, requantize.
+template <class Op, class P, class G, int N>
+__global__ void __launch_bounds__(kBlockThreads)
+    update_q8_kernel(FASTOPT_KERNEL_ARG(QuantUpdateLaunch<N, Op::kStates>) L,
+                     const typename Op::Args* args, const PipelineState* pipe) {
+  float inv_scale = 1.f, clip_coef = 1.f;
+  if (pipe != nullptr) {
+    if (pipe->skip) return;
+    inv_scale = pipe->inv_scale;
+    clip_coef = pipe->clip_coef;
+  }
+  const ChunkPos c = chunk_pos(L.grid);
+  const typename Op::Args a = args[L.slot[c.t]];
+  P* p = static_cast<P*>(L.param[c.t]) + c.begin;
+  const G* g = static_cast<const G*>(L.grad[c.t]) + c.begin;
+  const ParamSlot& slot = L.store[c.t];
+  const ParamStore ps = param_store(slot.mode, slot.aux, int64_t(sizeof(P)), c.begin, slot.seed,
+                                    slot.tensor, slot.step);
+  const int lane = int(threadIdx.x) % kWarp, warp = int(threadIdx.x) / kWarp;
+  const int warps = int(blockDim.x) / kWarp;
+  const int blocks = int((c.n + kQuantBlock - 1) / kQuantBlock);
+  const int64_t first = c.begin / kQuantBlock;
+  with_variant<Op>(typename Op::Variants{}, a.variant, [&](auto v) {
+    constexpr int V = decltype(v)::value;
+    with_param_mode(ps.mode, [&](auto mode) {
+      constexpr ParamMode M = decltype(mode)::value;
+      // plain unrolled loops over the states (k folds to a constant): a lambda over them would
+      // put the arrays in local memory
+      constexpr int kUsed = Op::states_used(V);
+      for (int q = warp; q < blocks; q += warps) {
+        float s[kQuantPerLane][kMaxStates];
+        float m[kMaxStates] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int j = 0; j < kQuantPerLane; ++j) {
+          const int i = q * int(kQuantBlock) + j * kWarp + lane;
+#pragma unroll
+          for (int k = 0; k < kMaxStates; ++k) s[j][k] = 0.f;
+          if (i < c.n) {
+#pragma unroll
+            for (int k = 0; k < Op::kStates; ++k)
+              if (kUsed & (1 << k))
+                s[j][k] = quant::decode(L.codes[k][c.t][c.begin + i], L.absmax[k][c.t][first + q],
+                                        ((Op::kUnsignedStates >> k) & 1u) == 0);
+            // through a local array, as update_chunk: a pointer into s[j] kept the whole
+            // s in local memory on sm_80
+            float t[kMaxStates] = {s[j][0], s[j][1], s[j][2], s[j][3]};
+            update_values<Op, V, M>(a, ps, p, g, i, t, inv_scale, clip_coef);
+#pragma unroll
+            for (int k = 0; k < kMaxStates; ++k) s[j][k] = t[k];
+#pragma unroll
+            for (int k = 0; k < Op::kStates; ++k)
+              if (kUsed & (1 << k)) m[k] = quant::fold_absmax(m[k], s[j][k]);
+          }
+        }
+#pragma unroll
+        for (int k = 0; k < Op::kStates; ++k) {
+          if (!(kUsed & (1 << k))) continue;
+          const bool is_signed = ((Op::kUnsignedStates >> k) & 1u) == 0;
+          const float absmax = quant::finish_absmax(warp_absmax(m[k]));
+          const float inv = quant::inverse_absmax(absmax);
+#pragma unroll
+          for (int j = 0; j < kQuantPerLane; ++j) {
+            const int i = q * int(kQuantBlock) + j * kWarp + lane;
+            if (i < c.n) L.codes[k][c.t][c.begin + i] = quant::encode(s[j][k] * inv, is_signed);
+          }
+          if (lane == 0) L.absmax[k][c.t][first + q] = absmax;
+        }
+      }
+    });
   });
 }
 

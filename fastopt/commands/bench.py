@@ -110,6 +110,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also time clip + step and AMP unscale + clip + step "
         "(sets: gpt2 mixed2000 unless --set; optim: adamw unless --optim)",
     )
+    parser.add_argument(
+        "--states8",
+        action="store_true",
+        help="only: AdamW with 8-bit states against float32 states (and bitsandbytes' "
+        "AdamW8bit where it runs): bytes of state per param and step time (set: gpt2 unless "
+        "--set)",
+    )
     parser.add_argument("--no-step", action="store_true", help="skip the optimizer-step comparison")
     parser.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
     parser.add_argument(
@@ -141,6 +148,31 @@ def _check(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _run_states8(args: argparse.Namespace, progress: Any) -> int:
+    import json
+
+    from fastopt.benchmark import report
+    from fastopt.benchmark.states8 import run_states8, table
+
+    results = run_states8(
+        list(args.set or ["gpt2"]),
+        device=args.device,
+        repeat=args.repeat,
+        warmup=args.warmup,
+        scale=args.scale,
+        seed=args.seed,
+        min_sample_s=args.sample_ms / 1e3,
+        progress=progress,
+    )
+    print(table(results))
+    if args.json:
+        env = report.environment(args.device)
+        with open(args.json, "w") as f:
+            json.dump({"environment": env, "results": [r.to_dict() for r in results]}, f, indent=1)
+        progress(f"wrote {args.json}")
+    return 1 if any("fastopt 8bit" in r.errors for r in results) else 0
+
+
 def run(args: argparse.Namespace) -> int:
     error = _check(resolve(args))
     if error:
@@ -165,6 +197,9 @@ def run(args: argparse.Namespace) -> int:
     def progress(msg: str) -> None:
         if not args.quiet:
             print(f"  {msg}", file=sys.stderr, flush=True)
+
+    if args.states8:
+        return _run_states8(args, progress)
 
     sets = list(args.set or SET_NAMES)
     optims = list(args.optim or OPTIM_NAMES)

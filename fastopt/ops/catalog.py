@@ -34,6 +34,8 @@ class OpInfo:
     has_step: bool
     #: per-tensor reductions of its reduction pass: param_norm, grad_norm, direction_norm
     reductions: tuple[str, ...]
+    #: states that are never negative: 8-bit states quantize them with the unsigned map
+    unsigned_states: tuple[str, ...] = ()
 
     def group_keys(self) -> dict[str, bool]:
         """Each group key the op reads, and whether a group must have it."""
@@ -71,6 +73,7 @@ def _op_info(name: str) -> OpInfo:
         state_keys=tuple(rec["state_keys"]),
         has_step=bool(rec["has_step"]),
         reductions=tuple(rec["reductions"]),
+        unsigned_states=tuple(rec["unsigned_states"]),
     )
 
 
@@ -114,3 +117,23 @@ def rounding_keys() -> tuple[str, str]:
     """The group keys of stochastic rounding: its seed and its step count."""
     seed, step = (k.rstrip("?") for k in _catalog()["rounding_keys"])
     return seed, step
+
+
+def quant_block() -> int:
+    """Elements per block of 8-bit states (one float32 absmax each; csrc/core/quant8.h)."""
+    return _catalog()["quant"]["block"]
+
+
+def quant_min_elems() -> int:
+    """Tensors with fewer elements (globally) keep float32 states under ``state_dtype='8bit'``."""
+    return _catalog()["quant"]["min_elems"]
+
+
+def quant_state_code() -> int:
+    """The engine's state dtype code of 8-bit states."""
+    return _catalog()["quant"]["state_dtype"]
+
+
+def quant_map(signed: bool) -> tuple[float, ...]:
+    """The 256 values of the signed (first moments) or unsigned (second moments) dynamic map."""
+    return tuple(_catalog()["quant"]["signed_map" if signed else "unsigned_map"])

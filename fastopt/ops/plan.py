@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from fastopt._ext import require_C
-from fastopt.ops import catalog, dtensor
+from fastopt.ops import catalog, dtensor, quant8
 from fastopt.ops.catalog import MODE_STATE_KEYS
 from fastopt.ops.device import DeviceUse
 
@@ -213,11 +213,21 @@ def _check_storage(where: str, what: str, t: torch.Tensor) -> None:
 
 
 def _state_tensor(
-    where: str, name: str, value: Any, param: torch.Tensor, p: torch.Tensor
+    where: str,
+    name: str,
+    value: Any,
+    param: torch.Tensor,
+    p: torch.Tensor,
+    saved: dict | None = None,
 ) -> torch.Tensor | None:
-    """An existing state tensor of ``param`` (whose memory is ``p``), checked; None: absent."""
+    """An existing state tensor of ``param`` (whose memory is ``p``), checked; None: absent.
+    With ``saved`` (the param's state dict), 8-bit codes (uint8) are accepted when their absmax
+    and map are there too (see :mod:`fastopt.ops.quant8`)."""
     if value is None:
         return None
+    if saved is not None and isinstance(value, torch.Tensor) and value.dtype == torch.uint8:
+        _check_codes(where, name, value, p, saved)
+        return value
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{where}: state '{name}' is a {type(value).__name__}, not a tensor")
     if dtensor.is_dtensor(param):
@@ -232,6 +242,38 @@ def _state_tensor(
         raise TypeError(f"{where}: state '{name}' is {value.dtype}, not a dense floating tensor")
     _check_storage(where, f"state '{name}'", value)
     return value  # the local shard of a DTensor state
+
+
+def _check_codes(
+    where: str, name: str, codes: torch.Tensor, p: torch.Tensor, saved: dict[str, Any]
+) -> None:
+    if dtensor.is_dtensor(codes):
+        raise NotImplementedError(f"{where}: 8-bit state '{name}' of a DTensor param")
+    _check_tensor(where, f"state '{name}'", codes)
+    if codes.shape != p.shape or codes.layout != torch.strided:
+        raise ValueError(
+            f"{where}: 8-bit state '{name}' has shape {tuple(codes.shape)}, its param "
+            f"{tuple(p.shape)}"
+        )
+    if not is_non_overlapping_and_dense(codes):
+        raise ValueError(f"{where}: 8-bit state '{name}' is not dense")
+    absmax = saved.get(name + quant8.ABSMAX_SUFFIX)
+    qmap = saved.get(name + quant8.QMAP_SUFFIX)
+    blocks = quant8.blocks_of(p.numel())
+    if not (
+        isinstance(absmax, torch.Tensor)
+        and absmax.dtype == torch.float32
+        and absmax.shape == (blocks,)
+    ):
+        raise ValueError(
+            f"{where}: 8-bit state '{name}' needs '{name}{quant8.ABSMAX_SUFFIX}', a float32 "
+            f"tensor of {blocks} values (one per block of {quant8.block()})"
+        )
+    if not (isinstance(qmap, torch.Tensor) and qmap.is_floating_point() and qmap.shape == (256,)):
+        raise ValueError(
+            f"{where}: 8-bit state '{name}' needs '{name}{quant8.QMAP_SUFFIX}', the 256 values "
+            "its codes index"
+        )
 
 
 def _overlapping(spans: list[tuple[int, int, str]]) -> tuple[str, str] | None:
@@ -335,7 +377,12 @@ def _validate(
                 spans.append((start, start + p.numel() * p.element_size(), where))
             saved = opt.state.get(param)
             saved = saved if isinstance(saved, dict) else {}
-            states = {n: _state_tensor(where, n, saved.get(n), param, p) for n in spec.names}
+            states = {n: _state_tensor(where, n, saved.get(n), param, p, saved) for n in spec.names}
+            if quantizes(opt, param) and dtensor.is_dtensor(param):
+                raise NotImplementedError(
+                    f"{where}: state_dtype='8bit' for DTensor params (FSDP2): the blocks of "
+                    "a shard are not those of the whole tensor yet"
+                )
             aux_key = aux_key_of(opt, p)
             if aux_key is not None:  # checked here, created below when missing
                 states[aux_key] = _state_tensor(where, aux_key, saved.get(aux_key), param, p)
@@ -389,6 +436,12 @@ def _validate(
     return items, device
 
 
+def quantizes(opt: Any, param: torch.Tensor) -> bool:
+    """Are this param's states 8-bit? By its global size (a DTensor's ``numel()``), so every
+    process and every sharding makes the same choice."""
+    return opt.precision.state_dtype == "8bit" and param.numel() >= quant8.min_elems()
+
+
 def aux_key_of(opt: FusedOptimizer, p: torch.Tensor) -> str | None:
     """The state key of the precision buffer a param of this dtype needs, if any."""
     return MODE_STATE_KEYS.get(opt.precision.mode(p.dtype))
@@ -411,6 +464,44 @@ def _as_state(value: torch.Tensor, like: torch.Tensor, dtype: torch.dtype, layou
     else:
         ok = ok and value.is_contiguous()
     return value if ok else _new_state(like, dtype, layout).copy_(value)
+
+
+def _quantized_state(
+    state: dict[str, Any],
+    name: str,
+    value: torch.Tensor | None,
+    p: torch.Tensor,
+    layout: str,
+    signed: bool,
+    fill: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 8-bit state ``name`` of param memory ``p`` (codes laid out as the engine walks ``p``,
+    absmax), stored in ``state``: kept as it is, or quantized from float values (a torch or
+    float32 state dict, or new: ``fill``), or requantized (another map or layout)."""
+    like = p if layout == DENSE else torch.empty(p.shape, dtype=torch.uint8, device=p.device)
+    qmap = quant8.qmap(signed)
+    absmax_key, qmap_key = name + quant8.ABSMAX_SUFFIX, name + quant8.QMAP_SUFFIX
+    if value is None and fill == 0.0:  # every code decodes to 0 with absmax 0
+        codes = torch.full_like(like, quant8.zero_code(signed), dtype=torch.uint8)
+        absmax = torch.zeros(quant8.blocks_of(p.numel()), dtype=torch.float32, device=p.device)
+        state[name], state[absmax_key], state[qmap_key] = codes, absmax, qmap
+        return codes, absmax
+    if value is None:
+        values = torch.full(p.shape, fill, dtype=torch.float32)
+    elif value.dtype != torch.uint8:
+        values = value
+    else:
+        absmax = state[absmax_key]
+        same_layout = value.stride() == like.stride() or p.numel() <= 1
+        if torch.equal(state[qmap_key].cpu(), qmap) and same_layout:
+            codes = value if value.device == p.device else value.to(p.device)
+            absmax = absmax.to(p.device).contiguous()
+            state[name], state[absmax_key], state[qmap_key] = codes, absmax, qmap
+            return codes, absmax
+        values = quant8.dequantize(value, absmax, state[qmap_key])
+    codes, absmax = quant8.quantize(values, signed, like=like)
+    state[name], state[absmax_key], state[qmap_key] = codes, absmax, qmap
+    return codes, absmax
 
 
 def build_plan(opt: FusedOptimizer, sources: Sequence[torch.Tensor] | None = None) -> Plan:
@@ -460,8 +551,25 @@ def build_plan(opt: FusedOptimizer, sources: Sequence[torch.Tensor] | None = Non
         init = dict(opt._state_spec(group).init)
         fresh = 0
         tensors: list[Any] = [None] * catalog.max_states()
+        quantized = quantizes(opt, param)
+        absmaxes: list[Any] = [None] * catalog.max_states() if quantized else []
         for name in item.names:
             value = item.states[name]
+            if quantized:
+                signed = name not in op.unsigned_states
+                fill = float(group[init[name]]) if name in init else 0.0
+                if value is None:
+                    fresh |= int(name == spec.fresh)
+                qcodes, absmax = _quantized_state(state, name, value, p, layout, signed, fill)
+                tensors[op.slot(name)] = qcodes
+                absmaxes[op.slot(name)] = absmax
+                continue
+            if value is not None and value.dtype == torch.uint8:  # 8-bit into float32 states
+                value = quant8.dequantize(
+                    value, state[name + quant8.ABSMAX_SUFFIX], state[name + quant8.QMAP_SUFFIX]
+                )
+                del state[name + quant8.ABSMAX_SUFFIX], state[name + quant8.QMAP_SUFFIX]
+                state[name] = value
             if value is not None:
                 shard = _as_state(value, p, state_dtype, layout)
                 if shard is not value:  # converted to the state dtype or the engine's layout
@@ -515,7 +623,7 @@ def build_plan(opt: FusedOptimizer, sources: Sequence[torch.Tensor] | None = Non
                 numel=p.numel(),
                 param_dtype=codes[p.dtype],
                 grad_dtype=codes[grad_dtype],
-                state_dtype=codes[state_dtype],
+                state_dtype=catalog.quant_state_code() if quantized else codes[state_dtype],
                 group=item.gi,
                 step=step_index,  # an index into the step buffer below, then its address
                 fresh=fresh,
@@ -523,6 +631,7 @@ def build_plan(opt: FusedOptimizer, sources: Sequence[torch.Tensor] | None = Non
                 param_mode=catalog.param_mode(mode),
                 aux=aux,
                 tensor_id=tensor_id,
+                absmax=absmaxes,
             )
         )
         entry_params.append(param)

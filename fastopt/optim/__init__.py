@@ -4,6 +4,7 @@ The list of them, with what each follows and is tested and benchmarked against, 
 :mod:`fastopt.catalog`.
 """
 
+from fastopt.ops.quant8 import dequantize_state_dict
 from fastopt.optim.adagrad import FusedAdagrad
 from fastopt.optim.adam import FusedAdam, FusedAdamW
 from fastopt.optim.adan import FusedAdan
@@ -25,4 +26,5 @@ __all__ = [
     "FusedOptimizer",
     "FusedRMSprop",
     "FusedSGD",
+    "dequantize_state_dict",
 ]

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from fastopt.ops import catalog
+from fastopt.ops import catalog, quant8
 from fastopt.ops.catalog import MODE_STATE_KEYS
 from fastopt.ops.plan import Plan, StateSpec, refreshed_plan
 from fastopt.optim import compiled
@@ -120,6 +120,13 @@ class FusedOptimizer(torch.optim.Optimizer):
                 f"{', '.join(inspect.signature(type(self)).parameters)}"
             )
         self.precision = Precision(**precision)
+        if self.precision.state_dtype == "8bit" and catalog.op(self._kind).reductions.count(
+            "direction_norm"
+        ):
+            raise NotImplementedError(
+                f"{type(self).__name__}: state_dtype='8bit' is not available yet for an op whose "
+                "direction norm reads its states in a reduction pass"
+            )
         if self.precision.stochastic and defaults.get("capturable"):
             raise ValueError(
                 "bf16_rounding='stochastic' draws new bits each step from a count the host "
@@ -480,6 +487,14 @@ class FusedOptimizer(torch.optim.Optimizer):
                 if key != mode_key:
                     state.pop(key, None)
             for key, value in saved_state.get(saved_id, {}).items():
+                # 8-bit states as saved: torch casts every tensor of a floating param to the
+                # param's dtype (codes included)
+                if isinstance(value, torch.Tensor) and (
+                    value.dtype == torch.uint8
+                    or key.endswith((quant8.ABSMAX_SUFFIX, quant8.QMAP_SUFFIX))
+                ):
+                    state[key] = value.to(device=p.device, copy=True)
+                    continue
                 if (
                     key in state
                     and key != "step"

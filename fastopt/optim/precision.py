@@ -38,7 +38,10 @@ class Precision:
 
     Args:
         state_dtype: dtype of the optimizer states: ``torch.float32`` (default, also for
-            float16/bfloat16 params) or ``"param"`` for the param's own dtype, as torch does.
+            float16/bfloat16 params), ``"param"`` for the param's own dtype, as torch does, or
+            ``"8bit"``: blockwise-quantized uint8 codes with a float32 absmax per block of 256
+            (:mod:`fastopt.ops.quant8`) for params of at least 4096 elements, float32 states
+            for smaller ones.
         master_weights: keep a float32 master copy of each 16-bit param (state ``master_param``).
         bf16_rounding: ``"nearest"`` (torch's rounding) or ``"stochastic"`` for bfloat16 params.
         kahan_summation: Kahan-compensated updates of 16-bit params (state ``kahan_comp``).
@@ -53,9 +56,9 @@ class Precision:
     rounding_seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.state_dtype not in (torch.float32, "param"):
+        if self.state_dtype not in (torch.float32, "param", "8bit"):
             raise ValueError(
-                f"state_dtype must be torch.float32 or 'param', got {self.state_dtype!r}"
+                f"state_dtype must be torch.float32, 'param' or '8bit', got {self.state_dtype!r}"
             )
         for name in ("master_weights", "kahan_summation"):
             if not isinstance(getattr(self, name), bool):
