@@ -595,7 +595,7 @@ class CudaEngine final : public Engine {
                            type_name<G>() + ">";
                   },
                   info, &update_q8_kernel<Op, P, G, kQuantN>, dim3(unsigned(blocks)),
-                  dim3(kBlockThreads), L, static_cast<const Args*>(args()), pipe);
+                  dim3(kQuantBlockThreads), L, static_cast<const Args*>(args()), pipe);
             });
       });
     }

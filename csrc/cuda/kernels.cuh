@@ -506,12 +506,15 @@ FASTOPT_DEVICE float warp_absmax(float m) {
 }
 
 constexpr int kQuantPerLane = int(kQuantBlock) / kWarp;
+// Half the chunk kernels' block: each lane holds kQuantPerLane elements of every state, which
+// needs more than the 128 registers a 512-thread block leaves (fp16 Adam spilled on sm_80).
+constexpr int kQuantBlockThreads = 256;
 
 // One chunk of a tensor with 8-bit states: each warp takes whole blocks of kQuantBlock elements
 // (a chunk begins on a block boundary), kQuantPerLane per lane in registers: dequantize, the
 // update in the tensor's param mode, the block's new absmax by a warp reduction, requantize.
 template <class Op, class P, class G, int N>
-__global__ void __launch_bounds__(kBlockThreads)
+__global__ void __launch_bounds__(kQuantBlockThreads)
     update_q8_kernel(FASTOPT_KERNEL_ARG(QuantUpdateLaunch<N, Op::kStates>) L,
                      const typename Op::Args* args, const PipelineState* pipe) {
   float inv_scale = 1.f, clip_coef = 1.f;
