@@ -24,6 +24,7 @@ from optim_reference import CASES, engine
 import fastopt
 from fastopt import _C as CPU
 from fastopt import _ext
+from fastopt.ops import averaging
 from fastopt.ops.device import DeviceUse
 
 SIMT = pytest.importorskip("fastopt._C_simt", reason="fastopt._C_simt is not built")
@@ -207,6 +208,20 @@ def test_a_captured_plan_outlives_load_state_dict_and_rebuilds():
     with pytest.warns(RuntimeWarning, match="launch table is now rebuilt"):
         opt.step()  # a structural change: a new plan
     assert opt._plan is not second and opt._graph_held == [[first], [second]]
+
+
+def test_a_captured_averaging_plan_outlives_its_rebuild():
+    """The sibling in the fused EMA: an averaged model's table rebuilt after a capture (an
+    average re-pointed) keeps the old plan's tensors for the graph."""
+    avg, src = torch.zeros(5), torch.ones(5)
+    table = averaging.AveragingTable([(avg, src, averaging.AVERAGE)])
+    table.update("ema", 0.5)
+    first = _captured(table)
+    avg.data = torch.full((5,), 3.0)  # the average moved to another storage: a rebuild
+    with pytest.warns(RuntimeWarning, match="AveragedModel: a step of this optimizer"):
+        table.update("ema", 0.5)
+    assert table._plan is not first and table._graph_held == [[first]]
+    assert torch.equal(avg, torch.full((5,), 2.0))  # halfway from 3 to the source's 1
 
 
 # ---- 7. launch variants under the emulation ---------------------------------------------------

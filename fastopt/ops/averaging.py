@@ -80,6 +80,7 @@ class AveragingTable:
                 self._average_groups.append(group)
             self.sources += [s for _, s in items]
         self._plan: Plan | None = None
+        self._graph_held: list[list[Any]] = []  # what graphs captured with dropped plans address
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -103,7 +104,11 @@ class AveragingTable:
             group["lr"] = float(weight)
         if not self.sources:
             return
-        plan = self._plan = refreshed_plan(self, self._plan, self.sources)
+        old = self._plan
+        plan = self._plan = refreshed_plan(self, old, self.sources)
+        if old is not None and plan is not old and old.device_use is not None:
+            # as an optimizer's: a captured update keeps what its graph writes (ops/device.py)
+            old.device_use.retire(self._graph_held, "AveragedModel")
         plan.engine.run(torch.get_num_threads(), stream=plan.stream())
         if plan.staged or plan.temporaries:
             with torch.no_grad():
