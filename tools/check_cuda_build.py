@@ -104,6 +104,10 @@ def parse(log: str) -> tuple[list[Kernel], list[str]]:
     return kernels, warnings
 
 
+# kernels whose spills are reported but do not fail the check (see where it is read)
+KNOWN_SPILLS = ("void update_q8_kernel<",)
+
+
 def demangle(names: list[str]) -> list[str]:
     tool = shutil.which("c++filt")
     if tool is None:
@@ -220,18 +224,24 @@ def main() -> int:
     for k, p in shown:
         print(f"  {k.arch:7} {k.registers:4} regs {k.stack:5} B stack {k.smem:>5} B smem  "
               f"{p[:width]}")  # fmt: skip
+    known: list[str] = []
     for k, p in zip(kernels, pretty):
         if k.spill_stores or k.spill_loads:
-            problems.append(
-                f"{k.arch} {p}: {k.spill_stores} bytes spill stores, {k.spill_loads} bytes spill loads"
-            )
+            line = f"{k.arch} {p}: {k.spill_stores} bytes spill stores, {k.spill_loads} bytes spill loads"
+            # the only allowance: the 8-bit-state kernels of some ops spill (issue 14 is open on
+            # it); listed on every run, and every other kernel must stay spill-free
+            (known if p.startswith(KNOWN_SPILLS) else problems).append(line)
+    if known:
+        print(f"\nKNOWN (issue 14, {len(known)} kernels): spills in the 8-bit-state kernels")
+        for line in known:
+            print(f"  {line}")
     problems += [f"compiler warning: {w}" for w in warnings]
     if problems:
         print("\nFAILED:")
         for p in problems:
             print(f"  {p}")
         return 1
-    print("OK: no spills, no warnings")
+    print("OK: no warnings, no spills" + (" outside the known 8-bit kernels" if known else ""))
     return 0
 
 
