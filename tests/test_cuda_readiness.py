@@ -47,7 +47,8 @@ sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "--collect-only", "-m", "c
 
 def test_gpu_tests_collect_without_the_emulation_module():
     out = subprocess.run(
-        [sys.executable, "-c", BLOCK_SIMT],
+        # -P: not the clone's ./fastopt (no compiled engine in CI) but the one this run imports
+        [sys.executable, "-P", "-c", BLOCK_SIMT],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -29,7 +29,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 import fastopt.integrations.mmengine as integration  # noqa: E402
 from fastopt.benchmark.references import ReferenceAdan, ReferenceLamb  # noqa: E402
-from fastopt.optim import FusedAdamW, FusedLARS, FusedSGD  # noqa: E402
+from fastopt.optim import FusedAdamW, FusedLARS, FusedLion, FusedSGD  # noqa: E402
 
 _names = itertools.count()
 
@@ -82,7 +82,13 @@ def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
 
 def test_registered_names():
     assert OPTIMIZERS.get("FusedSGD") is FusedSGD and OPTIMIZERS.get("FusedAdamW") is FusedAdamW
-    assert OPTIMIZERS.get("LARS") is FusedLARS and OPTIMIZERS.get("FusedLARS") is FusedLARS
+    assert OPTIMIZERS.get("FusedLARS") is FusedLARS
+    # MMEngine registers bitsandbytes' optimizers (its LARS too) when bitsandbytes is installed;
+    # fastopt then leaves `LARS` to it, as `Lion` to lion-pytorch's
+    for name, cls in (("LARS", FusedLARS), ("Lion", FusedLion)):
+        taken = OPTIMIZERS.get(name)
+        assert (taken is cls) == (name in integration.REGISTERED["optimizers"])
+        assert taken is cls or not taken.__module__.startswith("fastopt.")
     assert OPTIM_WRAPPERS.get("FusedOptimWrapper") is integration.FusedOptimWrapper
     assert OPTIM_WRAPPERS.get("OptimWrapper") is MMEngineOptimWrapper  # MMEngine's is untouched
     assert OPTIMIZERS.get("AdamW") is torch.optim.AdamW
@@ -159,7 +165,7 @@ def test_runner_lars_with_lars_exclude(tmp_path):
     model = make_model()
     before = copy.deepcopy(model.state_dict())
     cfg = dict(
-        optimizer=dict(type="LARS", lr=0.3, momentum=0.9, weight_decay=1e-6),
+        optimizer=dict(type="FusedLARS", lr=0.3, momentum=0.9, weight_decay=1e-6),
         paramwise_cfg=dict(
             custom_keys={
                 "bn": dict(decay_mult=0, lars_exclude=True),
