@@ -8,12 +8,10 @@ torch.optim on the same FSDP2 model.
 from __future__ import annotations
 
 import os
-import socket
 
+import dist_run
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import fastopt
 
@@ -105,104 +103,93 @@ def _full(model):
     return [p.full_tensor().detach().clone() for p in model.parameters()]
 
 
-def _worker(rank, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    try:
-        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-        from torch.distributed.tensor import DTensor
+def _worker(rank, world, out_dir):
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+    from torch.distributed.tensor import DTensor
 
-        results = {}
-        runs = [(name, False) for name in CASES] + [(name, True) for name in BF16_CASES]
-        for name, bf16 in runs:
-            fused_cls, torch_cls, kw, clip = CASES[name]
-            model = _sharded_model(bf16)
-            opt = fused_cls(model.parameters(), **kw)
-            _train(model, opt, clip, rank)
-            # states are DTensors laid out as their params, as torch.optim makes them
-            for p in model.parameters():
-                for key, value in opt.state[p].items():
-                    if key != "step":
-                        assert isinstance(value, DTensor) and value.placements == p.placements
-            osd = get_optimizer_state_dict(model, opt)
-            assert len(osd["state"]) == 6, osd["state"].keys()
-            ref_model = _sharded_model(bf16)
-            ref = _reference(torch_cls)(ref_model.parameters(), **kw)
-            _train(ref_model, ref, clip, rank)
-            results[name + ("-bf16" if bf16 else "")] = (_full(model), _full(ref_model))
+    results = {}
+    runs = [(name, False) for name in CASES] + [(name, True) for name in BF16_CASES]
+    for name, bf16 in runs:
+        fused_cls, torch_cls, kw, clip = CASES[name]
+        model = _sharded_model(bf16)
+        opt = fused_cls(model.parameters(), **kw)
+        _train(model, opt, clip, rank)
+        # states are DTensors laid out as their params, as torch.optim makes them
+        for p in model.parameters():
+            for key, value in opt.state[p].items():
+                if key != "step":
+                    assert isinstance(value, DTensor) and value.placements == p.placements
+        osd = get_optimizer_state_dict(model, opt)
+        assert len(osd["state"]) == 6, osd["state"].keys()
+        ref_model = _sharded_model(bf16)
+        ref = _reference(torch_cls)(ref_model.parameters(), **kw)
+        _train(ref_model, ref, clip, rank)
+        results[name + ("-bf16" if bf16 else "")] = (_full(model), _full(ref_model))
 
-        # the reported case: FusedAdamW(model.parameters()).step() after one backward
-        model = _sharded_model()
-        x, y = _batch(0)
-        _loss(
-            model, x[rank * BATCH : (rank + 1) * BATCH], y[rank * BATCH : (rank + 1) * BATCH]
-        ).backward()
-        fastopt.FusedAdamW(model.parameters()).step()
-        results["first-step"] = (_full(model), None)
+    # the reported case: FusedAdamW(model.parameters()).step() after one backward
+    model = _sharded_model()
+    x, y = _batch(0)
+    _loss(
+        model, x[rank * BATCH : (rank + 1) * BATCH], y[rank * BATCH : (rank + 1) * BATCH]
+    ).backward()
+    fastopt.FusedAdamW(model.parameters()).step()
+    results["first-step"] = (_full(model), None)
 
-        # AMP: an inf in one rank's shard skips the step on every rank (one all-reduce)
-        model = _sharded_model()
-        x, y = _batch(0)
-        _loss(
-            model, x[rank * BATCH : (rank + 1) * BATCH], y[rank * BATCH : (rank + 1) * BATCH]
-        ).backward()
-        opt = fastopt.FusedAdamW(model.parameters(), lr=0.1)
-        if rank == 1:
-            next(model.parameters()).grad._local_tensor[0, 0] = float("inf")
-        before = _full(model)
-        found_inf = torch.zeros(())
-        opt.fused_step(loss_scale=torch.full((), 2.0), found_inf=found_inf, max_norm=1.0)
-        assert found_inf.item() == 1.0, (rank, found_inf)
-        assert all(torch.equal(a, b) for a, b in zip(before, _full(model)))
+    # AMP: an inf in one rank's shard skips the step on every rank (one all-reduce)
+    model = _sharded_model()
+    x, y = _batch(0)
+    _loss(
+        model, x[rank * BATCH : (rank + 1) * BATCH], y[rank * BATCH : (rank + 1) * BATCH]
+    ).backward()
+    opt = fastopt.FusedAdamW(model.parameters(), lr=0.1)
+    if rank == 1:
+        next(model.parameters()).grad._local_tensor[0, 0] = float("inf")
+    before = _full(model)
+    found_inf = torch.zeros(())
+    opt.fused_step(loss_scale=torch.full((), 2.0), found_inf=found_inf, max_norm=1.0)
+    assert found_inf.item() == 1.0, (rank, found_inf)
+    assert all(torch.equal(a, b) for a, b in zip(before, _full(model)))
 
-        # sharded params on two meshes next to a plain param (whole on every process): each
-        # mesh's partials all-reduced over its group, the plain one counted once; equal to one
-        # process stepping the whole tensors
-        from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
+    # sharded params on two meshes next to a plain param (whole on every process): each
+    # mesh's partials all-reduced over its group, the plain one counted once; equal to one
+    # process stepping the whole tensors
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
 
-        mesh_a = init_device_mesh("cpu", (WORLD,), mesh_dim_names=("a",))
-        mesh_b = init_device_mesh("cpu", (WORLD,), mesh_dim_names=("b",))
-        for name, kw in (("FusedLARS", dict(lr=0.1, momentum=0.9)), ("FusedAdamW", {})):
-            model = _model()
-            fully_shard(model[0], mesh=mesh_a)
-            fully_shard(model[2], mesh=mesh_b)
-            fully_shard(model[3], mesh=mesh_b)
-            extra = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 3))
-            whole = _model()
-            whole_extra = torch.nn.Parameter(extra.detach().clone())
-            opt = getattr(fastopt, name)([*model.parameters(), extra], **kw)
-            ref = getattr(fastopt, name)([*whole.parameters(), whole_extra], **kw)
-            for step in range(3):
-                x, y = _batch(step)
-                opt.zero_grad()
-                _loss(model, x, y).backward()
-                extra.grad = torch.full((3,), 0.7 + step)
-                # the reference steps the whole tensors with the same grads
-                for p, q in zip(model.parameters(), whole.parameters()):
-                    q.grad = p.grad.full_tensor().clone()
-                whole_extra.grad = extra.grad.clone()
-                opt.fused_step(max_norm=0.5)
-                ref.fused_step(max_norm=0.5)
+    mesh_a = init_device_mesh("cpu", (WORLD,), mesh_dim_names=("a",))
+    mesh_b = init_device_mesh("cpu", (WORLD,), mesh_dim_names=("b",))
+    for name, kw in (("FusedLARS", dict(lr=0.1, momentum=0.9)), ("FusedAdamW", {})):
+        model = _model()
+        fully_shard(model[0], mesh=mesh_a)
+        fully_shard(model[2], mesh=mesh_b)
+        fully_shard(model[3], mesh=mesh_b)
+        extra = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 3))
+        whole = _model()
+        whole_extra = torch.nn.Parameter(extra.detach().clone())
+        opt = getattr(fastopt, name)([*model.parameters(), extra], **kw)
+        ref = getattr(fastopt, name)([*whole.parameters(), whole_extra], **kw)
+        for step in range(3):
+            x, y = _batch(step)
+            opt.zero_grad()
+            _loss(model, x, y).backward()
+            extra.grad = torch.full((3,), 0.7 + step)
+            # the reference steps the whole tensors with the same grads
             for p, q in zip(model.parameters(), whole.parameters()):
-                torch.testing.assert_close(p.full_tensor(), q.detach(), rtol=1e-6, atol=1e-7)
-            torch.testing.assert_close(extra.detach(), whole_extra.detach(), rtol=1e-6, atol=1e-7)
-        if rank == 0:
-            torch.save(results, os.path.join(out_dir, "results.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+                q.grad = p.grad.full_tensor().clone()
+            whole_extra.grad = extra.grad.clone()
+            opt.fused_step(max_norm=0.5)
+            ref.fused_step(max_norm=0.5)
+        for p, q in zip(model.parameters(), whole.parameters()):
+            torch.testing.assert_close(p.full_tensor(), q.detach(), rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(extra.detach(), whole_extra.detach(), rtol=1e-6, atol=1e-7)
+    if rank == 0:
+        torch.save(results, os.path.join(out_dir, "results.pt"))
 
 
 @pytest.fixture(scope="module")
 def fsdp2_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("fsdp2")
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
+    dist_run.spawn(_worker, WORLD, str(out))
     return torch.load(out / "results.pt", weights_only=True)
 
 

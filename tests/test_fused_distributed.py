@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 
+import dist_run
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.distributed.optim import ZeroRedundancyOptimizer
 
 import fastopt
@@ -54,25 +52,14 @@ def _train(optimizer, wrapper_cls, params, clip, amp):
     return [p.detach().clone() for p in params], norms
 
 
-def _worker(rank, world, port, norm_type, amp, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        params = _params()
-        zero = ZeroRedundancyOptimizer(params, optimizer_class=fastopt.FusedAdamW, lr=0.05)
-        assert isinstance(zero.optim, fastopt.FusedAdamW)
-        assert len(zero.optim.param_groups[0]["params"]) < len(params), "each rank holds a shard"
-        wrapper_cls = fastopt.AmpOptimWrapper if amp else fastopt.OptimWrapper
-        result = _train(zero, wrapper_cls, params, dict(max_norm=1.0, norm_type=norm_type), amp)
-        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _worker(rank, world, norm_type, amp, out_dir):
+    params = _params()
+    zero = ZeroRedundancyOptimizer(params, optimizer_class=fastopt.FusedAdamW, lr=0.05)
+    assert isinstance(zero.optim, fastopt.FusedAdamW)
+    assert len(zero.optim.param_groups[0]["params"]) < len(params), "each rank holds a shard"
+    wrapper_cls = fastopt.AmpOptimWrapper if amp else fastopt.OptimWrapper
+    result = _train(zero, wrapper_cls, params, dict(max_norm=1.0, norm_type=norm_type), amp)
+    torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
 @pytest.mark.dist
@@ -80,7 +67,7 @@ def _free_port():
     "norm_type,amp", [(2.0, False), (math.inf, False), (2.0, True)], ids=["l2", "inf", "amp"]
 )
 def test_zero_sharded_fused_clip_equals_single_process(tmp_path, norm_type, amp):
-    mp.spawn(_worker, args=(2, _free_port(), norm_type, amp, str(tmp_path)), nprocs=2, join=True)
+    dist_run.spawn(_worker, 2, norm_type, amp, str(tmp_path))
     params = _params()
     wrapper_cls = fastopt.AmpOptimWrapper if amp else fastopt.OptimWrapper
     expected, expected_norms = _train(

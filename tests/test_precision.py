@@ -10,12 +10,10 @@ from __future__ import annotations
 import copy
 import math
 import os
-import socket
 
+import dist_run
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from optim_reference import engine
 
 import fastopt
@@ -512,33 +510,25 @@ def test_memory_per_param_of_each_mode():
 
 
 # --- ZeRO -------------------------------------------------------------------------------------------
-def _zero_worker(rank, world, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        from torch.distributed.optim import ZeroRedundancyOptimizer
+def _zero_worker(rank, world, out_dir):
+    from torch.distributed.optim import ZeroRedundancyOptimizer
 
-        params = _params(shapes=[(30, 20), (20,), (500,), (7,)])
-        zero = ZeroRedundancyOptimizer(
-            params, optimizer_class=fastopt.FusedAdamW, lr=1e-2, master_weights=True
-        )
-        assert len(zero.optim.param_groups[0]["params"]) < len(params)
-        got = _run(zero, params, 3)
-        zero.consolidate_state_dict(to=0)
-        if rank == 0:
-            state = zero.state_dict()["state"]
-            masters = [state[i]["master_param"] for i in range(len(params))]
-            torch.save((got, masters), os.path.join(out_dir, "zero.pt"))
-    finally:
-        dist.destroy_process_group()
+    params = _params(shapes=[(30, 20), (20,), (500,), (7,)])
+    zero = ZeroRedundancyOptimizer(
+        params, optimizer_class=fastopt.FusedAdamW, lr=1e-2, master_weights=True
+    )
+    assert len(zero.optim.param_groups[0]["params"]) < len(params)
+    got = _run(zero, params, 3)
+    zero.consolidate_state_dict(to=0)
+    if rank == 0:
+        state = zero.state_dict()["state"]
+        masters = [state[i]["master_param"] for i in range(len(params))]
+        torch.save((got, masters), os.path.join(out_dir, "zero.pt"))
 
 
 @pytest.mark.dist
 def test_master_weights_under_zero_sharding(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_zero_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    dist_run.spawn(_zero_worker, 2, str(tmp_path))
     params = _params(shapes=[(30, 20), (20,), (500,), (7,)])
     opt = fastopt.FusedAdamW(params, lr=1e-2, master_weights=True)
     expected = _run(opt, params, 3)

@@ -6,12 +6,10 @@ dict holds the codes."""
 from __future__ import annotations
 
 import os
-import socket
 
+import dist_run
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.distributed.optim import ZeroRedundancyOptimizer
 
 import fastopt
@@ -34,36 +32,25 @@ def _train(opt, params):
     return [p.detach().clone() for p in params]
 
 
-def _worker(rank, world, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        params = _params()
-        zero = ZeroRedundancyOptimizer(
-            params, optimizer_class=fastopt.FusedAdamW, lr=0.05, state_dtype="8bit"
-        )
-        assert len(zero.optim.param_groups[0]["params"]) < len(params), "each rank holds a shard"
-        result = _train(zero, params)
-        kinds = {
-            tuple(p.shape): zero.optim.state[p]["exp_avg"].dtype
-            for p in zero.optim.param_groups[0]["params"]
-        }
-        zero.consolidate_state_dict(to=0)
-        sd = zero.state_dict() if rank == 0 else None
-        torch.save((result, kinds, sd), os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _worker(rank, world, out_dir):
+    params = _params()
+    zero = ZeroRedundancyOptimizer(
+        params, optimizer_class=fastopt.FusedAdamW, lr=0.05, state_dtype="8bit"
+    )
+    assert len(zero.optim.param_groups[0]["params"]) < len(params), "each rank holds a shard"
+    result = _train(zero, params)
+    kinds = {
+        tuple(p.shape): zero.optim.state[p]["exp_avg"].dtype
+        for p in zero.optim.param_groups[0]["params"]
+    }
+    zero.consolidate_state_dict(to=0)
+    sd = zero.state_dict() if rank == 0 else None
+    torch.save((result, kinds, sd), os.path.join(out_dir, f"rank{rank}.pt"))
 
 
 @pytest.mark.dist
 def test_zero_8bit_equals_single_process(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    dist_run.spawn(_worker, 2, str(tmp_path))
     params = _params()
     single = fastopt.FusedAdamW(params, lr=0.05, state_dtype="8bit")
     expected = _train(single, params)
