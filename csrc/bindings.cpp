@@ -215,20 +215,21 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
       "quantize_8bit",
       [](int64_t x, int64_t n, bool is_signed, int64_t codes, int64_t absmax) {
         py::gil_scoped_release release;
-        fastopt::quant::quantize(reinterpret_cast<const float*>(x), n, is_signed,
-                                 reinterpret_cast<uint8_t*>(codes),
-                                 reinterpret_cast<float*>(absmax));
+        fastopt::cpu_quantize_8bit(reinterpret_cast<const float*>(x), n, is_signed,
+                                   reinterpret_cast<uint8_t*>(codes),
+                                   reinterpret_cast<float*>(absmax));
       },
       py::arg("x"), py::arg("n"), py::arg("signed"), py::arg("codes"), py::arg("absmax"),
-      "Blockwise 8-bit quantization (core/quant8.h) of n float32 values at address x into n "
+      "Blockwise 8-bit quantization (core/quant8.h, by the CPU code path in use) of n float32 "
+      "values at address x into n "
       "uint8 codes and ceil(n / block) float32 absmax (addresses of host memory)");
   m.def(
       "dequantize_8bit",
       [](int64_t codes, int64_t absmax, int64_t n, bool is_signed, int64_t x) {
         py::gil_scoped_release release;
-        fastopt::quant::dequantize(reinterpret_cast<const uint8_t*>(codes),
-                                   reinterpret_cast<const float*>(absmax), n, is_signed,
-                                   reinterpret_cast<float*>(x));
+        fastopt::cpu_dequantize_8bit(reinterpret_cast<const uint8_t*>(codes),
+                                     reinterpret_cast<const float*>(absmax), n, is_signed,
+                                     reinterpret_cast<float*>(x));
       },
       py::arg("codes"), py::arg("absmax"), py::arg("n"), py::arg("signed"), py::arg("x"),
       "The float32 values of n blockwise 8-bit codes (addresses of host memory)");
@@ -239,9 +240,9 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
         uint8_t* out = reinterpret_cast<uint8_t*>(codes);
         for (int64_t i = 0; i < n; ++i)
           out[i] = is_signed ? (search ? fastopt::quant::encode_search<true>(in[i])
-                                       : fastopt::quant::encode_table<true>().encode(in[i]))
+                                       : fastopt::quant::encode<true>(in[i]))
                              : (search ? fastopt::quant::encode_search<false>(in[i])
-                                       : fastopt::quant::encode_table<false>().encode(in[i]));
+                                       : fastopt::quant::encode<false>(in[i]));
       },
       py::arg("x"), py::arg("n"), py::arg("signed"), py::arg("search"), py::arg("codes"),
       "Codes of n normalized float32 values by the binary search (the device's encoder) or the "

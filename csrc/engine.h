@@ -74,5 +74,9 @@ const char* cpu_isa();
 // The CPU code paths compiled in (worst to best) and those this CPU can run.
 std::vector<std::string> cpu_isas_built();
 std::vector<std::string> cpu_isas_supported();
+// Blockwise 8-bit quantization of whole host tensors (core/quant8.h) by that code path.
+void cpu_quantize_8bit(const float* x, int64_t n, bool is_signed, uint8_t* codes, float* absmax);
+void cpu_dequantize_8bit(const uint8_t* codes, const float* absmax, int64_t n, bool is_signed,
+                         float* x);
 
 }  // namespace fastopt

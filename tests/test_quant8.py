@@ -4,11 +4,17 @@ and NaNs."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import quant8_reference as ref
 import torch
+from conftest import fastopt_subprocess_env
 
+import fastopt._ext
 from fastopt.ops import catalog, quant8
 
 BLOCK = ref.BLOCK
@@ -210,3 +216,74 @@ def test_host_table_encoder_equals_the_search(signed):
         out[search] = codes
     np.testing.assert_array_equal(out[False], out[True])
     np.testing.assert_array_equal(out[True], ref.quantize_normalized(x, signed))
+
+
+_ISA_SCRIPT = """
+import sys, numpy as np
+import fastopt._ext as ext
+C = ext.require_C()
+x = np.load(sys.argv[1])
+out = {"isa": np.array(C.cpu_isa())}
+for signed in (True, False):
+    codes = np.empty(x.size, np.uint8)
+    absmax = np.empty(-(-x.size // 256), np.float32)
+    C.quantize_8bit(x.ctypes.data, x.size, signed, codes.ctypes.data, absmax.ctypes.data)
+    back = np.empty(x.size, np.float32)
+    C.dequantize_8bit(codes.ctypes.data, absmax.ctypes.data, x.size, signed, back.ctypes.data)
+    out.update({f"codes_{signed}": codes, f"absmax_{signed}": absmax, f"back_{signed}": back})
+np.savez(sys.argv[2], **out)
+"""
+
+
+def _isa_inputs() -> np.ndarray:
+    """Blocks of absmax 1 holding every midpoint of both maps and its float32 neighbours, every
+    bucket edge of the host's table and random bit patterns of every magnitude (both signs);
+    then random blocks over many decades, a block with an inf, one with a NaN, a zero block and
+    a short tail."""
+    mids = np.concatenate([ref.midpoints(ref.dynamic_map(s)) for s in (True, False)])
+    bits = np.abs(mids).view(np.int32).astype(np.int64)
+    near = np.concatenate([bits + d for d in range(-2, 3)])
+    edges = np.arange(0x34000000, 0x3F800000, 1 << (23 - 7), dtype=np.int64)
+    rng = np.random.default_rng(11)
+    rand = rng.integers(0, 0x3F800000, 20_000, dtype=np.int64)
+    mags = np.concatenate([near, edges, edges - 1, rand]).astype(np.uint32)
+    vals = mags.view(np.float32)
+    vals = np.where(rng.random(vals.size) < 0.5, -vals, vals).astype(np.float32)
+    per = BLOCK - 1
+    vals = np.pad(vals, (0, -vals.size % per)).reshape(-1, per)
+    normalized = np.concatenate([np.ones((vals.shape[0], 1), np.float32), vals], axis=1)
+    decades = (rng.standard_normal(40 * BLOCK) * 10.0 ** rng.uniform(-8, 3, 40 * BLOCK)).astype(
+        np.float32
+    )
+    special = rng.standard_normal((3, BLOCK)).astype(np.float32)
+    special[0, 5], special[1, 9], special[2] = np.inf, np.nan, 0.0
+    tail = rng.standard_normal(77).astype(np.float32)
+    return np.concatenate([normalized.ravel(), decades, special.ravel(), tail])
+
+
+def test_every_isa_quantizes_as_the_reference(tmp_path):
+    """The CPU engine's vectorized (de)quantization, under every code path this CPU runs (gathers
+    on AVX2 / AVX-512, scalar on baseline), gives the reference's codes, absmax and values."""
+    x = _isa_inputs()
+    np.save(tmp_path / "x.npy", x)
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    isas = fastopt._ext.build_info()["cpu_isas_supported"]
+    assert len(isas) >= 2, "this check needs a CPU with AVX2"
+    for isa in isas:
+        env = dict(fastopt_subprocess_env(tests_dir), FASTOPT_CPU_ISA=isa)
+        out = tmp_path / f"{isa}.npz"
+        subprocess.run(
+            [sys.executable, "-c", _ISA_SCRIPT, str(tmp_path / "x.npy"), str(out)],
+            check=True,
+            env=env,
+            cwd=tmp_path,
+        )
+        got = np.load(out)
+        assert str(got["isa"]) == isa
+        for signed in (True, False):
+            want_codes, want_absmax = ref.quantize(x, signed)
+            np.testing.assert_array_equal(got[f"absmax_{signed}"], want_absmax, err_msg=isa)
+            np.testing.assert_array_equal(got[f"codes_{signed}"], want_codes, err_msg=isa)
+            np.testing.assert_array_equal(
+                got[f"back_{signed}"], ref.dequantize(want_codes, want_absmax, signed), err_msg=isa
+            )

@@ -11,8 +11,8 @@
 // dequantize to NaN (a non-finite state stays visible, as it would in float32); an all-zero
 // block stores absmax 0 and dequantizes to exact zeros.
 //
-// Host and device code: the CPU engine, the CUDA kernels and the state-dict conversions all
-// call these functions, so a code means the same thing everywhere.
+// Host and device code: the CPU engine (cpu/quantize.h), the CUDA kernels and the state-dict
+// conversions all build on these definitions, so a code means the same thing everywhere.
 #pragma once
 
 #include <cmath>
@@ -257,71 +257,81 @@ FASTOPT_HD uint8_t encode_search(float x) {
   return uint8_t(c);
 }
 
-// The host's encoder: eight dependent loads per value do not vectorize, a table lookup does.
-// The table is indexed by a float's sign, exponent and top kBits mantissa bits (a bucket of
-// magnitudes [lo, hi)); no bucket holds more than one midpoint (make() checks it: the map's
+// The host's encoder: eight dependent loads per value do not vectorize, one table lookup does
+// (a gather). The table is indexed by a float's sign, exponent and top kBits mantissa bits (a
+// bucket of magnitudes); no bucket holds more than one midpoint (make() checks it: the map's
 // finest spacing, 0.9/64 signed and 0.9/128 unsigned in the top decade, is wider than a bucket
-// there), so a value's code is the bucket's code below that midpoint or the one from it up.
-// Magnitudes below 2^-23 (under every midpoint) share bucket 0, at or above 2 (x / absmax
-// rounded up, inf) the last one. Unsigned maps need no negative half: every x < 0 has code 0.
+// there), so a value's code is the bucket's code at its low end, or one further (+1 for x >= 0,
+// -1 for x < 0, whose code falls as |x| grows) once the magnitude's low kLowBits bits reach the
+// bucket's step. One uint32 per bucket holds both: the code in bits 0-7, the step above them
+// (kNone: the code is the same over the whole bucket). Magnitudes below 2^-23 (under every
+// midpoint) share bucket 0, those at or above 2 (x / absmax rounded up, inf) the last one;
+// neither has a step, so the low bits of a clamped magnitude never matter. Unsigned maps need
+// no negative half: every x < 0 has code 0.
 template <bool kSigned>
 struct EncodeTable {
   static constexpr int kBits = kSigned ? 6 : 7;
+  static constexpr int kLowBits = 23 - kBits;
+  static constexpr uint32_t kNone = 1u << kLowBits;
   static constexpr int kMinExp = 127 - 23;
   static constexpr int kPerSign = (128 - kMinExp) << kBits;
   static constexpr int kSize = kSigned ? 2 * kPerSign : kPerSign;
-  uint32_t codes[kSize];  // byte 0: the code below thr; byte 1: the code from thr up
-  float thr[kSize];
+  uint32_t entry[kSize];
 
   static EncodeTable make() {
     EncodeTable t{};
     const float* mid = midpoints<kSigned>();
     for (int sign = 0; sign < (kSigned ? 2 : 1); ++sign)
       for (int b = 0; b < kPerSign; ++b) {
-        const uint32_t first = uint32_t((kMinExp << kBits) + b);
-        const float lo = b == 0 ? 0.f : bits_float(first << (23 - kBits));
-        const float hi = bits_float((first + 1) << (23 - kBits));
-        int code = encode_search<kSigned>(sign ? -lo : lo), next = code, inside = 0;
-        float thr = bits_float(0x7f800000u);  // none: every magnitude of the bucket is below
+        const uint32_t base = uint32_t((kMinExp << kBits) + b) << kLowBits;
+        const float lo = b == 0 ? 0.f : bits_float(base);
+        const float hi = bits_float(base + kNone);
+        const int code = encode_search<kSigned>(sign ? -lo : lo);
+        uint32_t step = kNone;
+        int inside = 0;
         for (int m = 0; m < 255; ++m) {
           const float a = sign ? -mid[m] : mid[m];
-          if (sign == 0 && a > lo && a < hi) {  // a >= mid: one more midpoint <= x
-            thr = a, next = code + 1, ++inside;
+          if (sign == 0 && a > lo && a < hi) {  // x >= mid: one more midpoint <= x
+            step = float_bits(a) - base, ++inside;
           } else if (sign == 1 && a >= lo && a < hi) {  // |x| > |mid|: x below that midpoint
-            thr = bits_float(float_bits(a) + 1), next = code - 1, ++inside;
+            step = float_bits(a) + 1 - base, ++inside;
           }
         }
         if (inside > 1) throw "quant8.h: a bucket of EncodeTable holds two midpoints";
-        t.codes[sign * kPerSign + b] = uint32_t(code) | uint32_t(next) << 8;
-        t.thr[sign * kPerSign + b] = thr;
+        if (inside > 0 && (b == 0 || b == kPerSign - 1))
+          throw "quant8.h: a clamped bucket of EncodeTable holds a midpoint";
+        t.entry[sign * kPerSign + b] = uint32_t(code) | step << 8;
       }
     return t;
   }
 
-  uint8_t encode(float x) const {
-    const uint32_t u = float_bits(x), mag = u & 0x7fffffffu;
-    int i = int(mag >> (23 - kBits)) - (kMinExp << kBits);
+  // Branch-free integer arithmetic and one load, so that a loop over it vectorizes
+  // (cpu/quantize.h).
+  FASTOPT_HD static uint8_t encode(const uint32_t* entry, float x) {
+    const uint32_t u = float_bits(x), mag = u & 0x7fffffffu, neg = u >> 31;
+    int i = int(mag >> kLowBits) - (kMinExp << kBits);
     i = i < 0 ? 0 : (i > kPerSign - 1 ? kPerSign - 1 : i);
-    if (kSigned) i += int(u >> 31) * kPerSign;
-    const uint32_t c = codes[i];
-    const uint32_t code = bits_float(mag) >= thr[i] ? (c >> 8) & 0xffu : c & 0xffu;
-    const bool zero = (x != x) | (!kSigned & (u >> 31 != 0));  // NaN, or x < 0 unsigned
+    if (kSigned) i += int(neg) * kPerSign;
+    const uint32_t e = entry[i];
+    const uint32_t past = (mag & (kNone - 1)) >= (e >> 8) ? 1u : 0u;
+    const uint32_t code = (e & 0xffu) + past - (kSigned ? 2u * (past & neg) : 0u);
+    // code 0: NaN, or (unsigned map) x < 0 too; as one compare of the bits, which vectorizes
+    const bool zero = (kSigned ? mag : u) > 0x7f800000u;
     return uint8_t(zero ? 0u : code);
   }
 };
 
-template <bool kSigned>
-inline const EncodeTable<kSigned>& encode_table() {
-  static const EncodeTable<kSigned> table = EncodeTable<kSigned>::make();
-  return table;
-}
+// The host's tables (EncodeTable<is_signed>::entry), built once in quant8.cpp. One definition
+// compiled without ISA flags: the per-ISA engines include this header, and the linker keeps one
+// copy of an inline function, whichever ISA it was compiled for.
+const uint32_t* encode_entries(bool is_signed);
 
 template <bool kSigned>
 FASTOPT_HD uint8_t encode(float x) {
 #if FASTOPT_DEVICE_CODE
   return encode_search<kSigned>(x);
 #else
-  return encode_table<kSigned>().encode(x);
+  return EncodeTable<kSigned>::encode(encode_entries(kSigned), x);
 #endif
 }
 
@@ -358,49 +368,6 @@ FASTOPT_HD float finish_absmax(float m) {
 // What values are multiplied by before encoding: 1 / absmax, or 0 for a zero or NaN block.
 FASTOPT_HD float inverse_absmax(float absmax) {
   return absmax > 0.f ? 1.f / absmax : 0.f;
-}
-
-// One block of n <= kQuantBlock values: codes and absmax.
-template <bool kSigned>
-FASTOPT_HD void quantize_block(const float* x, int n, uint8_t* codes, float* absmax) {
-  float m = 0.f;
-  for (int i = 0; i < n; ++i) m = fold_absmax(m, x[i]);
-  m = finish_absmax(m);
-  const float inv = inverse_absmax(m);
-#if FASTOPT_DEVICE_CODE
-  for (int i = 0; i < n; ++i) codes[i] = encode<kSigned>(x[i] * inv);
-#else
-  const EncodeTable<kSigned>& table = encode_table<kSigned>();
-  for (int i = 0; i < n; ++i) codes[i] = table.encode(x[i] * inv);
-#endif
-  *absmax = m;
-}
-
-template <bool kSigned>
-FASTOPT_HD void dequantize_block(const uint8_t* codes, int n, float absmax, float* x) {
-  for (int i = 0; i < n; ++i) x[i] = decode<kSigned>(codes[i], absmax);
-}
-
-// Whole tensors (state-dict conversions): n values, ceil(n / kQuantBlock) absmax.
-inline void quantize(const float* x, int64_t n, bool is_signed, uint8_t* codes, float* absmax) {
-  for (int64_t b = 0; b < n; b += kQuantBlock) {
-    const int len = int(n - b < kQuantBlock ? n - b : kQuantBlock);
-    if (is_signed)
-      quantize_block<true>(x + b, len, codes + b, absmax + b / kQuantBlock);
-    else
-      quantize_block<false>(x + b, len, codes + b, absmax + b / kQuantBlock);
-  }
-}
-
-inline void dequantize(const uint8_t* codes, const float* absmax, int64_t n, bool is_signed,
-                       float* x) {
-  for (int64_t b = 0; b < n; b += kQuantBlock) {
-    const int len = int(n - b < kQuantBlock ? n - b : kQuantBlock);
-    if (is_signed)
-      dequantize_block<true>(codes + b, len, absmax[b / kQuantBlock], x + b);
-    else
-      dequantize_block<false>(codes + b, len, absmax[b / kQuantBlock], x + b);
-  }
 }
 
 }  // namespace quant

@@ -27,6 +27,10 @@ struct CpuKernels {
   void (*step[kNumOps])(const StepCall&);  // by OpId
   // which: 0 params, 1 grads; out[t] = folded measure of entry t (before finish())
   void (*tensor_norms)(const StepCall&, int which, float scale, NormMeasure, double* out);
+  // Blockwise 8-bit codes of whole tensors (state-dict conversions; core/quant8.h)
+  void (*quantize)(const float* x, int64_t n, bool is_signed, uint8_t* codes, float* absmax);
+  void (*dequantize)(const uint8_t* codes, const float* absmax, int64_t n, bool is_signed,
+                     float* x);
 };
 
 // The CPU code paths, worst to best: X(name, "the CPU features it needs"). The one list: the

@@ -184,6 +184,15 @@ const char* cpu_isa() {
   return chosen_isa().name;
 }
 
+void cpu_quantize_8bit(const float* x, int64_t n, bool is_signed, uint8_t* codes, float* absmax) {
+  cpu_kernels().quantize(x, n, is_signed, codes, absmax);
+}
+
+void cpu_dequantize_8bit(const uint8_t* codes, const float* absmax, int64_t n, bool is_signed,
+                         float* x) {
+  cpu_kernels().dequantize(codes, absmax, n, is_signed, x);
+}
+
 std::vector<std::string> cpu_isas_supported() {
   std::vector<std::string> out;
   for (const Isa& isa : kIsas)

@@ -18,6 +18,7 @@
 #include "../core/table.h"
 #include "api.h"
 #include "convert.h"
+#include "quantize.h"
 
 namespace fastopt {
 namespace FASTOPT_CPU_NS {
@@ -253,7 +254,7 @@ void update_chunk_q8(const typename Op::Args& a, const TensorEntry& e, const Chu
     const int64_t q = b / kQuantBlock;
     for_used_states<Op, V>([&](auto k) {
       constexpr int K = decltype(k)::value;
-      quant::dequantize_block<state_signed<Op, K>()>(codes[K] + b, n, absmax[K][q], buf[K]);
+      dequantize_block<state_signed<Op, K>()>(codes[K] + b, n, absmax[K][q], buf[K]);
     });
     if constexpr (!std::is_same_v<P, float>) {
       if (chunk_store.mode != ParamMode::nearest) {
@@ -273,7 +274,7 @@ void update_chunk_q8(const typename Op::Args& a, const TensorEntry& e, const Chu
     }
     for_used_states<Op, V>([&](auto k) {
       constexpr int K = decltype(k)::value;
-      quant::quantize_block<state_signed<Op, K>()>(buf[K], n, codes[K] + b, absmax[K] + q);
+      quantize_block<state_signed<Op, K>()>(buf[K], n, codes[K] + b, absmax[K] + q);
     });
   }
 }
@@ -573,6 +574,8 @@ CpuKernels kernels() {
   FASTOPT_OPS(FASTOPT_CPU_STEP)
 #undef FASTOPT_CPU_STEP
   k.tensor_norms = &tensor_norms;
+  k.quantize = &quantize;
+  k.dequantize = &dequantize;
   return k;
 }
 
