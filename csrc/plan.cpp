@@ -410,12 +410,6 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
           (code == int32_t(DType::q8) &&
            (code != spec.state_dtype || spec.param_dtype == code || spec.grad_dtype == code)))
         throw std::invalid_argument("Plan: bad dtype code " + std::to_string(code));
-    if (quantized)
-      with_op(kind_.c_str(), [&](auto op, OpId) {
-        if (decltype(op)::kReductions & kDirectionNorm)
-          throw std::invalid_argument(std::string("Plan: ") + decltype(op)::kName +
-                                      " has no 8-bit states yet (its direction norm reads them)");
-      });
     e.param_dtype = DType(spec.param_dtype);
     e.grad_dtype = DType(spec.grad_dtype);
     e.state_dtype = DType(spec.state_dtype);

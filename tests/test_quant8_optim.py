@@ -27,7 +27,8 @@ needs_simt = pytest.mark.skipif(SIMT is None, reason="fastopt._C_simt is not bui
 
 # sizes around the 4096-element threshold and the 256-element blocks (a short last block)
 SHAPES = [(64, 64), (4095,), (4096 + 100,), (7, 3), (33, 130)]
-CASES_8BIT = [c for c in ONE_CASE_EACH if CASES[c][0] != "FusedLAMB"]
+CASES_8BIT = ONE_CASE_EACH
+LAMB_CASES = [c for c in CASES if CASES[c][0] == "FusedLAMB"]
 
 
 def make_params(seed=0, dtype=torch.float32, shapes=SHAPES):
@@ -156,9 +157,43 @@ def test_small_tensors_and_state_layout():
             assert s[key + "_qmap"] is quant8.qmap(signed)  # one shared map
 
 
-def test_lamb_refuses_8bit_states():
-    with pytest.raises(NotImplementedError, match="8bit"):
-        fastopt.FusedLAMB(make_params(), state_dtype="8bit")
+@pytest.mark.parametrize("case", LAMB_CASES)
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16_master"])
+@pytest.mark.parametrize("pipeline", ["none", "clip"])
+def test_lamb_direction_norm_reads_the_dequantized_states(case, precision, pipeline):
+    """LAMB's trust ratio needs the norm of its update direction in a pass before the update:
+    that pass dequantizes the codes as the update does (a master copy's values for fp16), so
+    the step still equals the float32-state step on the dequantized states, bit for bit."""
+    name, kwargs = CASES[case]
+    dtype, extra = PRECISIONS[precision]
+    params = make_params(dtype=dtype)
+    opt = build(name, params, kwargs, state_dtype="8bit", **extra)
+    for seed in range(3):
+        check_step_is_quantized_fp32_step(
+            opt, params, name, kwargs, extra, seed, PIPELINES[pipeline]
+        )
+
+
+@needs_simt
+@pytest.mark.parametrize("case", LAMB_CASES)
+@pytest.mark.parametrize("precision", ["fp32", "fp16_master"])
+def test_lamb_8bit_under_cuda_emulation(case, precision):
+    """The CUDA engine's direction pass over 8-bit states (direction_q8_kernel): under the
+    emulation a step equals the emulated float32-state step on the dequantized states, bit for
+    bit; and it agrees with the CPU engine up to the order of the norm's sums."""
+    name, kwargs = CASES[case]
+    dtype, extra = PRECISIONS[precision]
+    with engine(SIMT):
+        params = make_params(dtype=dtype)
+        opt = build(name, params, kwargs, state_dtype="8bit", **extra)
+        for seed in range(3):
+            check_step_is_quantized_fp32_step(
+                opt, params, name, kwargs, extra, seed, PIPELINES["clip"]
+            )
+    cpu_params, _ = run(CPU, case, dtype=dtype, **extra)
+    emu_params, _ = run(SIMT, case, dtype=dtype, **extra)
+    for a, b in zip(cpu_params, emu_params):
+        torch.testing.assert_close(a.float(), b.float(), rtol=1e-5, atol=1e-6)
 
 
 def run(module, case, steps=3, threads=None, dtype=torch.float32, **extra):

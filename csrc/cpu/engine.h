@@ -304,14 +304,22 @@ struct DirectionSums {
   double direction = 0.0, param = 0.0;
 };
 
-template <class Op, int V, bool kWithParam, class P, class G, class S>
-DirectionSums direction_span(const typename Op::Args& args, const P* __restrict p,
-                             const G* __restrict g, const S* __restrict s0, const S* __restrict s1,
-                             const S* __restrict s2, const S* __restrict s3, int64_t n,
-                             float inv_scale, float clip_coef) {
-  constexpr int kLanes = 16;
-  const typename Op::Args a = args;
+// The accumulators of one chunk. A chunk may be added span by span (the blocks of 8-bit
+// states, multiples of kLanes): the lanes run on, so the sums are those of one span.
+template <bool kWithParam>
+struct DirectionLanes {
+  static constexpr int kLanes = 16;
   double acc[kLanes] = {}, pacc[kLanes] = {};
+};
+
+// The whole kLanes groups of a span into the lanes; returns the elements it took.
+template <class Op, int V, bool kWithParam, class P, class G, class S>
+int64_t add_direction_lanes(DirectionLanes<kWithParam>& lanes, const typename Op::Args& args,
+                            const P* __restrict p, const G* __restrict g, const S* __restrict s0,
+                            const S* __restrict s1, const S* __restrict s2, const S* __restrict s3,
+                            int64_t n, float inv_scale, float clip_coef) {
+  constexpr int kLanes = DirectionLanes<kWithParam>::kLanes;
+  const typename Op::Args a = args;
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     // the directions in float (one vector), then the double accumulators: two simple loops
@@ -319,19 +327,28 @@ DirectionSums direction_span(const typename Op::Args& args, const P* __restrict 
     float d[kLanes];
     for (int l = 0; l < kLanes; ++l)
       d[l] = direction_element<Op, V>(a, p, g, s0, s1, s2, s3, i + l, inv_scale, clip_coef);
-    for (int l = 0; l < kLanes; ++l) acc[l] += double(d[l]) * double(d[l]);
+    for (int l = 0; l < kLanes; ++l) lanes.acc[l] += double(d[l]) * double(d[l]);
     if constexpr (kWithParam)
       for (int l = 0; l < kLanes; ++l) {
         const double w = double(load(p + i + l));
-        pacc[l] += w * w;
+        lanes.pacc[l] += w * w;
       }
   }
+  return i;
+}
+
+// The lanes' sums, then elements [from, n) of the chunk's last span one by one.
+template <class Op, int V, bool kWithParam, class P, class G, class S>
+DirectionSums finish_direction(const DirectionLanes<kWithParam>& lanes, const typename Op::Args& a,
+                               const P* p, const G* g, const S* s0, const S* s1, const S* s2,
+                               const S* s3, int64_t from, int64_t n, float inv_scale,
+                               float clip_coef) {
   DirectionSums sums;
-  for (int l = 0; l < kLanes; ++l) {
-    sums.direction += acc[l];
-    sums.param += pacc[l];
+  for (int l = 0; l < DirectionLanes<kWithParam>::kLanes; ++l) {
+    sums.direction += lanes.acc[l];
+    sums.param += lanes.pacc[l];
   }
-  for (; i < n; ++i) {
+  for (int64_t i = from; i < n; ++i) {
     const double d = direction_element<Op, V>(a, p, g, s0, s1, s2, s3, i, inv_scale, clip_coef);
     sums.direction += d * d;
     if constexpr (kWithParam) {
@@ -340,6 +357,44 @@ DirectionSums direction_span(const typename Op::Args& args, const P* __restrict 
     }
   }
   return sums;
+}
+
+template <class Op, int V, bool kWithParam, class P, class G, class S>
+DirectionSums direction_span(const typename Op::Args& a, const P* p, const G* g, const S* s0,
+                             const S* s1, const S* s2, const S* s3, int64_t n, float inv_scale,
+                             float clip_coef) {
+  DirectionLanes<kWithParam> lanes;
+  const int64_t i = add_direction_lanes<Op, V, kWithParam>(lanes, a, p, g, s0, s1, s2, s3, n,
+                                                           inv_scale, clip_coef);
+  return finish_direction<Op, V, kWithParam>(lanes, a, p, g, s0, s1, s2, s3, i, n, inv_scale,
+                                             clip_coef);
+}
+
+// direction_span over a chunk of an entry with 8-bit states: block by block, the states
+// dequantized as the update will (update_chunk_q8), the lanes running on. p: the values the
+// update reads (a master copy: float32).
+template <class Op, int V, bool kWithParam, class P, class G>
+DirectionSums direction_chunk_q8(const typename Op::Args& a, const TensorEntry& e, const Chunk& ch,
+                                 const P* values, float inv_scale, float clip_coef) {
+  const P* const p = values + ch.begin;
+  const G* const g = static_cast<const G*>(e.grad) + ch.begin;
+  alignas(64) float buf[kMaxStates][kQuantBlock];
+  DirectionLanes<kWithParam> lanes;
+  for (int64_t b = 0; b < ch.size; b += kQuantBlock) {
+    const int n = int(ch.size - b < kQuantBlock ? ch.size - b : kQuantBlock);
+    for_used_states<Op, V>([&](auto k) {
+      constexpr int K = decltype(k)::value;
+      dequantize_block<state_signed<Op, K>()>(
+          static_cast<const uint8_t*>(e.state[K]) + ch.begin + b, n,
+          e.absmax[K][(ch.begin + b) / kQuantBlock], buf[K]);
+    });
+    const int64_t took = add_direction_lanes<Op, V, kWithParam>(
+        lanes, a, p + b, g + b, buf[0], buf[1], buf[2], buf[3], n, inv_scale, clip_coef);
+    if (b + n == ch.size)
+      return finish_direction<Op, V, kWithParam>(lanes, a, p + b, g + b, buf[0], buf[1], buf[2],
+                                                 buf[3], took, n, inv_scale, clip_coef);
+  }
+  return DirectionSums{};
 }
 
 // f(std::integral_constant<int, V>) for the variant V of the op's Variants equal to `variant`.
@@ -510,6 +565,26 @@ void step(const StepCall& c) {
           if (kParamInDirection) param_partial[idx] = 0.0;
           if (!e.active) return;
           const Args& a = args[ch.entry];
+          if (e.state_dtype == DType::q8) {
+            dispatch_param_grad(e, [&](auto* param, const auto* g) {
+              using G = std::remove_const_t<std::remove_pointer_t<decltype(g)>>;
+              auto run = [&](const auto* values) {
+                using P = std::remove_const_t<std::remove_pointer_t<decltype(values)>>;
+                with_variant(typename Op::Variants{}, a.variant, [&](auto v) {
+                  const DirectionSums sums =
+                      direction_chunk_q8<Op, decltype(v)::value, kParamInDirection, P, G>(
+                          a, e, ch, values, inv_scale, clip_coef);
+                  partial[idx] = sums.direction;
+                  if (kParamInDirection) param_partial[idx] = sums.param;
+                });
+              };
+              if (e.param_mode == ParamMode::master)
+                run(static_cast<const float*>(e.aux));
+              else
+                run(static_cast<const std::remove_pointer_t<decltype(param)>*>(e.param));
+            });
+            return;
+          }
           with_chunk<Op, true>(
               e, ch, a.variant,
               [&](auto v, auto* p, auto* g, auto* s0, auto* s1, auto* s2, auto* s3) {

@@ -416,6 +416,8 @@ class CudaEngine final : public Engine {
               chunk_launches<typename decltype(p)::type, typename decltype(g)::type,
                              typename decltype(s)::type, true, false>(in, launcher, list, state);
             });
+    if constexpr ((Op::kReductions & kDirectionNorm) != 0)
+      if (local) quant_launches<true>(in, launcher, state);
     Combine& c = *combine_;
     pack(
         active_, capacity(kCombineTensors), nullptr,
@@ -549,8 +551,10 @@ class CudaEngine final : public Engine {
         });
   }
 
-  // The update of the entries with 8-bit states: one chunk-grid launch plan per param and grad
-  // type, every param mode in the same kernel.
+  // The update of the entries with 8-bit states (kDirection: the partials of the op's direction
+  // norm into partials(2)): one chunk-grid launch plan per param and grad type, every param mode
+  // in the same kernel.
+  template <bool kDirection = false>
   void quant_launches(const StepInputs& in, Launcher& launcher, const PipelineState* pipe) {
     std::vector<int64_t> by_types[9];
     for (int64_t e : nonempty_) {
@@ -589,13 +593,17 @@ class CudaEngine final : public Engine {
               LaunchRecord info;
               info.tensors = count;
               info.scalar_chunks = blocks;  // element by element, in registers
-              launcher(
-                  [] {
-                    return std::string("update_8bit<") + Op::kName + ", " + type_name<P>() + ", " +
-                           type_name<G>() + ">";
-                  },
-                  info, &update_q8_kernel<Op, P, G, kQuantN>, dim3(unsigned(blocks)),
-                  dim3(kQuantBlockThreads), L, static_cast<const Args*>(args()), pipe);
+              auto name = [] {
+                return std::string(kDirection ? "direction_8bit<" : "update_8bit<") + Op::kName +
+                       ", " + type_name<P>() + ", " + type_name<G>() + ">";
+              };
+              if constexpr (kDirection)
+                launcher(name, info, &direction_q8_kernel<Op, P, G, kQuantN>,
+                         dim3(unsigned(blocks)), dim3(kBlockThreads), L,
+                         static_cast<const Args*>(args()), pipe, partials(2));
+              else
+                launcher(name, info, &update_q8_kernel<Op, P, G, kQuantN>, dim3(unsigned(blocks)),
+                         dim3(kQuantBlockThreads), L, static_cast<const Args*>(args()), pipe);
             });
       });
     }

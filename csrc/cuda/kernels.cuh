@@ -584,6 +584,50 @@ __global__ void __launch_bounds__(kQuantBlockThreads)
   });
 }
 
+// partials[chunk] = the sum of squares of the op's direction over a chunk of a tensor with
+// 8-bit states (kDirectionNorm): the states decoded as update_q8_kernel decodes them, the values
+// the update reads (a master copy) as direction_partials_kernel.
+template <class Op, class P, class G, int N>
+__global__ void __launch_bounds__(kBlockThreads)
+    direction_q8_kernel(FASTOPT_KERNEL_ARG(QuantUpdateLaunch<N, Op::kStates>) L,
+                        const typename Op::Args* args, const PipelineState* pipe,
+                        double* partials) {
+  float inv_scale = 1.f, clip_coef = 1.f;
+  if (pipe != nullptr) {
+    if (pipe->skip) return;
+    inv_scale = pipe->inv_scale;
+    clip_coef = pipe->clip_coef;
+  }
+  const ChunkPos c = chunk_pos(L.grid);
+  const typename Op::Args a = args[L.slot[c.t]];
+  const ParamSlot& slot = L.store[c.t];
+  const P* p = static_cast<const P*>(L.param[c.t]) + c.begin;
+  const float* master =
+      slot.mode == ParamMode::master ? static_cast<const float*>(slot.aux) + c.begin : nullptr;
+  const G* g = static_cast<const G*>(L.grad[c.t]) + c.begin;
+  const int64_t first = c.begin / kQuantBlock;
+  double acc = 0.0;
+  with_variant<Op>(typename Op::Variants{}, a.variant, [&](auto v) {
+    constexpr int V = decltype(v)::value;
+    constexpr int kUsed = Op::states_used(V);
+    for (int i = int(threadIdx.x); i < c.n; i += int(blockDim.x)) {
+      float s[kMaxStates] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int k = 0; k < Op::kStates; ++k)
+        if (kUsed & (1 << k))
+          s[k] = quant::decode(L.codes[k][c.t][c.begin + i],
+                               L.absmax[k][c.t][first + i / int(kQuantBlock)],
+                               ((Op::kUnsignedStates >> k) & 1u) == 0);
+      const float pv = master != nullptr ? master[i] : load(p + i);
+      const float gv = (load(g + i) * inv_scale) * clip_coef;
+      const double d = Op::template direction<V>(a, pv, gv, s);
+      acc += d * d;
+    }
+  });
+  acc = block_reduce(acc, NormMeasure{NormType::l2, 2.0});
+  if (threadIdx.x == 0) partials[int64_t(L.grid.chunk_base[c.t]) + c.chunk] = acc;
+}
+
 // partials[chunk] = the sum of squares of the op's direction over the chunk (kDirectionNorm).
 template <class Op, class P, class G, class S, int N>
 __global__ void __launch_bounds__(kBlockThreads)

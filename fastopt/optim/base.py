@@ -120,13 +120,6 @@ class FusedOptimizer(torch.optim.Optimizer):
                 f"{', '.join(inspect.signature(type(self)).parameters)}"
             )
         self.precision = Precision(**precision)
-        if self.precision.state_dtype == "8bit" and catalog.op(self._kind).reductions.count(
-            "direction_norm"
-        ):
-            raise NotImplementedError(
-                f"{type(self).__name__}: state_dtype='8bit' is not available yet for an op whose "
-                "direction norm reads its states in a reduction pass"
-            )
         if self.precision.stochastic and defaults.get("capturable"):
             raise ValueError(
                 "bf16_rounding='stochastic' draws new bits each step from a count the host "
