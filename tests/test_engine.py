@@ -57,6 +57,8 @@ def test_bitwise_identical_across_instruction_sets(tmp_path):
         "from test_engine import _train\n"
         "out = _train('FusedAdamW', dtype=torch.bfloat16, lr=1e-2) + _train('FusedLARS', lr=0.1, momentum=0.9)\n"
         "out += _train('FusedSGD', dtype=torch.float16, lr=0.1, momentum=0.9, nesterov=True)\n"
+        "out += _train('FusedAdamW', dtype=torch.bfloat16, lr=1e-2, state_dtype='8bit')\n"
+        "out += _train('FusedLAMB', lr=1e-2, weight_decay=0.1, state_dtype='8bit')\n"
         "from test_engine import LAST_CASES\n"
         "for name, kw in LAST_CASES:\n"
         "    out += _train(name, dtype=torch.bfloat16, **kw)\n"
