@@ -34,6 +34,29 @@ def fastopt_subprocess_env(*extra_paths: str) -> dict:
     return env
 
 
+def run_on_every_isa(script: str, tmp_path: Path, *inputs: str, suffix: str = ".npz") -> dict:
+    """Runs ``python -c script *inputs out`` once per CPU code path this machine supports
+    (FASTOPT_CPU_ISA, worst first), with the tests directory importable; returns
+    {isa: out path}. Asserts there are at least two paths to compare (a CPU with AVX2)."""
+    import subprocess
+
+    import fastopt._ext
+
+    isas = fastopt._ext.build_info()["cpu_isas_supported"]
+    assert len(isas) >= 2, "this check needs a CPU with AVX2"
+    outs = {}
+    for isa in isas:
+        env = dict(fastopt_subprocess_env(str(Path(__file__).parent)), FASTOPT_CPU_ISA=isa)
+        outs[isa] = tmp_path / f"isa_{isa}{suffix}"
+        subprocess.run(
+            [sys.executable, "-c", script, *inputs, str(outs[isa])],
+            check=True,
+            env=env,
+            cwd=tmp_path,
+        )
+    return outs
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """torch on one thread for a module of tiny-tensor runs: its pool only adds contention on

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import fastopt_subprocess_env
+from conftest import fastopt_subprocess_env, run_on_every_isa
 
 import fastopt
 from fastopt._ext import require_C
@@ -64,19 +63,12 @@ def test_bitwise_identical_across_instruction_sets(tmp_path):
         "    out += _train(name, dtype=torch.bfloat16, **kw)\n"
         "torch.save(out, sys.argv[1])\n"
     )
-    results = {}
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
-    supported = fastopt._ext.build_info()["cpu_isas_supported"]
-    assert len(supported) >= 2, "this check needs a CPU with AVX2"
-    for isa in supported:
-        path = str(tmp_path / f"isa_{isa}.pt")
-        env = dict(fastopt_subprocess_env(tests_dir), FASTOPT_CPU_ISA=isa)
-        subprocess.run([sys.executable, "-c", script, path], check=True, env=env, cwd=tmp_path)
-        results[isa] = torch.load(path)
-    first = results[supported[0]]
-    for isa in supported[1:]:
-        for a, b in zip(first, results[isa]):
-            assert torch.equal(a, b), f"{isa} differs from {supported[0]}"
+    outs = run_on_every_isa(script, tmp_path, suffix=".pt")
+    results = {isa: torch.load(out) for isa, out in outs.items()}
+    (worst, first), *others = results.items()
+    for isa, got in others:
+        for a, b in zip(first, got):
+            assert torch.equal(a, b), f"{isa} differs from {worst}"
 
 
 def test_isa_override_is_reported_and_checked(tmp_path):
@@ -163,17 +155,9 @@ def test_16bit_conversions_identical_on_every_instruction_set(tmp_path):
     every = np.arange(2**16, dtype=np.uint32).astype(np.uint16)
     nan = np.isnan(bits.view(np.float32))
     reaching = np.where(bits == 0x80000000, np.uint32(0), bits)  # 0 - (-(-0)) is +0
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
     results = {}
-    for isa in fastopt._ext.build_info()["cpu_isas_supported"]:
-        env = dict(fastopt_subprocess_env(tests_dir), FASTOPT_CPU_ISA=isa)
-        out_path = tmp_path / f"{isa}.npz"
-        subprocess.run(
-            [sys.executable, "-c", _CONVERSION_SCRIPT, str(tmp_path / "in.npy"), str(out_path)],
-            check=True,
-            env=env,
-            cwd=tmp_path,
-        )
+    outs = run_on_every_isa(_CONVERSION_SCRIPT, tmp_path, str(tmp_path / "in.npy"))
+    for isa, out_path in outs.items():
         results[isa] = got = dict(np.load(out_path))
         for name in ("float16", "bfloat16"):
             store = got["store_" + name]

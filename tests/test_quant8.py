@@ -4,17 +4,12 @@ and NaNs."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import quant8_reference as ref
 import torch
-from conftest import fastopt_subprocess_env
+from conftest import run_on_every_isa
 
-import fastopt._ext
 from fastopt.ops import catalog, quant8
 
 BLOCK = ref.BLOCK
@@ -266,18 +261,7 @@ def test_every_isa_quantizes_as_the_reference(tmp_path):
     on AVX2 / AVX-512, scalar on baseline), gives the reference's codes, absmax and values."""
     x = _isa_inputs()
     np.save(tmp_path / "x.npy", x)
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
-    isas = fastopt._ext.build_info()["cpu_isas_supported"]
-    assert len(isas) >= 2, "this check needs a CPU with AVX2"
-    for isa in isas:
-        env = dict(fastopt_subprocess_env(tests_dir), FASTOPT_CPU_ISA=isa)
-        out = tmp_path / f"{isa}.npz"
-        subprocess.run(
-            [sys.executable, "-c", _ISA_SCRIPT, str(tmp_path / "x.npy"), str(out)],
-            check=True,
-            env=env,
-            cwd=tmp_path,
-        )
+    for isa, out in run_on_every_isa(_ISA_SCRIPT, tmp_path, str(tmp_path / "x.npy")).items():
         got = np.load(out)
         assert str(got["isa"]) == isa
         for signed in (True, False):

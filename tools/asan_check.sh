@@ -38,7 +38,8 @@ status=0
     tests/test_shard_phases.py tests/test_fused_safety.py tests/test_fused_state.py \
     tests/test_engine.py tests/test_fused_errors.py tests/test_fused_pipeline.py \
     tests/test_simt.py tests/test_fused_ema.py tests/test_nonfinite.py tests/test_precision.py \
-    tests/test_fused_optim.py tests/test_cuda_engine_emulated.py tests/test_catalog.py
+    tests/test_fused_optim.py tests/test_cuda_engine_emulated.py tests/test_catalog.py \
+    tests/test_quant8.py tests/test_quant8_optim.py
 ) || status=$?
 if compgen -G "$logs/asan*" > /dev/null; then
   cat "$logs"/asan*
