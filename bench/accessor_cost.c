@@ -12,17 +12,22 @@ static double now_ns(void) {
   return t.tv_sec * 1e9 + t.tv_nsec;
 }
 
-/* cost(tensors, descriptor_or_address, kind, reps): kind 0 getter, 1 METH_NOARGS method,
- * 2 METH_VARARGS|METH_KEYWORDS method, 3 an address of `void* (*)(PyObject*)`, 4 nothing
- * (the loop itself) */
+/* cost(tensors, descriptor_or_address, kind, reps[, offset]): kind 0 getter, 1 METH_NOARGS
+ * method, 2 METH_VARARGS|METH_KEYWORDS method, 3 an address of `void* (*)(PyObject*)`, 4 nothing
+ * (the loop itself), 5 an address of a C shim function `int32_t (*)(AtenTensorHandle, T*)`
+ * called on the at::Tensor at `offset` in each tensor object (as csrc/plan.cpp calls it) */
 static PyObject* cost(PyObject* self, PyObject* args) {
   PyObject *list, *what;
   int kind, reps;
-  if (!PyArg_ParseTuple(args, "O!Oii", &PyList_Type, &list, &what, &kind, &reps)) return NULL;
+  Py_ssize_t offset = 0;
+  if (!PyArg_ParseTuple(args, "O!Oii|n", &PyList_Type, &list, &what, &kind, &reps, &offset))
+    return NULL;
   const Py_ssize_t n = PyList_GET_SIZE(list);
   PyObject* empty = PyTuple_New(0);
   void* (*fn)(PyObject*) = NULL;
+  int32_t (*shim)(void*, void*) = NULL;
   if (kind == 3) fn = (void* (*)(PyObject*))PyLong_AsVoidPtr(what);
+  if (kind == 5) shim = (int32_t (*)(void*, void*))PyLong_AsVoidPtr(what);
   double best = 1e30;
   volatile uintptr_t sink = 0;
   for (int r = 0; r < reps; r++) {
@@ -41,6 +46,10 @@ static PyObject* cost(PyObject* self, PyObject* args) {
         res = m(t, empty, NULL);
       } else if (kind == 3) {
         sink += (uintptr_t)fn(t);
+        continue;
+      } else if (kind == 5) {
+        uint64_t out = 0;
+        sink += (uintptr_t)shim((char*)t + offset, &out) + (uintptr_t)out;
         continue;
       } else {
         sink += (uintptr_t)Py_TYPE(t);

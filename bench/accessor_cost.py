@@ -1,5 +1,7 @@
-"""What each read of the per-step refresh costs, in ns per tensor: torch's C accessors called
-directly as ``csrc/plan.cpp`` calls them, and torch's C function for inductor's data pointer.
+"""What each read of the per-step refresh costs, in ns per tensor: torch's stable C shim on the
+at::Tensor a tensor object holds (the refresh's ``shim`` path), torch's C accessors called
+directly (its ``accessors`` path) and torch's C function for inductor's data pointer, each the
+way ``csrc/plan.cpp`` calls them.
 
     flock /tmp/cpu.lock python bench/accessor_cost.py [--tensors 1000] [--reps 200]
 
@@ -10,7 +12,9 @@ system C compiler, then times each read over the params and over their grads (be
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib.util
+import os
 import subprocess
 import sys
 import sysconfig
@@ -44,6 +48,37 @@ def build(tmp: Path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+# the C shim's reads the refresh makes (torch/csrc/inductor/aoti_torch/c/shim.h)
+SHIM_READS = [
+    "aoti_torch_get_data_ptr",
+    "aoti_torch_get_numel",
+    "aoti_torch_get_dtype",
+    "aoti_torch_get_device_type",
+    "aoti_torch_get_device_index",
+    "aoti_torch_get_dim",
+    "aoti_torch_get_sizes",
+    "aoti_torch_get_strides",
+]
+
+
+def cdata_offset(t: torch.Tensor) -> int:
+    """Where the tensor object holds its at::Tensor: the offset holding the TensorImpl pointer
+    that an at::Tensor made from it holds (found as csrc/plan.cpp finds it)."""
+    capsule = torch._C._aoti.unsafe_alloc_void_ptr_from_tensor(t)
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    handle = get(capsule, None)
+    impl = ctypes.c_void_p.from_address(handle).value
+    found = [
+        off
+        for off in range(16, type(t).__basicsize__, 8)
+        if ctypes.c_void_p.from_address(id(t) + off).value == impl
+    ]
+    torch._C._aoti.alloc_tensor_by_stealing_from_void_ptr(capsule)  # frees the at::Tensor
+    assert len(found) == 1, found
+    return found[0]
 
 
 def method_kind(descr) -> int:
@@ -80,6 +115,12 @@ def main() -> None:
         fast = torch._C._dynamo.guards._torchinductor_pyobject_tensor_data_ptr
         ns = mod.cost(lists["grads"], fast, 3, args.reps) - loop
         print(f"| `_torchinductor_pyobject_tensor_data_ptr` (C function) | grads | {ns:.1f} |")
+        lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+        offset = cdata_offset(lists["grads"][0])
+        for name in SHIM_READS:
+            addr = ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+            ns = mod.cost(lists["grads"], addr, 5, args.reps, offset) - loop
+            print(f"| `{name}` (C shim) | grads | {ns:.1f} |")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,10 @@ the grads as a training loop leaves them:
   contiguous grads), refilled in place.
 
 Only ``optimizer.step()`` is timed (each step's grad setup is outside the clock). Each
-scenario is timed with the engine's fast data-pointer reads on and off (``_C.fast_data_ptr``:
-on is what fastopt does; off is the previous code path) and split into the refresh (the
-per-tensor checks, ``Plan.refresh``), the engine call alone, and the Python around them. The
+scenario is timed on each path of the refresh's tensor reads (``_C.tensor_reads``: ``shim``,
+torch's C shim, is what fastopt uses; ``accessors`` and ``methods`` are the earlier paths, kept
+as fallbacks) and split into the refresh (the per-tensor checks, ``Plan.refresh``), the engine
+call alone, and the Python around them. The
 2000 x 16 comparison against torch's fused AdamW and SGD runs in the same process, interleaved.
 Writes ``host-overhead-cpu.md`` and ``.json`` into ``--out``.
 """
@@ -45,6 +46,12 @@ from fastopt.benchmark.timing import load_average  # noqa: E402
 from fastopt.optim import FusedAdamW, FusedSGD  # noqa: E402
 
 NUMEL = 16
+# the paths of the refresh's tensor reads (csrc/plan.cpp, ReadPath), as the table names them
+PATHS = {
+    "shim": "shim (C shim on the at::Tensor)",
+    "accessors": "accessors (torch's C getters)",
+    "methods": "methods (data_ptr() method)",
+}
 OPTIMIZERS: dict[str, tuple[type, type, dict[str, Any]]] = {
     "adamw": (FusedAdamW, torch.optim.AdamW, dict(lr=1e-3, weight_decay=0.01)),
     "sgd": (FusedSGD, torch.optim.SGD, dict(lr=1e-3, momentum=0.9)),
@@ -106,7 +113,7 @@ Case = tuple[Scenario | None, Callable[[], Any], Callable[[], Any] | None, Calla
 def interleaved(cases: dict[str, Case], repeat: int, calls: int) -> dict[str, list[float]]:
     """Round-robin samples (seconds per step) of each case: (scenario whose setup precedes each
     call, or None; the timed call; what runs before each sample, if anything (it switches the
-    fast data-pointer reads); what runs untimed before each call, if anything)."""
+    path of tensor reads and rebuilds the plan); what runs untimed before each call, if anything)."""
     samples: dict[str, list[float]] = {name: [] for name in cases}
     names = list(cases)
     for r in range(repeat + 1):  # round 0: warm-up, not recorded
@@ -134,6 +141,18 @@ def profile_text(s: Scenario, steps: int) -> str:
     return out.getvalue()
 
 
+def usable(C: Any, path: str) -> bool:
+    """Whether this torch lets the refresh read tensors on ``path``."""
+    was = C.tensor_reads()
+    try:
+        C.tensor_reads(path)
+    except RuntimeError:
+        return False
+    finally:
+        C.tensor_reads(was)
+    return True
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tensors", type=int, default=1000)
@@ -143,46 +162,60 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     C = require_C()
-    has_fast = C.fast_data_ptr()
+    default = C.tensor_reads()
+    paths = [default] + [p for p in PATHS if p != default and usable(C, p)]
     load_before = load_average()
 
-    def fast(on: bool) -> Callable[[], None]:
-        return lambda: C.fast_data_ptr(on)
+    def use(path: str, s: Scenario) -> Callable[[], None]:
+        def switch() -> None:  # a plan reads on the path it was built on: rebuilt, untimed
+            C.tensor_reads(path)
+            s.setup()
+            s.optimizer.step()
+
+        return switch
 
     cases: dict[str, Case] = {}
-    parts: dict[str, tuple[Scenario, str, str, bool]] = {}
+    parts: dict[str, tuple[Scenario, str, str, str]] = {}
     for opt_name, (fused_cls, _, hypers) in OPTIMIZERS.items():
         for grads in ("fresh", "kept", "flat"):
             s = Scenario(args.tensors, grads, lambda ps, c=fused_cls, h=hypers: c(ps, **h))
-            refresh = s.optimizer._plan.engine.refresh
-            for on in (True, False) if has_fast else (False,):
-                tag = f"{opt_name} {grads} {'fast ptr' if on else 'ptr method'}"
-                cases[f"step: {tag}"] = (s, s.optimizer.step, fast(on), None)
-                parts[tag] = (s, opt_name, grads, on)
-                cases[f"refresh: {tag}"] = (s, refresh, fast(on), None)
+            for path in paths:
+                tag = f"{opt_name} {grads} {path}"
+                cases[f"step: {tag}"] = (s, s.optimizer.step, use(path, s), None)
+                parts[tag] = (s, opt_name, grads, path)
+                cases[f"refresh: {tag}"] = (
+                    s,
+                    lambda s=s: s.optimizer._plan.engine.refresh(),
+                    use(path, s),
+                    None,
+                )
             # the engine alone, on this step's grads (the refresh before it, untimed, gives it
             # their addresses: a new grad's memory is not the last one's)
-            eng = s.optimizer._plan.engine
             cases[f"engine: {opt_name} {grads}"] = (
                 s,
-                lambda eng=eng: eng.run(torch.get_num_threads(), stream=0),
-                fast(has_fast),
-                refresh,
+                lambda s=s: s.optimizer._plan.engine.run(torch.get_num_threads(), stream=0),
+                use(default, s),
+                lambda s=s: s.optimizer._plan.engine.refresh(),
             )
     n2 = args.ratio_tensors
     for opt_name, (fused_cls, torch_cls, hypers) in OPTIMIZERS.items():
         s = Scenario(n2, "kept", lambda ps, c=fused_cls, h=hypers: c(ps, **h))
         t = Scenario(n2, "kept", lambda ps, c=torch_cls, h=hypers: c(ps, **h, fused=True))
         for mode, (a, b) in {"after backward": (s, t), "back-to-back": (None, None)}.items():
-            cases[f"ratio {mode}: fastopt {opt_name}"] = (a, s.optimizer.step, fast(has_fast), None)
+            cases[f"ratio {mode}: fastopt {opt_name}"] = (
+                a,
+                s.optimizer.step,
+                use(default, s),
+                None,
+            )
             cases[f"ratio {mode}: torch fused {opt_name}"] = (b, t.optimizer.step, None, None)
     samples = interleaved(cases, args.repeat, args.calls)
-    C.fast_data_ptr(has_fast)
+    C.tensor_reads(default)
     load_after = load_average()
     med = {name: statistics.median(v) for name, v in samples.items()}
 
     prof_scenario = next(
-        s for s, o, g, on in parts.values() if (o, g, on) == ("adamw", "fresh", has_fast)
+        s for s, o, g, path in parts.values() if (o, g, path) == ("adamw", "fresh", default)
     )
     prof = profile_text(prof_scenario, 50)
 
@@ -193,12 +226,12 @@ def main() -> None:
         f"{torch.__version__}, {threads} threads, load {load_before} -> {load_after}, "
         f"median of {args.repeat} samples of {args.calls} steps)",
         "",
-        "| optimizer, grads | data pointers | step µs | per tensor ns | refresh ns/tensor | "
+        "| optimizer, grads | tensor reads | step µs | per tensor ns | refresh ns/tensor | "
         "engine ns/tensor | rest µs (Python, wrapper) |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     rows: list[dict[str, Any]] = []
-    for tag, (_, opt_name, grads, on) in parts.items():
+    for tag, (_, opt_name, grads, path) in parts.items():
         step = med[f"step: {tag}"]
         refresh = med[f"refresh: {tag}"]
         engine = med[f"engine: {opt_name} {grads}"]
@@ -207,7 +240,7 @@ def main() -> None:
             dict(
                 optimizer=opt_name,
                 grads=grads,
-                fast_data_ptr=on,
+                tensor_reads=path,
                 step_us=step * 1e6,
                 per_tensor_ns=step / n * 1e9,
                 refresh_ns_per_tensor=refresh / n * 1e9,
@@ -216,7 +249,7 @@ def main() -> None:
             )
         )
         lines.append(
-            f"| {opt_name}, {grads} | {'fast (C function)' if on else 'data_ptr() method'} | "
+            f"| {opt_name}, {grads} | {PATHS[path]} | "
             f"{step * 1e6:.1f} | {step / n * 1e9:.0f} | {refresh / n * 1e9:.0f} | "
             f"{engine / n * 1e9:.0f} | {rest * 1e6:.1f} |"
         )

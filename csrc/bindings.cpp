@@ -203,14 +203,15 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
       py::arg("counter"), py::arg("key"),
       "The generator of stochastic rounding (csrc/core/precision.h), for its known-answer tests");
   m.def(
-      "fast_data_ptr",
-      [](std::optional<bool> enabled) {
-        return fastopt::fast_data_ptr(enabled.has_value() ? int(*enabled) : -1);
-      },
-      py::arg("enabled") = py::none(),
-      "Whether plans read data pointers through torch's C function for inductor (one C call "
-      "per tensor) rather than Tensor.data_ptr(); True/False switches it (for tests and "
-      "benchmarks of both paths); returns whether it is now in use");
+      "tensor_reads",
+      [](std::optional<std::string> path) { return fastopt::tensor_reads(path.value_or("")); },
+      py::arg("path") = py::none(),
+      "How plans read each tensor every step: 'shim' (torch's stable C shim on the at::Tensor "
+      "a tensor object holds), 'accessors' (torch's C getters and methods, called directly) or "
+      "'methods' (the same with Tensor.data_ptr()); a name switches to that path (tests, "
+      "benchmarks); returns the path in use");
+  m.def("tensor_reads_unavailable", &fastopt::tensor_reads_unavailable,
+        "Why the shim path of tensor reads is off here ('' when it is on)");
   m.def(
       "quantize_8bit",
       [](int64_t x, int64_t n, bool is_signed, int64_t codes, int64_t absmax) {

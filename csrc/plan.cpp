@@ -1,9 +1,16 @@
 #include "plan.h"
 
+#include <dlfcn.h>
+#include <pybind11/eval.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <stdexcept>
+#include <type_traits>
 
 #include "core/ops.h"
 #include "core/quant8.h"
@@ -22,17 +29,98 @@ struct Names {
   PyObject* stride = PyUnicode_InternFromString("stride");
   PyObject* numel = PyUnicode_InternFromString("numel");
   PyObject* local = PyUnicode_InternFromString("_local_tensor");
+  PyObject* device = PyUnicode_InternFromString("device");
 };
 const Names& names() {
   static const Names n;
   return n;
 }
 
+// How the per-step refresh reads a tensor (ptr, size, dtype, device, layout), fastest first:
+//  shim: torch's stable C shim, the `aoti_torch_*` functions AOTInductor's generated code calls
+//    (exported by libtorch_cpu with a C ABI, resolved at run time: _C does not link libtorch).
+//    They take an at::Tensor*, which a tensor object holds at a fixed offset (THPVariable::cdata,
+//    what torch's own THPVariable_Unpack reads); the offset is found and every read checked
+//    against torch's Python accessors on probe tensors at first use, else this path is off.
+//    A few ns per read: no Python call, no int object.
+//  accessors: torch's C getters and methods of torch._C.TensorBase, called directly (~30 ns),
+//    and the C function inductor publishes for data pointers.
+//  methods: the same without that function (Tensor.data_ptr()).
+// The reads of one plan use one path: codes of dtypes and devices are the path's own.
+enum class ReadPath : int { shim = 0, accessors = 1, methods = 2 };
+constexpr const char* kReadPathNames[] = {"shim", "accessors", "methods"};
+
+// What the refresh reads of a tensor. dtype and device are codes of the path that read them.
+struct TensorMeta {
+  int64_t ptr = 0, numel = 0, dtype = -1, device = -1;
+  int64_t dim = -1;  // shim: sizes and strides (borrowed from the tensor), else dim -1
+  const int64_t* sizes = nullptr;
+  const int64_t* strides = nullptr;
+};
+enum : unsigned { kPtr = 1, kNumel = 2, kDtype = 4, kDevice = 8, kShape = 16 };
+
+// The C shim's functions the refresh calls (torch/csrc/inductor/aoti_torch/c/shim.h): each
+// returns 0 on success; a C++ exception (a tensor without storage, say) becomes an error code.
+struct Shim {
+  using Handle = void*;  // AtenTensorHandle
+  int32_t (*data_ptr)(Handle, void**) = nullptr;
+  int32_t (*numel)(Handle, int64_t*) = nullptr;
+  int32_t (*dtype)(Handle, int32_t*) = nullptr;
+  int32_t (*device_type)(Handle, int32_t*) = nullptr;
+  int32_t (*device_index)(Handle, int32_t*) = nullptr;
+  int32_t (*dim)(Handle, int64_t*) = nullptr;
+  int32_t (*sizes)(Handle, int64_t**) = nullptr;
+  int32_t (*strides)(Handle, int64_t**) = nullptr;
+  int32_t (*release)(Handle) = nullptr;  // aoti_torch_delete_tensor_object: probes only
+  Py_ssize_t cdata = -1;                 // offset of the at::Tensor in a tensor object
+  PyTypeObject* base = nullptr;          // torch._C.TensorBase: every tensor object's layout
+
+  PyTypeObject* exact[2] = {};  // torch.Tensor, nn.Parameter: checked first (no MRO walk)
+
+  Handle handle(PyObject* t) const {
+    PyTypeObject* type = Py_TYPE(t);
+    const bool tensor = type == exact[0] || type == exact[1] || PyType_IsSubtype(type, base);
+    return tensor ? reinterpret_cast<char*>(t) + cdata : nullptr;
+  }
+  bool read(PyObject* t, unsigned what, TensorMeta* m) const {
+    Handle h = handle(t);
+    if (h == nullptr) return false;
+    void* ptr = nullptr;
+    int32_t dt = 0, type = 0, index = 0;
+    int64_t* sz = nullptr;
+    int64_t* st = nullptr;
+    if ((what & kPtr) && data_ptr(h, &ptr) != 0) return false;
+    if ((what & kNumel) && numel(h, &m->numel) != 0) return false;
+    if ((what & kDtype) && dtype(h, &dt) != 0) return false;
+    if ((what & kDevice) && (device_type(h, &type) != 0 || device_index(h, &index) != 0))
+      return false;
+    if ((what & kShape) && (dim(h, &m->dim) != 0 || sizes(h, &sz) != 0 || strides(h, &st) != 0))
+      return false;
+    m->ptr = reinterpret_cast<int64_t>(ptr);
+    m->dtype = dt;
+    m->device = (int64_t(type) << 32) | uint32_t(index);
+    m->sizes = sz;
+    m->strides = st;
+    return true;
+  }
+};
+
+bool contiguous_layout(
+    const TensorMeta& m) {  // torch's definition (TensorImpl::compute_contiguous)
+  int64_t expected = 1;
+  for (int64_t d = m.dim - 1; d >= 0; --d) {
+    if (m.sizes[d] == 0) return true;
+    if (m.sizes[d] == 1) continue;
+    if (m.strides[d] != expected) return false;
+    expected *= m.sizes[d];
+  }
+  return true;
+}
+
 // torch's own C implementations of Tensor.grad / .dtype / .data_ptr() / .is_contiguous() /
-// .numel(),
-// resolved once from torch._C.TensorBase and called directly: most of the cost of a Python-level
-// call is the lookup and call machinery around them, and the per-step refresh makes thousands.
-// A tensor type that overrides any of them (a subclass) goes through the normal lookup instead.
+// .numel(), resolved once from torch._C.TensorBase and called directly: most of the cost of a
+// Python-level call is the lookup and call machinery around them. A tensor type that overrides
+// any of them (a subclass) goes through the normal lookup instead. And the C shim.
 struct TensorAccess {
   getter grad_get = nullptr;
   void* grad_closure = nullptr;
@@ -48,13 +136,18 @@ struct TensorAccess {
   // torch publishes, for the C++ modules inductor generates (which do not link libtorch either),
   // the address of a plain C function returning a tensor's data pointer:
   // torch._C._dynamo.guards._torchinductor_pyobject_tensor_data_ptr, `void* (*)(PyObject*)`.
-  // One C call instead of a method call that wraps the address in an int: a tenth of the cost,
-  // and a step reads one or more addresses per tensor. Used for torch.Tensor and nn.Parameter
-  // objects only (the types it is written for); absent in a torch without it (the method then).
+  // Used on the accessors path for torch.Tensor and nn.Parameter objects (the types it is
+  // written for).
   using DataPtrFn = void* (*)(PyObject*);
-  DataPtrFn data_ptr_fn = nullptr;  // in use (nullptr: the method)
-  DataPtrFn data_ptr_found = nullptr;
+  DataPtrFn data_ptr_fn = nullptr;
   PyTypeObject* exact[2] = {};  // torch.Tensor, torch.nn.Parameter
+
+  Shim shim;
+  std::string shim_unavailable;  // why the shim path is off ("" when it can be used)
+  ReadPath path = ReadPath::methods;
+  // dtype codes: the shim's (c10::ScalarType) for dtype objects, found on an empty tensor
+  std::vector<std::pair<PyObject*, int64_t>> shim_dtypes;
+  std::vector<py::object> devices;  // accessors paths: the devices met, a device's code its index
 
   void resolve_data_ptr_fn() {
     try {
@@ -75,11 +168,100 @@ struct TensorAccess {
         const auto expected = probe.attr("data_ptr")().cast<int64_t>();
         if (reinterpret_cast<int64_t>(data_ptr_fn(probe.ptr())) != expected) data_ptr_fn = nullptr;
       }
-      data_ptr_found = data_ptr_fn;
     } catch (const std::exception&) {
       PyErr_Clear();
       data_ptr_fn = nullptr;
     }
+  }
+
+  // The shim's functions, the offset of at::Tensor in a tensor object, and every read checked
+  // on probes; "" when all holds, else what did not.
+  std::string resolve_shim() {
+    if (const char* env = std::getenv("FASTOPT_TENSOR_READS"); env && std::strcmp(env, "shim"))
+      return std::string("FASTOPT_TENSOR_READS=") + env;
+    py::module_ torch = py::module_::import("torch");
+    const std::string lib_dir =
+        py::module_::import("os.path").attr("dirname")(torch.attr("__file__")).cast<std::string>() +
+        "/lib/";
+    void* lib = nullptr;
+    for (const char* name : {"libtorch_cpu.so", "libtorch_cpu.dylib"})
+      if ((lib = dlopen((lib_dir + name).c_str(), RTLD_LAZY | RTLD_NOLOAD)) != nullptr) break;
+    if (lib == nullptr) return "libtorch_cpu is not loaded from " + lib_dir;
+    auto sym = [&](auto& fn, const char* name) {
+      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, name));
+      return fn != nullptr;
+    };
+    Shim s;
+    if (!sym(s.data_ptr, "aoti_torch_get_data_ptr") || !sym(s.numel, "aoti_torch_get_numel") ||
+        !sym(s.dtype, "aoti_torch_get_dtype") ||
+        !sym(s.device_type, "aoti_torch_get_device_type") ||
+        !sym(s.device_index, "aoti_torch_get_device_index") || !sym(s.dim, "aoti_torch_get_dim") ||
+        !sym(s.sizes, "aoti_torch_get_sizes") || !sym(s.strides, "aoti_torch_get_strides") ||
+        !sym(s.release, "aoti_torch_delete_tensor_object"))
+      return "libtorch_cpu lacks a function of the C shim";
+    s.base = reinterpret_cast<PyTypeObject*>(torch.attr("_C").attr("TensorBase").ptr());
+    s.exact[0] = reinterpret_cast<PyTypeObject*>(torch.attr("Tensor").ptr());
+    s.exact[1] = reinterpret_cast<PyTypeObject*>(torch.attr("nn").attr("Parameter").ptr());
+    py::object to_handle = torch.attr("_C").attr("_aoti").attr("unsafe_alloc_void_ptr_from_tensor");
+    // probes of each kind the refresh meets: Parameter, plain and subclass tensors, views at an
+    // offset, non-contiguous, empty, 16-bit, sizes of 1
+    py::dict scope;
+    scope["torch"] = torch;
+    py::exec(R"(
+class _Probe(torch.Tensor):
+    pass
+base = torch.arange(24.0)
+probes = [torch.nn.Parameter(torch.ones(3, 4)), base, base[5:17].view(3, 4), base.view(4, 6).t(),
+          torch.empty(0), torch.empty(2, 0, 3), torch.ones(1, 5, 1, dtype=torch.bfloat16),
+          torch.ones(7, dtype=torch.float16).as_subclass(_Probe), base.view(2, 3, 4)[:, ::2, 1:],
+          torch.zeros((), dtype=torch.int64)]
+)",
+             scope);
+    py::list probes = scope["probes"];
+    for (py::handle t : probes) {
+      if (Py_TYPE(t.ptr())->tp_basicsize < s.base->tp_basicsize) return "a tensor type is small";
+      // a new at::Tensor on the heap, as a capsule without a destructor (or an int)
+      py::object h = to_handle(t);
+      void* owned = PyCapsule_CheckExact(h.ptr()) ? PyCapsule_GetPointer(h.ptr(), nullptr)
+                                                  : PyLong_AsVoidPtr(h.ptr());
+      if (owned == nullptr) throw py::error_already_set();
+      void* impl = *static_cast<void**>(owned);  // the TensorImpl the owned at::Tensor holds
+      Py_ssize_t found = -1;
+      for (Py_ssize_t off = sizeof(PyObject);
+           off + Py_ssize_t(sizeof(void*)) <= s.base->tp_basicsize; off += sizeof(void*)) {
+        void* at;
+        std::memcpy(&at, reinterpret_cast<char*>(t.ptr()) + off, sizeof at);
+        if (at == impl) found = found < 0 ? off : -2;
+      }
+      s.release(owned);
+      if (found < 0 || (s.cdata >= 0 && found != s.cdata))
+        return "no single offset of at::Tensor in tensor objects";
+      s.cdata = found;
+    }
+    int64_t cpu = -1;
+    for (py::handle t : probes) {
+      TensorMeta m;
+      if (!s.read(t.ptr(), kPtr | kNumel | kDtype | kDevice | kShape, &m))
+        return "a read of the shim failed on a probe";
+      py::tuple shape = py::tuple(t.attr("shape")), stride = t.attr("stride")();
+      bool same = m.ptr == t.attr("data_ptr")().cast<int64_t>() &&
+                  m.numel == t.attr("numel")().cast<int64_t>() &&
+                  m.dim == int64_t(py::len(shape)) &&
+                  contiguous_layout(m) == t.attr("is_contiguous")().cast<bool>() &&
+                  (cpu < 0 || m.device == cpu);
+      for (int64_t d = 0; same && d < m.dim; ++d)
+        same = m.sizes[d] == shape[d].cast<int64_t>() && m.strides[d] == stride[d].cast<int64_t>();
+      if (!same) return "a read of the shim differs from torch's accessors on a probe";
+      cpu = m.device;
+      for (py::handle u : probes) {  // dtype codes: equal exactly for equal dtypes
+        TensorMeta o;
+        if (!s.read(u.ptr(), kDtype, &o) ||
+            (o.dtype == m.dtype) != t.attr("dtype").equal(u.attr("dtype")))
+          return "the shim's dtype codes do not follow torch's dtypes";
+      }
+    }
+    shim = s;
+    return "";
   }
 
   bool resolve(PyObject* base) {
@@ -132,6 +314,42 @@ struct TensorAccess {
       }
     return true;
   }
+
+  // The code of a torch.dtype on the path in use: the shim's, or the (immortal) object's address.
+  bool dtype_code(PyObject* dtype, int64_t* out) {
+    if (path != ReadPath::shim) {
+      *out = reinterpret_cast<int64_t>(dtype);
+      return true;
+    }
+    for (const auto& [obj, code] : shim_dtypes)
+      if (obj == dtype) {
+        *out = code;
+        return true;
+      }
+    py::object probe = py::module_::import("torch").attr("empty")(
+        0, py::arg("dtype") = py::reinterpret_borrow<py::object>(dtype));
+    TensorMeta m;
+    if (!shim.read(probe.ptr(), kDtype, &m)) return false;
+    shim_dtypes.emplace_back(dtype, m.dtype);  // dtypes are immortal: the key stays valid
+    *out = m.dtype;
+    return true;
+  }
+
+  // The code of a torch.device object on the accessors paths: the index of an equal device
+  // among those met (torch.device compares by type and index).
+  bool device_code(PyObject* device, int64_t* out) {
+    for (size_t i = 0; i < devices.size(); ++i) {
+      const int same = PyObject_RichCompareBool(device, devices[i].ptr(), Py_EQ);
+      if (same < 0) return false;
+      if (same) {
+        *out = int64_t(i);
+        return true;
+      }
+    }
+    devices.push_back(py::reinterpret_borrow<py::object>(device));
+    *out = int64_t(devices.size() - 1);
+    return true;
+  }
 };
 
 TensorAccess* access() {
@@ -143,6 +361,18 @@ TensorAccess* access() {
       acc->grad_get = nullptr;  // fall back to the generic protocol everywhere
     }
     acc->resolve_data_ptr_fn();
+    try {
+      acc->shim_unavailable = acc->resolve_shim();
+    } catch (const std::exception& e) {
+      PyErr_Clear();
+      acc->shim_unavailable = std::string("probing the shim failed: ") + e.what();
+    }
+    acc->path = acc->shim_unavailable.empty() ? ReadPath::shim
+                : acc->data_ptr_fn != nullptr ? ReadPath::accessors
+                                              : ReadPath::methods;
+    // FASTOPT_TENSOR_READS=accessors or methods: that path for this process (shim off above)
+    if (const char* env = std::getenv("FASTOPT_TENSOR_READS"); env && !std::strcmp(env, "methods"))
+      acc->path = ReadPath::methods;
     return acc;
   }();
   return a;
@@ -162,19 +392,16 @@ bool data_ptr(PyObject* tensor, int64_t* out) {
   return !PyErr_Occurred();
 }
 
-// The same reads through torch's C functions when the type allows it.
+// A tensor's grad and metadata on the path in use.
 struct Reader {
   TensorAccess* a = access();
   bool fast(PyObject* t) { return a->grad_get != nullptr && a->is_plain(Py_TYPE(t)); }
   PyObject* grad(PyObject* t) {
     return fast(t) ? a->grad_get(t, a->grad_closure) : PyObject_GetAttr(t, names().grad);
   }
-  PyObject* dtype(PyObject* t) {
-    return fast(t) ? a->dtype_get(t, a->dtype_closure) : PyObject_GetAttr(t, names().dtype);
-  }
   bool ptr(PyObject* t, int64_t* out) {
     PyTypeObject* type = Py_TYPE(t);
-    if (a->data_ptr_fn != nullptr && (type == a->exact[0] || type == a->exact[1])) {
+    if (a->path == ReadPath::accessors && (type == a->exact[0] || type == a->exact[1])) {
       try {  // it throws (a C++ exception) for a tensor without storage: then the method says
         *out = reinterpret_cast<int64_t>(a->data_ptr_fn(t));
         return true;
@@ -187,9 +414,6 @@ struct Reader {
     *out = PyLong_AsLongLong(r);
     Py_DECREF(r);
     return !PyErr_Occurred();
-  }
-  PyObject* contiguous(PyObject* t) {
-    return fast(t) ? a->is_contiguous(t, a->empty, nullptr) : call0(t, names().is_contiguous);
   }
   bool numel(PyObject* t, int64_t* out) {
     PyObject* r;
@@ -204,6 +428,43 @@ struct Reader {
     *out = PyLong_AsLongLong(r);
     Py_DECREF(r);
     return !PyErr_Occurred();
+  }
+  // The fields `what` asks for (kShape: the shim path only). false: the read failed.
+  bool meta(PyObject* t, unsigned what, TensorMeta* m) {
+    if (a->path == ReadPath::shim) return a->shim.read(t, what, m);
+    if ((what & kPtr) && !ptr(t, &m->ptr)) return false;
+    if ((what & kNumel) && !numel(t, &m->numel)) return false;
+    if (what & kDtype) {
+      PyObject* d =
+          fast(t) ? a->dtype_get(t, a->dtype_closure) : PyObject_GetAttr(t, names().dtype);
+      if (d == nullptr) return false;
+      Py_DECREF(d);  // torch dtypes are immortal singletons: identity is enough
+      a->dtype_code(d, &m->dtype);
+    }
+    if (what & kDevice) {
+      py::object d = py::reinterpret_steal<py::object>(PyObject_GetAttr(t, names().device));
+      if (!d || !a->device_code(d.ptr(), &m->device)) return false;
+    }
+    return true;
+  }
+  // Is t laid out as the engine walks it: contiguous, or with exactly the param's strides
+  // (dense)? 1 yes, 0 no, -1 the read failed. m: t's meta with kShape on the shim path.
+  int has_layout(PyObject* t, const TensorMeta& m, Layout layout,
+                 const std::vector<int64_t>& strides, PyObject* strides_tuple) {
+    if (a->path == ReadPath::shim) {
+      if (layout == Layout::contiguous) return contiguous_layout(m);
+      if (m.dim != int64_t(strides.size())) return 0;
+      return std::equal(strides.begin(), strides.end(), m.strides) ? 1 : 0;
+    }
+    PyObject* r = layout == Layout::contiguous ? (fast(t) ? a->is_contiguous(t, a->empty, nullptr)
+                                                          : call0(t, names().is_contiguous))
+                                               : call0(t, names().stride);
+    if (r == nullptr) return -1;
+    const int same = layout == Layout::contiguous
+                         ? r == Py_True
+                         : PyObject_RichCompareBool(r, strides_tuple, Py_EQ);
+    Py_DECREF(r);
+    return same;
   }
 };
 
@@ -225,10 +486,26 @@ std::unique_ptr<Engine> make_engine(const std::string& kind, const std::string& 
 
 }  // namespace
 
-bool fast_data_ptr(int mode) {
+std::string tensor_reads(const std::string& path) {
   TensorAccess* a = access();
-  if (mode >= 0) a->data_ptr_fn = mode ? a->data_ptr_found : nullptr;
-  return a->data_ptr_fn != nullptr;
+  if (!path.empty()) {
+    size_t i = 0;
+    while (i < std::size(kReadPathNames) && path != kReadPathNames[i]) ++i;
+    if (i == std::size(kReadPathNames))
+      throw std::invalid_argument("tensor reads: no path '" + path +
+                                  "' (shim, accessors or methods)");
+    const auto want = ReadPath(i);
+    if (want == ReadPath::shim && !a->shim_unavailable.empty())
+      throw std::runtime_error("tensor reads: the shim path is off here: " + a->shim_unavailable);
+    if (want == ReadPath::accessors && a->data_ptr_fn == nullptr)
+      throw std::runtime_error("tensor reads: this torch has no C function for data pointers");
+    a->path = want;
+  }
+  return kReadPathNames[int(a->path)];
+}
+
+std::string tensor_reads_unavailable() {
+  return access()->shim_unavailable;
 }
 
 std::string engine_for(const std::string& device_type) {
@@ -346,15 +623,24 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
       dense_strides_.size() != n_params || sharded_.size() != n_params)
     throw std::invalid_argument("Plan: per-param lists must have one item per param");
 
+  Reader read;
+  read_path_ = int(read.a->path);
+  auto failed = [](const std::string& what) {
+    if (PyErr_Occurred()) throw py::error_already_set();
+    throw std::invalid_argument("Plan: reading " + what + " failed");
+  };
   for (size_t i = 0; i < n_params; ++i) {
     py::object p = params_[i];
     if (sharded_[i]) p = p.attr("_local_tensor");
-    int64_t ptr = 0;
-    if (!data_ptr(p.ptr(), &ptr)) throw py::error_already_set();
-    param_data_.push_back(ptr);
+    TensorMeta m;
+    if (!read.meta(p.ptr(), kPtr | kDtype | kDevice, &m)) failed("param " + std::to_string(i));
+    param_data_.push_back(m.ptr);
+    param_dtype_.push_back(m.dtype);
+    param_device_.push_back(m.device);
+    std::vector<int64_t> strides;
+    if (!dense_strides_[i].is_none()) strides = dense_strides_[i].cast<std::vector<int64_t>>();
+    dense_stride_values_.push_back(std::move(strides));
   }
-
-  Reader read;
   for (const EntrySpec& spec : entries) {
     if (spec.states.size() != size_t(kMaxStates))
       throw std::invalid_argument("Plan: an entry has " + std::to_string(kMaxStates) +
@@ -385,10 +671,12 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
         state = py::none();
       }
       entry_states_.push_back(state);
+      state_dtype_.push_back(-1);
       if (!state.is_none()) {
-        int64_t ptr = 0, numel = 0;
-        if (!read.ptr(state.ptr(), &ptr) || !read.numel(state.ptr(), &numel))
-          throw py::error_already_set();
+        TensorMeta m;
+        if (!read.meta(state.ptr(), kPtr | kNumel | kDtype, &m)) failed("a state tensor");
+        const int64_t ptr = m.ptr, numel = m.numel;
+        state_dtype_.back() = m.dtype;
         if (numel != (is_absmax ? blocks : e.numel))
           throw std::invalid_argument(is_absmax ? "Plan: an absmax needs one value per block"
                                                 : "Plan: a state's size is not its param's");
@@ -444,7 +732,9 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
     e.group = spec.group;
     e.step = reinterpret_cast<float*>(spec.step);
     e.fresh = spec.fresh;
-    grad_dtype_.push_back(spec.expected_grad_dtype);
+    int64_t grad_dtype = -1;
+    if (!read.a->dtype_code(spec.expected_grad_dtype.ptr(), &grad_dtype)) failed("a grad dtype");
+    grad_dtype_.push_back(grad_dtype);
     total_elems_ += e.numel;
     entries_.push_back(e);
   }
@@ -611,9 +901,12 @@ py::tuple Plan::refresh() {
         return rebuild("params of a group changed");
   }
   if (!state_unchanged()) return rebuild("optimizer state edited");
+  Reader read;
+  if (int(read.a->path) != read_path_) return rebuild("the path of tensor reads changed");
+  // the shim path checks a grad's layout on its sizes and strides, read with the rest
+  const unsigned layout_reads = read.a->path == ReadPath::shim ? unsigned(kShape) : 0u;
 
   py::list fixups;
-  Reader read;
   const Py_ssize_t n_params = PyList_GET_SIZE(params);
   for (Py_ssize_t i = 0; i < n_params; ++i) {
     PyObject* p = PyList_GET_ITEM(params, i);
@@ -640,24 +933,31 @@ py::tuple Plan::refresh() {
         return rebuild("a DTensor's local shard is not a plain tensor");
       p = local_ref.ptr();
     }
-    int64_t pptr = 0;
-    if (!read.ptr(p, &pptr)) return rebuild("param data_ptr failed");
-    if (pptr != param_data_[i]) return rebuild("a param's storage changed");
-    int64_t numel = 0;
-    if (!read.numel(p, &numel)) return rebuild("param numel failed");
-    if (numel != e.numel && check_sizes_) return rebuild("a param's size changed");
+    TensorMeta pm;
+    if (!read.meta(p, kPtr | kNumel | kDtype | kDevice, &pm))
+      return rebuild("reading a param failed");
+    if (pm.ptr != param_data_[i]) return rebuild("a param's storage changed");
+    if (pm.numel != e.numel && check_sizes_) return rebuild("a param's size changed");
+    if (pm.dtype != param_dtype_[i]) return rebuild("a param's dtype changed");
+    if (pm.device != param_device_[i]) return rebuild("a param's device changed");
     // A state tensor that is still in optimizer.state (state_unchanged) and still at its
     // address is still in its storage: another storage at that address cannot exist while the
     // tensor holds this one, and a smaller view or resize_ keeps the storage it had.
     for (int k = 0; k < kSlots; ++k) {
-      PyObject* state = entry_states_[size_t(entry) * kSlots + k].ptr();
+      const size_t slot = size_t(entry) * kSlots + k;
+      PyObject* state = entry_states_[slot].ptr();
       if (state == Py_None) continue;
-      int64_t sptr = 0;
-      if (!read.ptr(state, &sptr)) return rebuild("reading a state tensor failed");
+      TensorMeta sm;
+      if (!read.meta(state, kPtr | kNumel | kDtype, &sm))
+        return rebuild("reading a state tensor failed");
       const void* at = k < kMaxStates       ? e.state[k]
                        : k < 2 * kMaxStates ? static_cast<const void*>(e.absmax[k - kMaxStates])
                                             : e.aux;
-      if (sptr != reinterpret_cast<int64_t>(at)) return rebuild("a state tensor moved");
+      if (sm.ptr != reinterpret_cast<int64_t>(at)) return rebuild("a state tensor moved");
+      const bool is_absmax = k >= kMaxStates && k < 2 * kMaxStates;
+      if (sm.numel != (is_absmax ? (e.numel + kQuantBlock - 1) / kQuantBlock : e.numel) ||
+          sm.dtype != state_dtype_[slot])
+        return rebuild("a state tensor's size or dtype changed");
     }
     e.active = grad != Py_None;
     e.grad = nullptr;
@@ -677,33 +977,21 @@ py::tuple Plan::refresh() {
       fixups.append(entry);
       continue;
     }
-    PyObject* dtype = read.dtype(grad);
-    if (dtype == nullptr) return rebuild("grad dtype failed");
-    Py_DECREF(dtype);  // torch dtypes are immortal singletons: identity is enough
-    if (dtype != grad_dtype_[entry].ptr()) return rebuild("a grad's dtype changed");
-    int64_t gnumel = 0;
-    if (!read.numel(grad, &gnumel)) return rebuild("grad numel failed");
-    if (gnumel != e.numel && check_sizes_) return rebuild("a grad's size is not its param's");
-    bool same_layout;
-    if (layout == Layout::contiguous) {
-      PyObject* r = read.contiguous(grad);
-      if (r == nullptr) return rebuild("grad is_contiguous failed");
-      same_layout = r == Py_True;
-      Py_DECREF(r);
-    } else {
-      PyObject* r = call0(grad, names().stride);
-      if (r == nullptr) return rebuild("grad stride failed");
-      same_layout = PyObject_RichCompareBool(r, dense_strides_[i].ptr(), Py_EQ) == 1;
-      Py_DECREF(r);
-    }
-    if (!same_layout) {
+    TensorMeta gm;
+    if (!read.meta(grad, kPtr | kNumel | kDtype | kDevice | layout_reads, &gm))
+      return rebuild("reading a grad failed (a sparse grad?)");
+    if (gm.dtype != grad_dtype_[entry]) return rebuild("a grad's dtype changed");
+    if (gm.device != param_device_[i]) return rebuild("a grad on another device than its param");
+    if (gm.numel != e.numel && check_sizes_) return rebuild("a grad's size is not its param's");
+    const int same_layout =
+        read.has_layout(grad, gm, layout, dense_stride_values_[i], dense_strides_[i].ptr());
+    if (same_layout < 0) return rebuild("reading a grad's layout failed");
+    if (same_layout == 0) {
       fixups.append(entry);
       continue;
     }
-    int64_t gptr = 0;
-    if (!read.ptr(grad, &gptr)) return rebuild("grad data_ptr failed (sparse?)");
-    if (gptr == 0 && e.numel > 0) return rebuild("a grad without storage");
-    e.grad = reinterpret_cast<const void*>(gptr);
+    if (gm.ptr == 0 && e.numel > 0) return rebuild("a grad without storage");
+    e.grad = reinterpret_cast<const void*>(gm.ptr);
   }
 
   std::string reason;

@@ -136,21 +136,25 @@ class Plan {
   std::vector<py::object> group_lists_;  // each group's 'params' list
   std::vector<Py_ssize_t> group_sizes_;
   py::list params_;
-  py::object sources_;                  // None, or per param the tensor read in place of its .grad
-  std::vector<int64_t> param_data_;     // data_ptr() at build time
-  std::vector<py::object> grad_dtype_;  // per entry: the dtype its grads must have
-  std::vector<py::object> grad_type_;   // per entry: the Python type its grads were validated as
+  py::object sources_;  // None, or per param the tensor read in place of its .grad
+  int read_path_ = 0;   // how this plan reads tensors (plan.cpp, ReadPath): codes are its own
+  // per param at build time: its data pointer, dtype and device (codes of the read path)
+  std::vector<int64_t> param_data_, param_dtype_, param_device_;
+  std::vector<int64_t> grad_dtype_;    // per entry: the dtype its grads must have (a code)
+  std::vector<py::object> grad_type_;  // per entry: the Python type its grads were validated as
   std::vector<int64_t> entry_of_param_;
   std::vector<int32_t> layouts_;
   // per param: a DTensor (FSDP2), read through its local shard (._local_tensor), grad likewise
   std::vector<int32_t> sharded_;
-  py::object tensor_type_;  // torch.Tensor: the type a local shard must have
-  std::vector<py::object> dense_strides_;
+  py::object tensor_type_;                 // torch.Tensor: the type a local shard must have
+  std::vector<py::object> dense_strides_;  // per param: its strides if dense, else None
+  std::vector<std::vector<int64_t>> dense_stride_values_;
   std::vector<TensorEntry> entries_;
   // [entries][kSlots]: the state tensors, their absmax (8-bit states) and the precision buffer
   // (or None)
   static constexpr int kSlots = 2 * kMaxStates + 1;
   std::vector<py::object> entry_states_;
+  std::vector<int64_t> state_dtype_;     // their dtypes' codes (-1: no tensor)
   std::vector<py::object> state_items_;  // optimizer.state's items and their dicts' items
   py::list held_;                        // other tensors the entries point into
   std::vector<double> hyper_;            // [groups][keys]
@@ -161,9 +165,12 @@ class Plan {
 };
 
 std::vector<std::string> hyper_keys(const std::string& kind);
-// Whether the per-step refresh reads data pointers through torch's C function for inductor
-// (plan.cpp, TensorAccess); mode 0/1 switches it off/on (on: where torch has it), -1 only asks.
-bool fast_data_ptr(int mode);
+// How plans read tensors each step ("shim", "accessors" or "methods"; plan.cpp, ReadPath):
+// path "" only asks; a name switches to it (for tests and benchmarks of every path) or throws
+// where it cannot be used. Returns the path in use.
+std::string tensor_reads(const std::string& path);
+// Why the shim path cannot be used here ("" when it can).
+std::string tensor_reads_unavailable();
 // The engine this module runs a device type's tensors on ("cpu", "cuda", "simt"), or "".
 std::string engine_for(const std::string& device_type);
 

@@ -152,6 +152,7 @@ def build_info() -> dict[str, Any]:
         openmp=built["openmp"],
         compiler=built["compiler"],
         cpu_chunk_elems=built["cpu_chunk_elems"],
+        tensor_reads=tensor_reads_summary(_C),
         extension=getattr(_C, "__file__", "?"),
     )
     for key in ("cuda_runtime", "cuda_driver", "cuda_archs", "cuda_param_bytes"):
@@ -174,6 +175,14 @@ def build_info() -> dict[str, Any]:
         if key == "backends":  # the plain CUDA line right under the backends it explains
             ordered["cuda"] = cuda_summary(info, torch_cuda=torch.version.cuda)
     return ordered
+
+
+def tensor_reads_summary(C: Any) -> str:
+    """How each step reads every param, grad and state tensor (csrc/plan.cpp, ReadPath): the
+    path in use and, when it is not torch's C shim, why."""
+    path = C.tensor_reads()
+    why = C.tensor_reads_unavailable()
+    return path if path == "shim" or not why else f"{path} (shim off: {why})"
 
 
 def cuda_version_number(text: str) -> int:

@@ -1,7 +1,8 @@
-"""The per-step refresh on both of its data-pointer paths: torch's C function for inductor
-(``_C.fast_data_ptr``, what a step uses) and ``Tensor.data_ptr()`` (the fallback, for a torch
-without it and for tensor subclasses). Both must step the same numbers as torch and catch the
-same edits between steps (see also test_fused_safety.py, whose checks run here on both paths).
+"""The per-step refresh on each path of its tensor reads (``_C.tensor_reads``): ``shim``, torch's
+stable C shim on the at::Tensor a tensor object holds (what a step uses), and the fallbacks
+``accessors`` (torch's C getters, called directly) and ``methods`` (the same with
+``Tensor.data_ptr()``). Every path must step the same numbers as torch and catch the same edits
+between steps (see also test_fused_safety.py, whose checks run here on every path).
 """
 
 from __future__ import annotations
@@ -15,24 +16,75 @@ import torch
 import fastopt
 from fastopt._ext import require_C
 
-PATHS = ["fast", "method"]
+PATHS = ["shim", "accessors", "methods"]
 
 
 @pytest.fixture(params=PATHS)
-def data_ptr_path(request):
+def read_path(request):
     C = require_C()
-    was = C.fast_data_ptr()
-    assert C.fast_data_ptr(request.param == "fast") == (request.param == "fast")
+    was = C.tensor_reads()
+    assert C.tensor_reads(request.param) == request.param
     yield request.param
-    C.fast_data_ptr(was)
+    C.tensor_reads(was)
 
 
-def test_fast_data_pointers_are_used_with_this_torch():
-    """torch publishes the function (torch._C._dynamo.guards) and the refresh uses it; a torch
-    that drops it falls back to the method, and this test says so."""
+def test_the_shim_path_is_used_with_this_torch():
+    """The shim's functions are exported, the at::Tensor offset is found and every probe read
+    agrees with torch's accessors: the refresh uses it. A torch where any of that fails falls
+    back to the accessors, and this test says why."""
+    from fastopt._ext import build_info
+
     C = require_C()
-    assert C.fast_data_ptr()
-    assert isinstance(torch._C._dynamo.guards._torchinductor_pyobject_tensor_data_ptr, int)
+    assert C.tensor_reads_unavailable() == ""
+    assert C.tensor_reads() == "shim"
+    assert build_info()["tensor_reads"] == "shim"  # what `fastopt info` shows
+
+
+def test_an_unknown_path_is_refused():
+    C = require_C()
+    with pytest.raises(ValueError, match="no path 'fast'"):
+        C.tensor_reads("fast")
+    assert C.tensor_reads() == "shim"
+
+
+def test_the_path_can_be_switched_off_at_startup(tmp_path):
+    """FASTOPT_TENSOR_READS=accessors keeps the shim off for the process (and says so)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; from fastopt._ext import require_C; C = require_C(); "
+        "p = torch.nn.Parameter(torch.ones(3)); p.grad = torch.ones(3); "
+        "import fastopt; o = fastopt.FusedSGD([p], lr=0.5); o.step(); "
+        "print(C.tensor_reads(), C.tensor_reads_unavailable(), p.tolist()); "
+        "from fastopt._ext import build_info; print(build_info()['tensor_reads'])"
+    )
+    env = {**__import__("os").environ, "FASTOPT_TENSOR_READS": "accessors"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out == [
+        "accessors FASTOPT_TENSOR_READS=accessors [0.5, 0.5, 0.5]",
+        "accessors (shim off: FASTOPT_TENSOR_READS=accessors)",
+    ]
+
+
+def test_switching_the_path_between_steps_rebuilds_and_steps_as_torch():
+    C = require_C()
+    p = torch.nn.Parameter(torch.randn(6))
+    q = torch.nn.Parameter(p.detach().clone())
+    fused, ref = fastopt.FusedAdamW([p], lr=0.1), torch.optim.AdamW([q], lr=0.1)
+    try:
+        for path in ["shim", "methods", "accessors", "shim"]:
+            C.tensor_reads(path)
+            g = torch.randn(6)
+            p.grad, q.grad = g.clone(), g.clone()
+            fused.step()
+            ref.step()
+            assert fused._plan.engine.refresh()[0] == 0  # the plan reads on this path now
+    finally:
+        C.tensor_reads("shim")
+    torch.testing.assert_close(p, q)
 
 
 def _grads(kind, params, gen, flat):
@@ -63,7 +115,7 @@ SHAPES = [(16,), (3, 5), (1,), (7, 2, 3), (33,)]
 
 @pytest.mark.parametrize("grads", ["fresh", "kept", "flat"])
 @pytest.mark.parametrize("pair", ["adamw", "sgd-momentum", "adam-amsgrad"], ids=lambda name: name)
-def test_steps_match_torch_on_both_paths(data_ptr_path, pair, grads):
+def test_steps_match_torch_on_every_path(read_path, pair, grads):
     fused_cls, torch_cls, kw = safety.PAIRS[pair]
     gen = torch.Generator().manual_seed(3)
     # params of both kinds the fast path reads (Parameter, plain leaf tensor) and a plain
@@ -162,7 +214,69 @@ def _kept_grad_shrunk_in_place_is_refused():
     assert torch.equal(p, before)
 
 
+def _param_given_another_dtype_in_place_is_seen():
+    """p.data = p.data.view(torch.float16) of a bfloat16 param: the same address and size,
+    another dtype. With the grad kept (bfloat16) the step refuses the pair, as for any param
+    of that dtype; with a float16 grad it updates float16 values as torch does, not bfloat16
+    bits."""
+    base = torch.randn(8).bfloat16()
+    p, q = torch.nn.Parameter(base.clone()), torch.nn.Parameter(base.clone())
+    fused, ref = fastopt.FusedSGD([p], lr=0.1), torch.optim.SGD([q], lr=0.1)
+    for i in range(3):
+        if i != 1:
+            g = torch.randn(8).to(p.dtype)
+            p.grad, q.grad = g.clone(), g.clone()
+        fused.step()
+        ref.step()
+        if i == 0:
+            p.data, q.data = p.data.view(torch.float16), q.data.view(torch.float16)
+            before = p.detach().clone()
+            with pytest.raises(TypeError, match="grad dtype torch.bfloat16 must be torch.float16"):
+                fused.step()
+            assert torch.equal(p, before)
+            p.grad.data, q.grad.data = p.grad.data.view(p.dtype), q.grad.data.view(q.dtype)
+    assert p.dtype == torch.float16
+    torch.testing.assert_close(p, q)
+
+
+def _state_shrunk_in_place_is_refused():
+    """A state tensor of optimizer.state given fewer elements of its own storage (.data): the
+    same object at the same address, so only its size tells."""
+    p = torch.nn.Parameter(torch.randn(8))
+    o = fastopt.FusedAdamW([p], lr=0.1)
+    p.grad = torch.randn(8)
+    o.step()
+    o.state[p]["exp_avg"].data = o.state[p]["exp_avg"].data[:4]
+    before = p.detach().clone()
+    with pytest.raises(ValueError, match="exp_avg"):
+        o.step()
+    assert torch.equal(p, before)
+
+
+def _state_given_another_dtype_in_place_is_stepped_as_its_values():
+    """A state tensor viewed as another dtype of the same size (.data): the refresh sees it
+    and the rebuild converts it back as it converts any loaded state."""
+    p = torch.nn.Parameter(torch.randn(8))
+    q = torch.nn.Parameter(p.detach().clone())
+    fused, ref = fastopt.FusedAdamW([p], lr=0.1), torch.optim.AdamW([q], lr=0.1)
+    for i in range(3):
+        g = torch.randn(8)
+        p.grad, q.grad = g.clone(), g.clone()
+        fused.step()
+        ref.step()
+        if i == 0:  # bf16 pairs of the same 32 bytes: a 16-element state
+            s = fused.state[p]["exp_avg"]
+            s.data = s.data.view(torch.bfloat16)
+            with pytest.raises(ValueError, match="exp_avg"):
+                fused.step()
+            s.data = s.data.view(torch.float32)
+    torch.testing.assert_close(p, q)
+
+
 CHECKS = [
+    _param_given_another_dtype_in_place_is_seen,
+    _state_shrunk_in_place_is_refused,
+    _state_given_another_dtype_in_place_is_stepped_as_its_values,
     _step_uses_new_param_storage,
     _kept_grad_given_another_storage,
     _kept_grad_given_another_dtype_is_refused,
@@ -186,8 +300,25 @@ CHECKS = [
 @pytest.mark.parametrize(
     "check", CHECKS, ids=lambda f: getattr(f, "__name__", None) or f.func.__name__
 )
-def test_edits_between_steps_are_caught_on_both_paths(data_ptr_path, check):
+def test_edits_between_steps_are_caught_on_every_path(read_path, check):
     check()
+
+
+@pytest.mark.cuda
+def test_kept_grad_moved_to_another_device_is_refused(read_path):
+    """The same grad object given another device's tensor (.data, which torch allows between
+    cpu and cuda): the CPU engine must not read a cuda address, nor the CUDA engine a host one.
+    (torch refuses .data = a meta tensor, so no cpu-only edit reaches this check.)"""
+    for dev, other in (("cpu", "cuda"), ("cuda", "cpu")):
+        p = torch.nn.Parameter(torch.randn(8, device=dev))
+        o = fastopt.FusedSGD([p], lr=0.1)
+        p.grad = torch.randn(8, device=dev)
+        o.step()
+        p.grad.data = p.grad.data.to(other)
+        before = p.detach().clone()
+        with pytest.raises(ValueError, match=f"on {other}"):
+            o.step()
+        assert torch.equal(p, before)
 
 
 @pytest.mark.parametrize("pair", ["adamw", "sgd-momentum", "adam-amsgrad"], ids=lambda n: n)
