@@ -105,11 +105,13 @@ struct Shim {
   }
 };
 
-bool contiguous_layout(
-    const TensorMeta& m) {  // torch's definition (TensorImpl::compute_contiguous)
+// torch's definition (TensorImpl::compute_contiguous): an empty tensor is contiguous, else the
+// strides of the dims longer than 1 are those of a row-major layout
+bool contiguous_layout(const TensorMeta& m) {
+  for (int64_t d = 0; d < m.dim; ++d)
+    if (m.sizes[d] == 0) return true;
   int64_t expected = 1;
   for (int64_t d = m.dim - 1; d >= 0; --d) {
-    if (m.sizes[d] == 0) return true;
     if (m.sizes[d] == 1) continue;
     if (m.strides[d] != expected) return false;
     expected *= m.sizes[d];
@@ -204,7 +206,7 @@ struct TensorAccess {
     s.exact[1] = reinterpret_cast<PyTypeObject*>(torch.attr("nn").attr("Parameter").ptr());
     py::object to_handle = torch.attr("_C").attr("_aoti").attr("unsafe_alloc_void_ptr_from_tensor");
     // probes of each kind the refresh meets: Parameter, plain and subclass tensors, views at an
-    // offset, non-contiguous, empty, 16-bit, sizes of 1
+    // offset, non-contiguous, empty (one with strides no layout has), 16-bit, sizes of 1
     py::dict scope;
     scope["torch"] = torch;
     py::exec(R"(
@@ -214,7 +216,8 @@ base = torch.arange(24.0)
 probes = [torch.nn.Parameter(torch.ones(3, 4)), base, base[5:17].view(3, 4), base.view(4, 6).t(),
           torch.empty(0), torch.empty(2, 0, 3), torch.ones(1, 5, 1, dtype=torch.bfloat16),
           torch.ones(7, dtype=torch.float16).as_subclass(_Probe), base.view(2, 3, 4)[:, ::2, 1:],
-          torch.zeros((), dtype=torch.int64)]
+          torch.zeros((), dtype=torch.int64), torch.empty(0).as_strided((0, 3), (1, 5)),
+          torch.empty(4, 1, 6)[:, :, ::2]]
 )",
              scope);
     py::list probes = scope["probes"];
