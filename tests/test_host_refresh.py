@@ -8,10 +8,13 @@ between steps (see also test_fused_safety.py, whose checks run here on every pat
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 
 import pytest
 import test_fused_safety as safety
 import torch
+from conftest import fastopt_subprocess_env
 
 import fastopt
 from fastopt._ext import require_C
@@ -49,9 +52,6 @@ def test_an_unknown_path_is_refused():
 
 def test_the_path_can_be_switched_off_at_startup(tmp_path):
     """FASTOPT_TENSOR_READS=accessors keeps the shim off for the process (and says so)."""
-    import subprocess
-    import sys
-
     code = (
         "import torch; from fastopt._ext import require_C; C = require_C(); "
         "p = torch.nn.Parameter(torch.ones(3)); p.grad = torch.ones(3); "
@@ -59,11 +59,12 @@ def test_the_path_can_be_switched_off_at_startup(tmp_path):
         "print(C.tensor_reads(), C.tensor_reads_unavailable(), p.tolist()); "
         "from fastopt._ext import build_info; print(build_info()['tensor_reads'])"
     )
-    env = {**__import__("os").environ, "FASTOPT_TENSOR_READS": "accessors"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    ).stdout.splitlines()
-    assert out == [
+    env = {**fastopt_subprocess_env(), "FASTOPT_TENSOR_READS": "accessors"}
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
         "accessors FASTOPT_TENSOR_READS=accessors [0.5, 0.5, 0.5]",
         "accessors (shim off: FASTOPT_TENSOR_READS=accessors)",
     ]
