@@ -453,7 +453,7 @@ struct Reader {
   // Is t laid out as the engine walks it: contiguous, or with exactly the param's strides
   // (dense)? 1 yes, 0 no, -1 the read failed. m: t's meta with kShape on the shim path.
   int has_layout(PyObject* t, const TensorMeta& m, Layout layout,
-                 const std::vector<int64_t>& strides, PyObject* strides_tuple) {
+                 const std::vector<int64_t>& strides) {
     if (a->path == ReadPath::shim) {
       if (layout == Layout::contiguous) return contiguous_layout(m);
       if (m.dim != int64_t(strides.size())) return 0;
@@ -463,11 +463,15 @@ struct Reader {
                                                           : call0(t, names().is_contiguous))
                                                : call0(t, names().stride);
     if (r == nullptr) return -1;
-    const int same = layout == Layout::contiguous
-                         ? r == Py_True
-                         : PyObject_RichCompareBool(r, strides_tuple, Py_EQ);
-    Py_DECREF(r);
-    return same;
+    py::object result = py::reinterpret_steal<py::object>(r);
+    if (layout == Layout::contiguous) return r == Py_True;
+    if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != Py_ssize_t(strides.size())) return 0;
+    for (size_t d = 0; d < strides.size(); ++d) {
+      const long long s = PyLong_AsLongLong(PyTuple_GET_ITEM(r, Py_ssize_t(d)));
+      if (s == -1 && PyErr_Occurred()) return -1;
+      if (s != strides[d]) return 0;
+    }
+    return 1;
   }
 };
 
@@ -600,7 +604,6 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
   params_ = params;
   entry_of_param_ = std::move(entry_of_param);
   layouts_ = std::move(layouts);
-  dense_strides_ = std::move(dense_strides);
   held_ = held;
   if (chunk_elems < 0) throw std::invalid_argument("chunk_elems must be positive");
   std::string device_type = "cpu";
@@ -623,7 +626,7 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
   }
   if (sharded_.empty()) sharded_.assign(n_params, 0);
   if (entry_of_param_.size() != n_params || layouts_.size() != n_params ||
-      dense_strides_.size() != n_params || sharded_.size() != n_params)
+      dense_strides.size() != n_params || sharded_.size() != n_params)
     throw std::invalid_argument("Plan: per-param lists must have one item per param");
 
   Reader read;
@@ -641,8 +644,8 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
     param_dtype_.push_back(m.dtype);
     param_device_.push_back(m.device);
     std::vector<int64_t> strides;
-    if (!dense_strides_[i].is_none()) strides = dense_strides_[i].cast<std::vector<int64_t>>();
-    dense_stride_values_.push_back(std::move(strides));
+    if (!dense_strides[i].is_none()) strides = dense_strides[i].cast<std::vector<int64_t>>();
+    dense_strides_.push_back(std::move(strides));
   }
   for (const EntrySpec& spec : entries) {
     if (spec.states.size() != size_t(kMaxStates))
@@ -986,8 +989,7 @@ py::tuple Plan::refresh() {
     if (gm.dtype != grad_dtype_[entry]) return rebuild("a grad's dtype changed");
     if (gm.device != param_device_[i]) return rebuild("a grad on another device than its param");
     if (gm.numel != e.numel && check_sizes_) return rebuild("a grad's size is not its param's");
-    const int same_layout =
-        read.has_layout(grad, gm, layout, dense_stride_values_[i], dense_strides_[i].ptr());
+    const int same_layout = read.has_layout(grad, gm, layout, dense_strides_[i]);
     if (same_layout < 0) return rebuild("reading a grad's layout failed");
     if (same_layout == 0) {
       fixups.append(entry);

@@ -146,9 +146,8 @@ class Plan {
   std::vector<int32_t> layouts_;
   // per param: a DTensor (FSDP2), read through its local shard (._local_tensor), grad likewise
   std::vector<int32_t> sharded_;
-  py::object tensor_type_;                 // torch.Tensor: the type a local shard must have
-  std::vector<py::object> dense_strides_;  // per param: its strides if dense, else None
-  std::vector<std::vector<int64_t>> dense_stride_values_;
+  py::object tensor_type_;  // torch.Tensor: the type a local shard must have
+  std::vector<std::vector<int64_t>> dense_strides_;  // per param: its strides if dense, else {}
   std::vector<TensorEntry> entries_;
   // [entries][kSlots]: the state tensors, their absmax (8-bit states) and the precision buffer
   // (or None)
