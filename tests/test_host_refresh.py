@@ -138,20 +138,30 @@ def test_steps_match_torch_on_every_path(read_path, pair, grads):
         torch.testing.assert_close(p.detach().as_subclass(torch.Tensor), r.detach())
 
 
-def _step_uses_new_param_storage():
-    """p.data = another tensor between steps: the step updates the new memory (as torch)."""
+def _adamw_next_to_torch(steps, edit_after):
+    """An 8-element param stepped by FusedAdamW next to a copy stepped by torch's AdamW on the
+    same grads; edit_after(i, fused, p, q) runs after step i. Returns the two params."""
     p = torch.nn.Parameter(torch.randn(8))
     q = torch.nn.Parameter(p.detach().clone())
     fused, ref = fastopt.FusedAdamW([p], lr=0.1), torch.optim.AdamW([q], lr=0.1)
-    for i in range(4):
+    for i in range(steps):
         g = torch.randn(8)
         p.grad, q.grad = g.clone(), g.clone()
         fused.step()
         ref.step()
+        edit_after(i, fused, p, q)
+    return p, q
+
+
+def _step_uses_new_param_storage():
+    """p.data = another tensor between steps: the step updates the new memory (as torch)."""
+
+    def swap(i, fused, p, q):
         if i == 1:
             v = torch.randn(8)
             p.data, q.data = v.clone(), v.clone()
-    torch.testing.assert_close(p, q)
+
+    torch.testing.assert_close(*_adamw_next_to_torch(4, swap))
 
 
 def _kept_grad_given_another_storage():
@@ -256,30 +266,26 @@ def _state_shrunk_in_place_is_refused():
     assert torch.equal(p, before)
 
 
-def _state_given_another_dtype_in_place_is_stepped_as_its_values():
-    """A state tensor viewed as another dtype of the same size (.data): the refresh sees it
-    and the rebuild converts it back as it converts any loaded state."""
-    p = torch.nn.Parameter(torch.randn(8))
-    q = torch.nn.Parameter(p.detach().clone())
-    fused, ref = fastopt.FusedAdamW([p], lr=0.1), torch.optim.AdamW([q], lr=0.1)
-    for i in range(3):
-        g = torch.randn(8)
-        p.grad, q.grad = g.clone(), g.clone()
-        fused.step()
-        ref.step()
-        if i == 0:  # bf16 pairs of the same 32 bytes: a 16-element state
+def _state_given_another_dtype_in_place_is_refused():
+    """A state tensor viewed as another dtype of the same bytes (.data: a 16-element bfloat16
+    state for an 8-element param): the refresh sees it and the step refuses it, naming the
+    state; viewed back, the steps go on as torch's."""
+
+    def view(i, fused, p, q):
+        if i == 0:
             s = fused.state[p]["exp_avg"]
             s.data = s.data.view(torch.bfloat16)
             with pytest.raises(ValueError, match="exp_avg"):
                 fused.step()
             s.data = s.data.view(torch.float32)
-    torch.testing.assert_close(p, q)
+
+    torch.testing.assert_close(*_adamw_next_to_torch(3, view))
 
 
 CHECKS = [
     _param_given_another_dtype_in_place_is_seen,
     _state_shrunk_in_place_is_refused,
-    _state_given_another_dtype_in_place_is_stepped_as_its_values,
+    _state_given_another_dtype_in_place_is_refused,
     _step_uses_new_param_storage,
     _kept_grad_given_another_storage,
     _kept_grad_given_another_dtype_is_refused,
