@@ -255,7 +255,7 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
                                  "One tensor of a plan's table (see csrc/plan.h)")
       .def(py::init([](int64_t param, std::vector<py::object> states, int64_t numel,
                        int32_t param_dtype, int32_t grad_dtype, int32_t state_dtype, int32_t group,
-                       int64_t step, int32_t fresh, py::object expected_grad_dtype,
+                       py::object step, int32_t fresh, py::object expected_grad_dtype,
                        int32_t param_mode, py::object aux, int64_t tensor_id,
                        std::vector<py::object> absmax) {
              fastopt::EntrySpec e;
@@ -266,7 +266,7 @@ PYBIND11_MODULE(FASTOPT_MODULE_NAME, m) {
              e.grad_dtype = grad_dtype;
              e.state_dtype = state_dtype;
              e.group = group;
-             e.step = step;
+             e.step = std::move(step);
              e.fresh = fresh;
              e.expected_grad_dtype = std::move(expected_grad_dtype);
              e.param_mode = param_mode;

@@ -662,18 +662,17 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
       throw std::invalid_argument("Plan: an entry with 8-bit states has " +
                                   std::to_string(kMaxStates) +
                                   " absmax slots, one with other states none");
-    const int64_t blocks = (e.numel + kQuantBlock - 1) / kQuantBlock;
     for (int k = 0; k < kSlots; ++k) {
-      const bool is_absmax = k >= kMaxStates && k < 2 * kMaxStates;
-      py::object state = k < kMaxStates ? spec.states[size_t(k)]
-                         : !is_absmax   ? spec.aux
-                         : quantized    ? spec.absmax[size_t(k - kMaxStates)]
-                                        : py::none();
+      const bool is_absmax = k >= kMaxStates && k < kAuxSlot;
+      py::object state = k < kMaxStates   ? spec.states[size_t(k)]
+                         : k == kAuxSlot  ? spec.aux
+                         : k == kStepSlot ? spec.step
+                         : quantized      ? spec.absmax[size_t(k - kMaxStates)]
+                                          : py::none();
       if (!state) state = py::none();
-      void* absmax = nullptr;
-      void*& slot = k < kMaxStates ? e.state[k] : is_absmax ? absmax : e.aux;
+      void* at = nullptr;
       if (PyLong_Check(state.ptr())) {
-        slot = reinterpret_cast<void*>(state.cast<int64_t>());
+        at = reinterpret_cast<void*>(state.cast<int64_t>());
         state = py::none();
       }
       entry_states_.push_back(state);
@@ -681,19 +680,27 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
       if (!state.is_none()) {
         TensorMeta m;
         if (!read.meta(state.ptr(), kPtr | kNumel | kDtype, &m)) failed("a state tensor");
-        const int64_t ptr = m.ptr, numel = m.numel;
         state_dtype_.back() = m.dtype;
-        if (numel != (is_absmax ? blocks : e.numel))
-          throw std::invalid_argument(is_absmax ? "Plan: an absmax needs one value per block"
-                                                : "Plan: a state's size is not its param's");
-        if (quantized && k < 2 * kMaxStates &&
-            py::str(state.attr("dtype")).cast<std::string>() !=
-                (is_absmax ? "torch.float32" : "torch.uint8"))
+        if (m.numel != slot_numel(e, k))
+          throw std::invalid_argument(is_absmax        ? "Plan: an absmax needs one value per block"
+                                      : k == kStepSlot ? "Plan: a step count has one element"
+                                                       : "Plan: a state's size is not its param's");
+        auto dtype = [&] { return py::str(state.attr("dtype")).cast<std::string>(); };
+        if (quantized && k < kAuxSlot && dtype() != (is_absmax ? "torch.float32" : "torch.uint8"))
           throw std::invalid_argument(
               "Plan: 8-bit states are uint8 codes with a float32 absmax per block");
-        slot = reinterpret_cast<void*>(ptr);
+        if (k == kStepSlot && dtype() != "torch.float32")
+          throw std::invalid_argument("Plan: a step count is a float32 tensor");
+        at = reinterpret_cast<void*>(m.ptr);
       }
-      if (is_absmax) e.absmax[k - kMaxStates] = static_cast<float*>(absmax);
+      if (k < kMaxStates)
+        e.state[k] = at;
+      else if (is_absmax)
+        e.absmax[k - kMaxStates] = static_cast<float*>(at);
+      else if (k == kAuxSlot)
+        e.aux = at;
+      else
+        e.step = static_cast<float*>(at);
     }
     if (quantized)
       for (int k = 0; k < kMaxStates; ++k)
@@ -736,7 +743,6 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
       throw std::invalid_argument("Plan: an entry's group " + std::to_string(spec.group) +
                                   " is not one of the " + std::to_string(groups_.size()));
     e.group = spec.group;
-    e.step = reinterpret_cast<float*>(spec.step);
     e.fresh = spec.fresh;
     int64_t grad_dtype = -1;
     if (!read.a->dtype_code(spec.expected_grad_dtype.ptr(), &grad_dtype)) failed("a grad dtype");
@@ -761,6 +767,17 @@ Plan::Plan(std::string kind, py::list owner_groups, py::object owner_state, py::
   structural_ = hyper_;
   snapshot_state();
   engine_ = make_engine(kind_, device_type, device_index, entries_, chunk_elems);
+}
+
+const void* Plan::slot_address(const TensorEntry& e, int k) {
+  if (k < kMaxStates) return e.state[k];
+  if (k < kAuxSlot) return e.absmax[k - kMaxStates];
+  return k == kAuxSlot ? e.aux : e.step;
+}
+
+int64_t Plan::slot_numel(const TensorEntry& e, int k) {
+  if (k >= kMaxStates && k < kAuxSlot) return (e.numel + kQuantBlock - 1) / kQuantBlock;
+  return k == kStepSlot ? 1 : e.numel;
 }
 
 // optimizer.state as it is now: its items and, for each dict among its values, that dict's
@@ -956,13 +973,9 @@ py::tuple Plan::refresh() {
       TensorMeta sm;
       if (!read.meta(state, kPtr | kNumel | kDtype, &sm))
         return rebuild("reading a state tensor failed");
-      const void* at = k < kMaxStates       ? e.state[k]
-                       : k < 2 * kMaxStates ? static_cast<const void*>(e.absmax[k - kMaxStates])
-                                            : e.aux;
-      if (sm.ptr != reinterpret_cast<int64_t>(at)) return rebuild("a state tensor moved");
-      const bool is_absmax = k >= kMaxStates && k < 2 * kMaxStates;
-      if (sm.numel != (is_absmax ? (e.numel + kQuantBlock - 1) / kQuantBlock : e.numel) ||
-          sm.dtype != state_dtype_[slot])
+      if (sm.ptr != reinterpret_cast<int64_t>(slot_address(e, k)))
+        return rebuild("a state tensor moved");
+      if (sm.numel != slot_numel(e, k) || sm.dtype != state_dtype_[slot])
         return rebuild("a state tensor's size or dtype changed");
     }
     e.active = grad != Py_None;

@@ -57,7 +57,9 @@ struct EntrySpec {
   int64_t numel = 0;
   int32_t param_dtype = 0, grad_dtype = 0, state_dtype = 0;  // DType codes
   int32_t group = 0;                                         // its param group
-  int64_t step = 0;   // address of its float32 step count (ops with kHasStep), or 0
+  // its float32 step count (ops with kHasStep): a one-element tensor, held and re-checked each
+  // step like the states; None (no count); or an int, a raw address as in states
+  py::object step = py::none();
   int32_t fresh = 0;  // its fresh state is new: the first update initialises it from the grad
   py::object expected_grad_dtype;  // the torch.dtype its grads must have
   // precision.h: its ParamMode, the mode's buffer (a tensor of the param's size, or None) and
@@ -149,9 +151,14 @@ class Plan {
   py::object tensor_type_;  // torch.Tensor: the type a local shard must have
   std::vector<std::vector<int64_t>> dense_strides_;  // per param: its strides if dense, else {}
   std::vector<TensorEntry> entries_;
-  // [entries][kSlots]: the state tensors, their absmax (8-bit states) and the precision buffer
-  // (or None)
-  static constexpr int kSlots = 2 * kMaxStates + 1;
+  // [entries][kSlots]: the tensors an entry points into, each held and re-checked every step
+  // (or None): its kMaxStates states, their absmax (8-bit states), the precision buffer and the
+  // step count
+  static constexpr int kAuxSlot = 2 * kMaxStates, kStepSlot = kAuxSlot + 1;
+  static constexpr int kSlots = kStepSlot + 1;
+  // the address entry e holds for slot k, and the elements that slot's tensor has
+  static const void* slot_address(const TensorEntry& e, int k);
+  static int64_t slot_numel(const TensorEntry& e, int k);
   std::vector<py::object> entry_states_;
   std::vector<int64_t> state_dtype_;     // their dtypes' codes (-1: no tensor)
   std::vector<py::object> state_items_;  // optimizer.state's items and their dicts' items

@@ -282,7 +282,33 @@ def _state_given_another_dtype_in_place_is_refused():
     torch.testing.assert_close(*_adamw_next_to_torch(3, view))
 
 
+def _step_count_edited_in_place_is_seen():
+    """optimizer.state's step count given new storage (.data =, set_) or written in place
+    between steps: the next step counts on from the new value, as torch's, and state shows it
+    (the plan's counts are views of one buffer; a moved view is seen, not left behind)."""
+    p = torch.nn.Parameter(torch.randn(8))
+    q = torch.nn.Parameter(p.detach().clone())
+    fused, ref = fastopt.FusedAdamW([p], lr=0.1), torch.optim.AdamW([q], lr=0.1)
+    edits = {
+        1: lambda s: setattr(s, "data", torch.tensor(10.0)),
+        2: lambda s: s.set_(torch.tensor(20.0)),
+        3: lambda s: s.fill_(30.0),
+    }
+    for i in range(5):
+        g = torch.randn(8)
+        p.grad, q.grad = g.clone(), g.clone()
+        fused.step()
+        ref.step()
+        if i in edits:
+            edits[i](fused.state[p]["step"])
+            edits[i](ref.state[q]["step"])
+        assert fused.state[p]["step"].item() == ref.state[q]["step"].item()
+    assert ref.state[q]["step"].item() == 31.0
+    torch.testing.assert_close(p, q)
+
+
 CHECKS = [
+    _step_count_edited_in_place_is_seen,
     _param_given_another_dtype_in_place_is_seen,
     _state_shrunk_in_place_is_refused,
     _state_given_another_dtype_in_place_is_refused,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The engine's tests under AddressSanitizer: builds fastopt._C and fastopt._C_simt with
 # -fsanitize=address into BUILD_DIR, stages the package next to them in BUILD_DIR/run, and runs
-# the engine, state, safety, pipeline, precision and emulated-CUDA tests there (~20 min on
+# the engine, state, safety, pipeline, precision, host-refresh and emulated-CUDA tests there (~20 min on
 # 2 cores: the build is most of it). Any ASan report fails the run and is printed.
 #
 #   bash tools/asan_check.sh [BUILD_DIR]        # default: build/asan
@@ -39,7 +39,7 @@ status=0
     tests/test_engine.py tests/test_fused_errors.py tests/test_fused_pipeline.py \
     tests/test_simt.py tests/test_fused_ema.py tests/test_nonfinite.py tests/test_precision.py \
     tests/test_fused_optim.py tests/test_cuda_engine_emulated.py tests/test_catalog.py \
-    tests/test_quant8.py tests/test_quant8_optim.py
+    tests/test_quant8.py tests/test_quant8_optim.py tests/test_host_refresh.py
 ) || status=$?
 if compgen -G "$logs/asan*" > /dev/null; then
   cat "$logs"/asan*

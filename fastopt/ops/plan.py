@@ -647,9 +647,8 @@ def build_plan(opt: FusedOptimizer, sources: Sequence[torch.Tensor] | None = Non
         steps = torch.tensor(step_values, dtype=torch.float32, device=device)
         for i, state in enumerate(step_owners):
             state["step"] = steps[i]
-    base = steps.data_ptr() if steps is not None else 0
-    for e in entries:
-        e["step"] = base + 4 * e["step"] if e["step"] >= 0 else 0
+    for e in entries:  # the view itself: the plan re-checks it each step (`.data =` moves it)
+        e["step"] = step_owners[e["step"]]["step"] if e["step"] >= 0 else None
 
     held = [t for t in (steps,) if t is not None]
     held += [t for s in staged for t in (s.param_buf, s.grad_buf)]
