@@ -140,7 +140,7 @@ def test_steps_match_torch_on_every_path(read_path, pair, grads):
 
 def _adamw_next_to_torch(steps, edit_after):
     """An 8-element param stepped by FusedAdamW next to a copy stepped by torch's AdamW on the
-    same grads; edit_after(i, fused, p, q) runs after step i. Returns the two params."""
+    same grads; edit_after(i, fused, ref, p, q) runs after step i. Returns the two params."""
     p = torch.nn.Parameter(torch.randn(8))
     q = torch.nn.Parameter(p.detach().clone())
     fused, ref = fastopt.FusedAdamW([p], lr=0.1), torch.optim.AdamW([q], lr=0.1)
@@ -149,14 +149,14 @@ def _adamw_next_to_torch(steps, edit_after):
         p.grad, q.grad = g.clone(), g.clone()
         fused.step()
         ref.step()
-        edit_after(i, fused, p, q)
+        edit_after(i, fused, ref, p, q)
     return p, q
 
 
 def _step_uses_new_param_storage():
     """p.data = another tensor between steps: the step updates the new memory (as torch)."""
 
-    def swap(i, fused, p, q):
+    def swap(i, fused, ref, p, q):
         if i == 1:
             v = torch.randn(8)
             p.data, q.data = v.clone(), v.clone()
@@ -271,7 +271,7 @@ def _state_given_another_dtype_in_place_is_refused():
     state for an 8-element param): the refresh sees it and the step refuses it, naming the
     state; viewed back, the steps go on as torch's."""
 
-    def view(i, fused, p, q):
+    def view(i, fused, ref, p, q):
         if i == 0:
             s = fused.state[p]["exp_avg"]
             s.data = s.data.view(torch.bfloat16)
@@ -286,25 +286,21 @@ def _step_count_edited_in_place_is_seen():
     """optimizer.state's step count given new storage (.data =, set_) or written in place
     between steps: the next step counts on from the new value, as torch's, and state shows it
     (the plan's counts are views of one buffer; a moved view is seen, not left behind)."""
-    p = torch.nn.Parameter(torch.randn(8))
-    q = torch.nn.Parameter(p.detach().clone())
-    fused, ref = fastopt.FusedAdamW([p], lr=0.1), torch.optim.AdamW([q], lr=0.1)
     edits = {
         1: lambda s: setattr(s, "data", torch.tensor(10.0)),
         2: lambda s: s.set_(torch.tensor(20.0)),
         3: lambda s: s.fill_(30.0),
     }
-    for i in range(5):
-        g = torch.randn(8)
-        p.grad, q.grad = g.clone(), g.clone()
-        fused.step()
-        ref.step()
+
+    def edit(i, fused, ref, p, q):
         if i in edits:
             edits[i](fused.state[p]["step"])
             edits[i](ref.state[q]["step"])
         assert fused.state[p]["step"].item() == ref.state[q]["step"].item()
-    assert ref.state[q]["step"].item() == 31.0
-    torch.testing.assert_close(p, q)
+        if i == 4:
+            assert ref.state[q]["step"].item() == 31.0
+
+    torch.testing.assert_close(*_adamw_next_to_torch(5, edit))
 
 
 CHECKS = [

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The engine's tests under AddressSanitizer: builds fastopt._C and fastopt._C_simt with
 # -fsanitize=address into BUILD_DIR, stages the package next to them in BUILD_DIR/run, and runs
-# the engine, state, safety, pipeline, precision, host-refresh and emulated-CUDA tests there (~20 min on
-# 2 cores: the build is most of it). Any ASan report fails the run and is printed.
+# the engine, state, safety, pipeline, precision, host-refresh and emulated-CUDA tests there
+# (~20 min on 2 cores: the build is most of it). Any ASan report fails the run and is printed.
 #
 #   bash tools/asan_check.sh [BUILD_DIR]        # default: build/asan
 #
