@@ -37,9 +37,11 @@ struct Adam {
       "lr",           "betas.0",  "betas.1",  "eps",
       "weight_decay", "amsgrad!", "maximize", "decoupled_weight_decay"};
 
-  // Compile-time variants (uniform per tensor): bit 0 amsgrad, bit 1 lerp's large-weight form.
-  enum Variant { kAmsgrad_ = 1, kLargeWeight = 2 };
-  using Variants = std::integer_sequence<int, 0, 1, 2, 3>;
+  // Compile-time variants (uniform per tensor): bit 0 amsgrad, bit 1 lerp's large-weight form,
+  // bit 2 a grad that enters as is (no maximize, no L2 term): the common case skips a multiply,
+  // an fma and a select per element, which count in the 16-bit steps (bound by arithmetic).
+  enum Variant { kAmsgrad_ = 1, kLargeWeight = 2, kPlainGrad = 4 };
+  using Variants = std::integer_sequence<int, 0, 1, 2, 3, 4, 5, 6, 7>;
   static constexpr int states_used(int v) { return v & kAmsgrad_ ? 7 : 3; }
 
   struct Args {
@@ -67,15 +69,16 @@ struct Adam {
     a.wd = decoupled ? 0.f : float(wd);
     a.wd_mask = mask_of(!decoupled && wd != 0.0);
     a.variant = (h[kAmsgrad] != 0.0 ? kAmsgrad_ : 0) |
-                (lerp_large_weight(a.one_minus_beta1) ? kLargeWeight : 0);
+                (lerp_large_weight(a.one_minus_beta1) ? kLargeWeight : 0) |
+                (h[kMaximize] == 0.0 && a.wd_mask == 0 ? kPlainGrad : 0);
     return a;
   }
 
   template <int V>
   FASTOPT_HD static void update(const Args& a, float& p, float g, float* s) {
-    g = g * a.grad_sign;
+    if constexpr ((V & kPlainGrad) == 0) g = g * a.grad_sign;
     p = p * a.decay;
-    g = add_scaled_masked(g, a.wd, p, a.wd_mask);
+    if constexpr ((V & kPlainGrad) == 0) g = add_scaled_masked(g, a.wd, p, a.wd_mask);
     const float m = torch_lerp<(V & kLargeWeight) != 0>(s[0], g, a.one_minus_beta1);
     float v = s[1] * a.beta2;
     v = v + a.one_minus_beta2 * g * g;
