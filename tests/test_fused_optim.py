@@ -435,3 +435,38 @@ def test_l2_term_rounds_once_as_torch():
     fastopt.FusedSGD([p], lr=1.0, weight_decay=0.1).step()
     torch.optim.SGD([q], lr=1.0, weight_decay=0.1, foreach=False).step()
     assert torch.equal(p.detach(), q.detach())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("kwargs", [{}, dict(amsgrad=True), dict(betas=(0.5, 0.9))])
+@pytest.mark.parametrize("name", ["FusedAdam", "FusedAdamW"])
+def test_adam_plain_grad_variant_same_bits(name, kwargs, dtype):
+    """Adam's common case (no maximize, no L2 term) has its own compiled variant without the
+    grad's sign multiply: maximize=True on -g, which takes the general variant, must give the
+    same bits (params and states), zeros, infs and NaNs in the grads included (a NaN's sign
+    aside: negating the grad flips it, and x86's multiply by -1 keeps a NaN's sign)."""
+
+    def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+        a, b = a.detach().float().view(-1), b.detach().float().view(-1)
+        nan = a.isnan()
+        return torch.equal(nan, b.isnan()) and torch.equal(
+            a[~nan].view(torch.int32), b[~nan].view(torch.int32)
+        )
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(CHUNK + 77, generator=g).to(dtype)
+    grads = [torch.randn(x.shape, generator=g).to(dtype) for _ in range(4)]
+    for grad in grads:
+        grad[::97] = 0
+        grad[5], grad[11] = float("inf"), float("nan")
+    p, q = torch.nn.Parameter(x.clone()), torch.nn.Parameter(x.clone())
+    states = dict(state_dtype="param") if dtype != torch.float32 else {}
+    plain = getattr(fastopt, name)([p], lr=1e-2, **kwargs, **states)
+    general = getattr(fastopt, name)([q], lr=1e-2, maximize=True, **kwargs, **states)
+    for grad in grads:
+        p.grad, q.grad = grad.clone(), -grad
+        plain.step()
+        general.step()
+        assert same_bits(p, q)
+    for key, value in plain.state[p].items():
+        assert same_bits(value, general.state[q][key]), key
